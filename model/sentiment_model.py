@@ -1,0 +1,77 @@
+"""The served model: cleaning, TF-IDF features and a linear classifier in one pyfunc.
+
+Logged as "models from code": MLflow runs this file at load time, and
+``load_context`` reads the fitted scikit-learn pipeline from the model's artifacts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonContext, PythonModel
+
+from model.preprocess import clean_text
+from model.signature import LABELS
+
+PIPELINE_ARTIFACT = "pipeline"
+
+
+class SentimentModel(PythonModel):
+    """Scores reviews; with ``explain`` it also names the terms behind each decision."""
+
+    def __init__(self, pipeline=None):
+        self.pipeline = pipeline
+        self._terms: np.ndarray | None = None
+
+    def load_context(self, context: PythonContext) -> None:
+        self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
+
+    def predict(
+        self,
+        context: PythonContext | None,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        params = params or {}
+        cleaned = [clean_text(text) for text in model_input["text"].tolist()]
+        features = self.pipeline[:-1].transform(cleaned)
+        positive = self.pipeline[-1].predict_proba(features)[:, 1]
+        is_positive = positive >= 0.5
+        result = pd.DataFrame(
+            {
+                "sentiment": np.where(is_positive, LABELS[1], LABELS[0]).astype(object),
+                "confidence": np.where(is_positive, positive, 1.0 - positive).astype(float),
+            }
+        )
+        if params.get("explain"):
+            result["explanation"] = self.explain(features, int(params.get("top_terms", 5)))
+        return result
+
+    def explain(self, features, top: int) -> list[list[dict[str, Any]]]:
+        """Per row, the ``top`` terms with the largest contribution (feature value × weight).
+
+        A positive weight pushes towards "positive", a negative one towards "negative".
+        """
+        if self._terms is None:
+            self._terms = self.pipeline[:-1].get_feature_names_out()
+        weights = np.ravel(self.pipeline[-1].coef_)
+        contributions = features.tocsr().multiply(weights).tocsr()
+        explanations = []
+        for row in range(contributions.shape[0]):
+            start, end = contributions.indptr[row], contributions.indptr[row + 1]
+            columns, values = contributions.indices[start:end], contributions.data[start:end]
+            order = np.argsort(-np.abs(values))[: max(top, 0)]
+            explanations.append(
+                [
+                    {"term": str(self._terms[columns[i]]), "weight": round(float(values[i]), 4)}
+                    for i in order
+                ]
+            )
+        return explanations
+
+
+set_model(SentimentModel())

@@ -1,0 +1,25 @@
+"""The model's contract with its callers: input, output, parameters and an example."""
+
+from __future__ import annotations
+
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+LABELS = ("negative", "positive")
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "text")]),
+    outputs=Schema([ColSpec("string", "sentiment"), ColSpec("double", "confidence")]),
+    # `explain` adds an `explanation` column: the terms that pushed the decision most.
+    params=ParamSchema([ParamSpec("explain", "boolean", False), ParamSpec("top_terms", "long", 5)]),
+)
+
+INPUT_EXAMPLE = pd.DataFrame(
+    {
+        "text": [
+            "This movie was absolutely amazing! The acting was superb.",
+            "Terrible movie. Waste of time. Disappointing and boring.",
+        ]
+    }
+)
