@@ -12,7 +12,8 @@ import joblib
 import numpy as np
 import pandas as pd
 from mlflow.models import set_model
-from mlflow.pyfunc import PythonContext, PythonModel
+from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModelContext
 
 from model.preprocess import clean_text
 from model.signature import LABELS
@@ -27,12 +28,12 @@ class SentimentModel(PythonModel):
         self.pipeline = pipeline
         self._terms: np.ndarray | None = None
 
-    def load_context(self, context: PythonContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
 
     def predict(
         self,
-        context: PythonContext | None,
+        context: PythonModelContext | None,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
