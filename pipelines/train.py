@@ -138,17 +138,16 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run(
-    data_path: str | None,
-    preset: str,
-    promote_mode: str,
-    max_rows: int = 0,
-    seed: int = 42,
-    model_name: str = promote.MODEL_NAME,
-    params: dict[str, Any] | None = None,
-) -> str:
-    """Train one model inside the active MLflow run; returns the registered version."""
-    params = params or PRESETS[preset]
+@dataclass
+class Prepared:
+    splits: Splits
+    cleaned: dict[str, list[str]]
+    digest: str
+    started: float
+
+
+def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepared:
+    """Load, split, record the data set in the active run, and clean every split once."""
     started = time.perf_counter()
     with phase("load", f"reading reviews from {data_path or 'the packaged IMDB data'}"):
         frame = load_reviews(data_path, max_rows=max_rows, seed=seed)
@@ -166,10 +165,12 @@ def run(
               f"train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}")
     with phase("clean", "cleaning text with model.preprocess.clean_text"):
         cleaned = {n: [clean_text(t) for t in getattr(splits, n)["text"]] for n in ("train", "val", "test")}
-    mlflow.log_params({"preset": preset, "seed": seed, "max_rows": max_rows, **params})
-    with phase("fit", f"fitting the '{preset}' preset"):
-        fitted = fit(params, splits, cleaned, seed)
-    m = fitted.metrics
+    return Prepared(splits, cleaned, dataset.digest, started)
+
+
+def publish(fitted: Fitted, data: Prepared, preset: str, promote_mode: str, model_name: str) -> str:
+    """Report, log, register and maybe promote a fitted model; returns its version."""
+    m, splits = fitted.metrics, data.splits
     print(f"  Validation Metrics - Accuracy: {m['val_accuracy']:.4f}, F1: {m['val_f1']:.4f}")
     print(f"  Test Metrics - Accuracy: {m['test_accuracy']:.4f}, F1: {m['test_f1']:.4f}")
     with phase("evaluate", "drawing the confusion matrix, ROC and PR curves"):
@@ -179,20 +180,39 @@ def run(
     with phase("register", f"registering a new version of {model_name}"):
         tags = {
             **{k: f"{v:.4f}" for k, v in m.items() if k.startswith("test_")},
-            "data_digest": dataset.digest,
+            "data_digest": data.digest,
             "git_commit": git_commit(),
             "preset": preset,
         }
         description = (
-            f"Preset '{preset}' trained on {len(splits.train)} reviews ({dataset.digest}); "
+            f"Preset '{preset}' trained on {len(splits.train)} reviews (data {data.digest}); "
             f"test accuracy {m['test_accuracy']:.4f}, F1 {m['test_f1']:.4f}."
         )
         version = register(info, model_name, tags, description)
         print(f"  {model_name} version {version}")
-    mlflow.log_metrics({**m, "model_size_mb": size_mb, "training_seconds": time.perf_counter() - started})
+    seconds = time.perf_counter() - data.started
+    mlflow.log_metrics({**m, "model_size_mb": size_mb, "training_seconds": seconds})
+    print(f"  model {size_mb:.1f} MB; load to registered model in {seconds:.1f}s")
     with phase("promote", f"champion/challenger (promote={promote_mode})"):
         promote_if_chosen(promote_mode, model_name, version, m["test_f1"], splits)
     return version
+
+
+def run(
+    data_path: str | None,
+    preset: str,
+    promote_mode: str,
+    max_rows: int = 0,
+    seed: int = 42,
+    model_name: str = promote.MODEL_NAME,
+) -> str:
+    """Train one preset inside the active MLflow run; returns the registered version."""
+    data = prepare(data_path, max_rows, seed)
+    params = PRESETS[preset]
+    mlflow.log_params({"preset": preset, "seed": seed, "max_rows": max_rows, **params})
+    with phase("fit", f"fitting the '{preset}' preset"):
+        fitted = fit(params, data.splits, data.cleaned, seed)
+    return publish(fitted, data, preset, promote_mode, model_name)
 
 
 def whole(value: str) -> int:

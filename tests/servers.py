@@ -92,7 +92,10 @@ def tracking_server(state: Path):
 
 def run_training(tracking_uri: str, *params: str, entry: str = "main", timeout: float = 600):
     """`mlflow run .` exactly as a user types it, with ``-P key=value`` parameters."""
-    args = [str(BIN / "mlflow"), "run", ".", "-e", entry, "--env-manager", "local"]
+    args = [
+        str(BIN / "mlflow"), "run", ".", "-e", entry, "--env-manager", "local",
+        "--experiment-name", "Sentiment-Analysis",
+    ]
     for param in params:
         args += ["-P", param]
     return subprocess.run(

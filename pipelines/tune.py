@@ -1,0 +1,57 @@
+"""Entry point `tune`: a small grid as nested runs; the best on validation F1 is published."""
+
+from __future__ import annotations
+
+import sys
+from itertools import product
+
+import mlflow
+from mlflow.environment_variables import MLFLOW_RUN_ID
+
+from pipelines.data import DataError
+from pipelines.features import PRESETS
+from pipelines.train import EXPERIMENT, fit, parser, phase, prepare, publish
+
+GRID = {"ngram_range": [(1, 2), (1, 3)], "C": [16.0, 64.0]}
+
+
+def candidates() -> list[dict]:
+    keys = list(GRID)
+    return [PRESETS["best"] | dict(zip(keys, values)) for values in product(*GRID.values())]
+
+
+def tune(data_path: str, promote_mode: str, max_rows: int, seed: int, model_name: str) -> str:
+    data = prepare(data_path, max_rows, seed)
+    best = None
+    for number, params in enumerate(candidates(), start=1):
+        label = ", ".join(f"{k}={params[k]}" for k in GRID)
+        with mlflow.start_run(run_name=f"candidate-{number}", nested=True):
+            mlflow.log_params({"seed": seed, **params})
+            with phase(f"fit {number}", label):
+                fitted = fit(params, data.splits, data.cleaned, seed)
+            mlflow.log_metrics(fitted.metrics)
+            print(f"  validation F1 {fitted.metrics['val_f1']:.4f}")
+        if best is None or fitted.metrics["val_f1"] > best[1].metrics["val_f1"]:
+            best = (params, fitted)
+    params, fitted = best
+    print(f"Best on validation: {', '.join(f'{k}={params[k]}' for k in GRID)}")
+    mlflow.log_params({"preset": "tuned", "seed": seed, "max_rows": max_rows, **params})
+    return publish(fitted, data, "tuned", promote_mode, model_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not MLFLOW_RUN_ID.get():
+        mlflow.set_experiment(EXPERIMENT)
+    try:
+        with mlflow.start_run(run_name="tune"):
+            version = tune(args.data_path, args.promote, args.max_rows, args.seed, args.model_name)
+    except DataError as error:
+        print(f"Data error: {error} Nothing was registered.", file=sys.stderr)
+        return 2
+    print(f"Tuning completed successfully! {args.model_name} version {version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

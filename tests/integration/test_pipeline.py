@@ -1,0 +1,140 @@
+"""`mlflow run .` end to end against a real tracking server, then a fresh-process load."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.servers import env, run_training, tracking_server
+
+pytestmark = pytest.mark.integration
+NAME = "SentimentClassifier"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    with tracking_server(tmp_path_factory.mktemp("pipeline-store")) as uri:
+        yield uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def production(client):
+    return client.get_model_version_by_alias(NAME, "production").version
+
+
+@pytest.fixture(scope="module")
+def first_run(registry):
+    uri, client = registry
+    result = run_training(uri, "max_rows=1500")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_run_registers_and_promotes_the_first_version(registry, first_run):
+    _, client = registry
+    out = first_run.stdout
+    for phase in ("load", "clean", "fit", "evaluate", "log", "register", "promote"):
+        assert f"[{phase}] done in" in out
+    assert "This is the best model! Promoting to production..." in out
+    assert production(client) == "1"
+    version = client.get_model_version(NAME, "1")
+    assert version.tags["preset"] == "best"
+    assert {"test_accuracy", "test_f1", "data_digest", "git_commit"} <= set(version.tags)
+    assert "test accuracy" in version.description
+    assert version.source.startswith("models:/m-")
+
+
+def test_run_logs_metrics_figures_and_dataset(registry, first_run):
+    _, client = registry
+    run = client.get_run(client.get_model_version(NAME, "1").run_id)
+    for split in ("val", "test"):
+        for metric in ("accuracy", "f1", "precision", "recall", "roc_auc"):
+            assert 0.5 < run.data.metrics[f"{split}_{metric}"] <= 1.0
+    assert run.data.metrics["training_seconds"] > 0
+    assert 0 < run.data.metrics["model_size_mb"] < 25
+    assert run.data.params["preset"] == "best" and run.data.params["C"] == "64.0"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/test_confusion_matrix.png",
+        "evaluation/test_roc_curve.png",
+        "evaluation/test_precision_recall_curve.png",
+        "evaluation/test_misclassified.json",
+    } <= artifacts
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == client.get_model_version(NAME, "1").tags["data_digest"]
+
+
+def test_production_model_loads_in_a_fresh_process_without_the_repo(registry, first_run, tmp_path):
+    uri, _ = registry
+    script = (
+        "import json, mlflow, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model('models:/SentimentClassifier@production')\n"
+        "texts = ['This movie was absolutely amazing!', "
+        "'Terrible movie. Waste of time. Disappointing and boring.', '', '映画']\n"
+        "out = m.predict(pd.DataFrame({'text': texts}), params={'explain': True})\n"
+        "print(json.dumps(out.to_dict('records')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env(MLFLOW_TRACKING_URI=uri),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [r["sentiment"] for r in rows[:2]] == ["positive", "negative"]
+    assert all(0.5 <= r["confidence"] <= 1 for r in rows)
+    assert rows[0]["explanation"] and rows[2]["explanation"] == []
+
+
+def test_bad_data_fails_clearly_and_touches_nothing(registry, first_run, tmp_path):
+    uri, client = registry
+    before = {v.version for v in client.search_model_versions(f"name='{NAME}'")}
+    bad = tmp_path / "reviews.csv"
+    bad.write_text("review,stars\ngreat,5\n")
+    for path in (tmp_path / "missing.csv", bad):
+        result = run_training(uri, f"data_path={path}")
+        assert result.returncode != 0
+        (line,) = [l for l in result.stderr.splitlines() if l.startswith("Data error:")]
+        assert str(path) in line and "Nothing was registered." in line
+    assert {v.version for v in client.search_model_versions(f"name='{NAME}'")} == before
+    assert production(client) == "1"
+
+
+def test_promote_never_registers_without_moving_the_alias(registry, first_run):
+    uri, client = registry
+    result = run_training(uri, "max_rows=1500", "promote=never", "preset=seed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Not promoted: promotion disabled" in result.stdout
+    assert production(client) == "1"
+    (latest,) = client.search_model_versions(f"name='{NAME}' and tag.preset='seed'")
+    run = client.get_run(latest.run_id)
+    assert run.data.tags["promotion.decision"] == "kept"
+
+
+def test_promote_entry_point_checks_then_moves_the_alias(registry, first_run):
+    uri, client = registry
+    seed_version = client.search_model_versions(f"name='{NAME}' and tag.preset='seed'")[0].version
+    missing = run_training(uri, "version=999", entry="promote")
+    assert missing.returncode != 0
+    assert "has no version 999" in missing.stderr
+    assert production(client) == "1"
+    moved = run_training(uri, f"version={seed_version}", entry="promote")
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert production(client) == seed_version
+    back = run_training(uri, "version=1", entry="promote")
+    assert back.returncode == 0 and production(client) == "1"
+
+
+def test_tune_runs_nested_candidates_and_registers_the_best(registry, first_run):
+    uri, client = registry
+    result = run_training(uri, "max_rows=1000", "promote=never", entry="tune")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (tuned,) = client.search_model_versions(f"name='{NAME}' and tag.preset='tuned'")
+    parent = client.get_run(tuned.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 4
+    best = max(children, key=lambda r: r.data.metrics["val_f1"])
+    assert best.data.params["C"] == parent.data.params["C"]
+    assert best.data.params["ngram_range"] == parent.data.params["ngram_range"]
