@@ -7,7 +7,10 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install up test train bench soak down clean
+MLFLOW_PORT ?= 5000
+export MLFLOW_PORT
+
+.PHONY: help install up test train tune clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,6 +21,17 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv and install the pinned dependencies
+
+up: install ## Run the whole stack in the foreground (Ctrl-C stops it all)
+	$(BIN)/python -m stack.up
+
+train: install ## Train a new model against the running stack (ARGS="-P preset=seed")
+	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/mlflow run . --env-manager local \
+		--experiment-name Sentiment-Analysis $(ARGS)
+
+tune: install ## Grid-search the vectorizer and classifier against the running stack
+	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/mlflow run . -e tune \
+		--env-manager local --experiment-name Sentiment-Analysis $(ARGS)
 
 test: install ## Run the whole test suite (unit, integration, reliability)
 	$(BIN)/python -m pytest

@@ -1,0 +1,165 @@
+"""`make up`: tracking server, first training if needed, then the gateway, in the foreground.
+
+Every process is started in its own session so that Ctrl-C or SIGTERM here
+stops it and all its children; nothing is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from stack.settings import StackSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+class Stack:
+    def __init__(self, settings: StackSettings):
+        self.settings = settings
+        self.procs: list[subprocess.Popen] = []
+        # MLflow runs `python` and `uvicorn` from PATH: this venv's must come first.
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+
+    def start(self, args: list[str], **env: str) -> subprocess.Popen:
+        proc = subprocess.Popen(args, cwd=ROOT, env={**self.env, **env}, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def wait_healthy(self, name: str, url: str, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited with status {proc.returncode}; see its output above.")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"{name} did not answer {url} within {self.settings.start_timeout:.0f}s.")
+
+    def tracking_server(self) -> None:
+        s = self.settings
+        state = s.state_dir.resolve()
+        state.mkdir(parents=True, exist_ok=True)
+        step(f"1/3 MLflow tracking server on {s.tracking_uri} (store: {state})")
+        proc = self.start(
+            [
+                str(BIN / "mlflow"), "server",
+                "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
+                "--artifacts-destination", str(state / "artifacts"),
+                "--serve-artifacts", "--host", "127.0.0.1", "--port", str(s.mlflow_port),
+                "--workers", "1",
+            ],
+        )
+        self.wait_healthy("The tracking server", f"{s.tracking_uri}/health", proc)
+
+    def train_if_needed(self) -> None:
+        s = self.settings
+        try:
+            version = MlflowClient(s.tracking_uri).get_model_version_by_alias(s.model_name, s.model_alias)
+            step(f"2/3 {s.model_name}@{s.model_alias} is version {version.version}: no training needed")
+            return
+        except MlflowException:
+            pass
+        step(f"2/3 No {s.model_name}@{s.model_alias} yet: training on the packaged data")
+        proc = self.start(
+            [
+                str(BIN / "mlflow"), "run", ".", "--env-manager", "local",
+                "--experiment-name", s.experiment_name,
+            ],
+        )
+        status = proc.wait()
+        self.procs.remove(proc)
+        if status != 0:
+            raise SystemExit("Training failed; see its output above.")
+
+    def gateway(self) -> None:
+        s = self.settings
+        step(f"3/3 Gateway on http://127.0.0.1:{s.gateway_port}, scoring server on port {s.scoring_port}")
+        proc = self.start(
+            [str(BIN / "python"), "-m", "gateway"],
+            GATEWAY_HOST="127.0.0.1",
+            GATEWAY_PORT=str(s.gateway_port),
+            GATEWAY_SCORING_PORT=str(s.scoring_port),
+            GATEWAY_MODEL_NAME=s.model_name,
+            GATEWAY_MODEL_ALIAS=s.model_alias,
+        )
+        self.wait_healthy("The gateway", f"http://127.0.0.1:{s.gateway_port}/ready", proc)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def step(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def banner(s: StackSettings) -> None:
+    gateway = f"http://127.0.0.1:{s.gateway_port}"
+    print(
+        f"""
+The stack is up. Ctrl-C stops everything.
+
+  Gateway         {gateway}
+  API docs        {gateway}/docs
+  MLflow UI       {s.tracking_uri}
+  Scoring server  http://127.0.0.1:{s.scoring_port}/invocations
+
+  curl -s -X POST {gateway}/predict -H 'Content-Type: application/json' \\
+       -d '{{"text": "This movie was absolutely amazing!"}}'
+""",
+        flush=True,
+    )
+
+
+def interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    settings = StackSettings()
+    stack = Stack(settings)
+    # SIGTERM behaves like Ctrl-C, so `finally` stops every child either way.
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        stack.tracking_server()
+        stack.train_if_needed()
+        stack.gateway()
+        banner(settings)
+        while all(proc.poll() is None for proc in stack.procs):
+            time.sleep(1)
+        print("A server exited unexpectedly; stopping the stack.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+        print("Stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
