@@ -1,0 +1,3 @@
+"""The sentiment gateway: the spec's API in front of MLflow's scoring server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,349 @@
+"""Decide which scoring server is live, and keep it alive.
+
+The supervisor pins the version the alias names (`models:/Name/N`, because `mlflow models
+serve` resolves an alias only once), brings a server up beside the live one, smoke-tests it,
+switches atomically, drains the old one and stops it. A version that fails never gets
+traffic. A live server that dies is restarted with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from gateway.registry import Registry, RegistryUnavailable, VersionInfo
+from gateway.scoring import LABELS, Upstream
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.rollout")
+
+
+class RolloutFailed(Exception):
+    """A scoring server did not start, or failed its smoke test."""
+
+
+Event = dict[str, Any]
+
+
+def _event(version: str, kind: str, outcome: str, reason: str | None = None) -> Event:
+    """One attempt to bring a version up, as /info shows it."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"version": version, "kind": kind, "outcome": outcome, "reason": reason, "at": at}
+
+
+class Controller:
+    """What the rest of the gateway reads: the live upstream and what happened lately."""
+
+    supervised = False
+
+    def __init__(self, settings: Settings, registry: Registry):
+        self.settings = settings
+        self.registry = registry
+        self.live: Upstream | None = None
+        self.version_info: VersionInfo | None = None
+        self.last_rollout: Event | None = None
+        self.rejected: dict[str, Event] = {}
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception:
+                log.exception("rollout step failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def step(self) -> None:
+        raise NotImplementedError
+
+
+class ScoringServer:
+    """One `mlflow models serve` child, in its own process group so all of it can be stopped."""
+
+    def __init__(self, settings: Settings, version: str, port: int):
+        self.settings = settings
+        self.version = version
+        self.port = port
+        host = "127.0.0.1" if settings.scoring_host in ("0.0.0.0", "") else settings.scoring_host
+        self.upstream = Upstream(f"http://{host}:{port}", version)
+        self.log_path = settings.scoring_log_dir / f"scoring-v{version}-{port}.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{self.settings.model_name}/{self.version}",
+                "--env-manager",
+                "local",
+                "--host",
+                self.settings.scoring_host,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.settings.scoring_workers),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self.settings.child_env(),
+                start_new_session=True,
+            )
+
+    async def wait_ready(self, client: httpx.AsyncClient) -> None:
+        """Poll GET /ping (HEAD gets 405) until 200, the process exits, or time runs out."""
+        deadline = time.monotonic() + self.settings.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise RolloutFailed(
+                    f"scoring server exited with code {self.process.returncode}: "
+                    f"{self.last_log_line()}"
+                )
+            try:
+                if (await client.get(f"{self.upstream.url}/ping")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.25)
+        raise RolloutFailed(f"scoring server not ready after {self.settings.start_timeout:g}s")
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM the whole group, SIGKILL what is left after 10 s."""
+        if self.process is None:
+            return
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except TimeoutError:
+                continue
+            if not _group_alive(self.process.pid):
+                return
+
+    def last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1][:200] if lines else "no output"
+
+
+class Supervisor(Controller):
+    """Runs the scoring servers itself and follows the alias."""
+
+    supervised = True
+
+    def __init__(self, settings: Settings, registry: Registry):
+        super().__init__(settings, registry)
+        self._servers: set[ScoringServer] = set()
+        self._serving: ScoringServer | None = None
+        self._crashed: str | None = None
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._watchers: set[asyncio.Task] = set()
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=10.0)
+        await super().start()
+
+    async def close(self) -> None:
+        await super().close()
+        self.live = self._serving = None
+        for watcher in self._watchers:
+            watcher.cancel()
+        await asyncio.gather(*(server.stop() for server in list(self._servers)))
+        self._servers.clear()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def step(self) -> None:
+        try:
+            target = await self.registry.resolve()
+        except RegistryUnavailable as error:
+            log.warning("registry unavailable: %s", error)
+            target = self._serving.version if self._serving else self._crashed
+        if target is None:
+            return
+        self.rejected = {v: e for v, e in self.rejected.items() if v == target}
+        if target in self.rejected:
+            if self._serving is not None:
+                return
+            # Nothing serves: the last version that worked beats one that was refused.
+            target = self._crashed or target
+        if self._serving is not None and self._serving.version == target:
+            return
+        if time.monotonic() < self._next_attempt:
+            return
+        await self._bring_up(target)
+
+    async def _bring_up(self, version: str) -> None:
+        kind = self._kind(version)
+        self.last_rollout = _event(version, kind, "in progress")
+        log.info("bringing up v%s (%s)", version, kind)
+        server = ScoringServer(self.settings, version, self._port())
+        self._servers.add(server)
+        try:
+            await server.start()
+            await server.wait_ready(self._client)
+            await self._smoke(server)
+        except (RolloutFailed, OSError) as error:
+            await server.stop()
+            self._servers.discard(server)
+            self._failed(version, kind, str(error))
+            return
+        self.version_info = await self.registry.describe(version)
+        old, self._serving, self.live = self._serving, server, server.upstream
+        self._crashed, self._failures, self._next_attempt = None, 0, 0.0
+        self.rejected.pop(version, None)
+        self.last_rollout = _event(version, kind, "succeeded")
+        self.outcomes[kind, "succeeded"] += 1
+        log.info("v%s is live at %s", version, server.upstream.url)
+        watcher = asyncio.create_task(self._watch(server))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        if old is not None:
+            if not await old.upstream.drained(self.settings.drain_timeout):
+                log.warning("v%s still had calls open after the drain timeout", old.version)
+            await old.stop()
+            self._servers.discard(old)
+
+    def _failed(self, version: str, kind: str, reason: str) -> None:
+        log.warning("v%s was not brought up: %s", version, reason)
+        self.last_rollout = self.rejected[version] = _event(version, kind, "failed", reason)
+        self.outcomes[kind, "failed"] += 1
+        self._failures += 1
+        delay = self.settings.restart_backoff * 2 ** (self._failures - 1)
+        self._next_attempt = time.monotonic() + min(delay, self.settings.restart_backoff_max)
+
+    async def _watch(self, server: ScoringServer) -> None:
+        code = await server.wait()
+        if server is not self._serving:
+            return
+        log.error("live scoring server v%s exited with code %s", server.version, code)
+        self.live = self._serving = None
+        self._crashed = server.version
+        self.outcomes["crash", "failed"] += 1
+        await server.stop()
+        self._servers.discard(server)
+        self._failures += 1
+        self._wake.set()
+
+    async def _smoke(self, server: ScoringServer) -> None:
+        """The input example must score, and a clear positive and negative must come back right."""
+        url = f"{server.upstream.url}/invocations"
+        example = await self.registry.input_example(server.version)
+        if example is not None:
+            _check(await self._client.post(url, json=example), None)
+        reviews = [self.settings.smoke_positive, self.settings.smoke_negative]
+        body = {"dataframe_split": {"columns": ["text"], "data": [[r] for r in reviews]}}
+        _check(await self._client.post(url, json=body), list(LABELS))
+
+    def _kind(self, version: str) -> str:
+        if self._serving is None:
+            return "restart" if version == self._crashed else "start"
+        return "rollback" if int(version) < int(self._serving.version) else "promotion"
+
+    def _port(self) -> int:
+        if self.settings.scoring_port:
+            taken = self._serving.port if self._serving else None
+            return next(
+                p
+                for p in (self.settings.scoring_port, self.settings.scoring_port + 1)
+                if p != taken
+            )
+        with socket.socket() as sock:
+            sock.bind((self.settings.scoring_host, 0))
+            return sock.getsockname()[1]
+
+
+class External(Controller):
+    """A scoring server run elsewhere: no supervision, only a readiness check each poll."""
+
+    def __init__(self, settings: Settings, registry: Registry):
+        super().__init__(settings, registry)
+        self._upstream = Upstream(settings.scoring_url, "unknown")
+        self._client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=5.0)
+        await super().start()
+
+    async def close(self) -> None:
+        await super().close()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def step(self) -> None:
+        try:
+            version = await self.registry.resolve()
+        except RegistryUnavailable:
+            version = None
+        if version and version != self._upstream.version:
+            self._upstream.version = version
+            self.version_info = await self.registry.describe(version)
+        try:
+            ok = (await self._client.get(f"{self._upstream.url}/ping")).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        self.live = self._upstream if ok else None
+
+
+def controller(settings: Settings, registry: Registry) -> Controller:
+    return External(settings, registry) if settings.scoring_url else Supervisor(settings, registry)
+
+
+def _check(response: httpx.Response, expected: list[str] | None) -> None:
+    if response.status_code != 200:
+        raise RolloutFailed(f"smoke test got HTTP {response.status_code}: {response.text[:150]}")
+    try:
+        got = [row["sentiment"] for row in response.json()["predictions"]]
+    except (ValueError, KeyError, TypeError):
+        raise RolloutFailed("smoke test got no predictions") from None
+    if expected is not None and got != expected:
+        raise RolloutFailed(f"smoke test expected {expected}, got {got}")
+    if not got or any(label not in LABELS for label in got):
+        raise RolloutFailed(f"smoke test got labels {got}")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False

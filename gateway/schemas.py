@@ -1,0 +1,75 @@
+"""The public API's request and response shapes (the spec's contract)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, StrictBool, StrictStr
+
+MAX_TEXT_CHARS = 5000
+MAX_BATCH = 1000
+
+
+class PredictRequest(BaseModel):
+    text: StrictStr = Field(description=f"The review, 1 to {MAX_TEXT_CHARS} characters.")
+    explain: StrictBool = Field(False, description="Also return the terms behind the decision.")
+
+
+class BatchRequest(BaseModel):
+    # Items are checked one by one so that a bad one is reported by its index (400).
+    texts: list[Any] = Field(description=f"1 to {MAX_BATCH} reviews.")
+    explain: StrictBool = False
+
+
+class Term(BaseModel):
+    term: str
+    weight: float
+
+
+class Prediction(BaseModel):
+    sentiment: Literal["positive", "negative"]
+    confidence: float = Field(ge=0.0, le=1.0)
+    explanation: list[Term] | None = None
+
+
+class PredictResponse(Prediction):
+    model_version: str
+
+
+class BatchResponse(BaseModel):
+    predictions: list[Prediction]
+    model_version: str
+
+
+class Health(BaseModel):
+    status: Literal["healthy", "degraded"]
+    model_loaded: bool
+    model_name: str
+    model_version: str | None
+
+
+class Rollout(BaseModel):
+    version: str
+    kind: Literal["start", "promotion", "rollback", "restart"]
+    outcome: Literal["in progress", "succeeded", "failed"]
+    reason: str | None = None
+    at: str
+
+
+class Info(BaseModel):
+    model_name: str
+    model_version: str
+    model_stage: str
+    mlflow_tracking_uri: str
+    status: Literal["ready"]
+    run_id: str | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    registered_at: str | None
+    scoring_server: str
+    last_rollout: Rollout | None
+    rejected_versions: list[Rollout]
+
+
+class Error(BaseModel):
+    detail: str

@@ -1,0 +1,226 @@
+"""Talk to the live scoring server's `/invocations`: one pooled client, micro-batched rows.
+
+The scoring server answers a batch of 32 reviews almost as fast as one, so concurrent
+`/predict` calls are coalesced into one call. Batching is adaptive: a request that finds
+the upstream idle is sent at once; requests that arrive while a call is in flight wait for
+it (or at most the window, or until the row cap fills) and then go together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import httpx
+
+from gateway.settings import Settings
+
+Row = dict[str, Any]
+LABELS = ("positive", "negative")
+
+
+class ModelUnavailable(Exception):
+    """No scoring server is live (none yet, or the live one died)."""
+
+
+class ScoringFailed(Exception):
+    """The scoring server answered, but not with predictions."""
+
+
+class ScoringTimeout(Exception):
+    """The scoring server did not answer in time."""
+
+
+class Upstream:
+    """One scoring server: where it is, which version it serves, and how many calls it has open."""
+
+    def __init__(self, url: str, version: str):
+        self.url = url.rstrip("/")
+        self.version = version
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextmanager
+    def lease(self):
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield self
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no call is open on this server (so it can be stopped without losses)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+class Router(Protocol):
+    live: Upstream | None
+
+
+class Scorer:
+    """Every call the gateway makes to the live scoring server goes through here."""
+
+    def __init__(self, settings: Settings, router: Router):
+        self._router = router
+        self._client = httpx.AsyncClient(
+            timeout=settings.request_timeout,
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+        )
+        self._timeout = settings.request_timeout
+        self._batcher = (
+            MicroBatcher(self._rows, settings.batch_window_ms / 1000, settings.batch_max_rows)
+            if settings.batching
+            else None
+        )
+        self.calls = 0
+        self.rows = 0
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def predict(self, text: str, explain: bool = False) -> tuple[Row, str]:
+        if self._batcher is not None and not explain:
+            return await self._batcher.submit(text)
+        rows, version = await self.predict_many([text], explain)
+        return rows[0], version
+
+    async def predict_many(self, texts: list[str], explain: bool = False) -> tuple[list[Row], str]:
+        """Score all texts in one `/invocations` call; return the rows and who answered."""
+        body: dict[str, Any] = {
+            "dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}
+        }
+        if explain:
+            body["params"] = {"explain": True}
+        response, version = await self.invoke(json.dumps(body).encode(), "application/json")
+        self.calls += 1
+        self.rows += len(texts)
+        if response.status_code == 504:
+            raise ScoringTimeout(f"Prediction timed out after {self._timeout:g}s.")
+        if response.status_code != 200:
+            raise ScoringFailed(_reason(response))
+        return _predictions(response, len(texts)), version
+
+    async def invoke(self, content: bytes, content_type: str) -> tuple[httpx.Response, str]:
+        """POST to the live server's `/invocations` as is.
+
+        A connection that fails because a promotion just retired its server is retried once
+        on the new live server; otherwise the server is gone and the caller gets a 503.
+        """
+        for _ in range(2):
+            upstream = self._router.live
+            if upstream is None:
+                raise ModelUnavailable()
+            with upstream.lease():
+                try:
+                    response = await self._client.post(
+                        f"{upstream.url}/invocations",
+                        content=content,
+                        headers={"content-type": content_type},
+                    )
+                    return response, upstream.version
+                except httpx.TimeoutException:
+                    raise ScoringTimeout(
+                        f"Prediction timed out after {self._timeout:g}s."
+                    ) from None
+                except httpx.TransportError:
+                    if self._router.live is upstream:
+                        raise ModelUnavailable() from None
+        raise ModelUnavailable()
+
+    async def _rows(self, texts: list[str]) -> tuple[list[Row], str]:
+        return await self.predict_many(texts)
+
+
+class MicroBatcher:
+    """Coalesce single texts into batches: immediate when idle, grouped while busy."""
+
+    def __init__(
+        self,
+        call: Callable[[list[str]], Awaitable[tuple[list[Row], str]]],
+        window: float,
+        max_rows: int,
+    ):
+        self._call = call
+        self._window = window
+        self._max_rows = max_rows
+        self._pending: list[tuple[str, asyncio.Future]] = []
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def submit(self, text: str) -> tuple[Row, str]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((text, future))
+        if not self._in_flight or len(self._pending) >= self._max_rows:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._window, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            batch = self._pending[: self._max_rows]
+            del self._pending[: self._max_rows]
+            batch = [(text, future) for text, future in batch if not future.done()]
+            if batch:
+                self._in_flight += 1
+                task = asyncio.create_task(self._send(batch))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[str, asyncio.Future]]) -> None:
+        try:
+            rows, version = await self._call([text for text, _ in batch])
+        except Exception as error:  # noqa: BLE001 - every waiter must hear of any failure
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
+            for (_, future), row in zip(batch, rows):
+                if not future.done():
+                    future.set_result((row, version))
+        finally:
+            self._in_flight -= 1
+            if self._pending:
+                self._flush()
+
+
+def _predictions(response: httpx.Response, expected: int) -> list[Row]:
+    try:
+        rows = response.json()["predictions"]
+        valid = len(rows) == expected and all(
+            row["sentiment"] in LABELS and 0.0 <= float(row["confidence"]) <= 1.0 for row in rows
+        )
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise ScoringFailed("the scoring server's answer is not a list of predictions")
+    return rows
+
+
+def _reason(response: httpx.Response) -> str:
+    """A one-line reason from MLflow's error body, never its stack trace."""
+    try:
+        message = str(response.json().get("message", ""))
+    except (ValueError, AttributeError):
+        message = ""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return (first or f"the scoring server answered {response.status_code}")[:200]

@@ -1,0 +1,69 @@
+"""Every gateway setting, typed, read once from the environment (or a `.env` file)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from tempfile import gettempdir
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """See `.env.example` for what each one does."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    tracking_uri: str = Field(
+        "http://127.0.0.1:5000",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "GATEWAY_TRACKING_URI"),
+    )
+    model_name: str = "SentimentClassifier"
+    model_alias: str = "production"
+    poll_interval: float = Field(5.0, gt=0)
+    registry_timeout: int = Field(5, ge=1)
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    scoring_url: str | None = None
+    scoring_host: str = "127.0.0.1"
+    scoring_port: int = 0
+    scoring_workers: int = Field(1, ge=1)
+    scoring_log_dir: Path = Path(gettempdir()) / "sentiment-gateway"
+    start_timeout: float = Field(120.0, gt=0)
+    drain_timeout: float = Field(30.0, ge=0)
+    restart_backoff: float = Field(1.0, gt=0)
+    restart_backoff_max: float = Field(60.0, gt=0)
+    smoke_positive: str = "An absolutely wonderful film, brilliant acting and a moving story."
+    smoke_negative: str = "Awful, boring and a complete waste of time. The worst film ever."
+
+    request_timeout: float = Field(30.0, gt=0)
+    max_connections: int = Field(64, ge=1)
+    batching: bool = True
+    batch_window_ms: float = Field(5.0, ge=0)
+    batch_max_rows: int = Field(64, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1)
+
+    def export_mlflow_env(self) -> None:
+        """Point MLflow (here and in child processes) at the registry, failing fast.
+
+        MLflow's client retries a dead tracking server for minutes by default; the
+        gateway would rather poll again on its own schedule.
+        """
+        os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.registry_timeout)
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+    def child_env(self) -> dict[str, str]:
+        """The scoring server's environment: ours, with this interpreter's bin first on PATH.
+
+        Its per-request access log is off: the gateway logs every request already.
+        """
+        env = dict(os.environ, MLFLOW_TRACKING_URI=self.tracking_uri, UVICORN_ACCESS_LOG="false")
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env

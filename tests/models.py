@@ -1,0 +1,92 @@
+"""Log and register real model versions quickly, for tests that need a registry with models."""
+
+from __future__ import annotations
+
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import joblib
+import mlflow
+from mlflow import MlflowClient
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from model.preprocess import clean_text
+from model.signature import INPUT_EXAMPLE, SIGNATURE
+from pipelines.data import load_reviews
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "SentimentClassifier"
+ALIAS = "production"
+
+# A model that loads and answers in the right shape but calls every review positive:
+# exactly what the gateway's smoke test must refuse to switch to.
+_ALWAYS_POSITIVE = """
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class AlwaysPositive(PythonModel):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame({"sentiment": ["positive"] * len(model_input),
+                             "confidence": [0.99] * len(model_input)})
+
+
+set_model(AlwaysPositive())
+"""
+
+
+@lru_cache(maxsize=1)
+def fitted_pipeline_path() -> Path:
+    """A TF-IDF + logistic regression pipeline fitted on 2,000 packaged reviews, saved once."""
+    reviews = load_reviews(max_rows=2000)
+    pipeline = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())])
+    pipeline.fit([clean_text(text) for text in reviews["text"]], reviews["label"])
+    path = Path(tempfile.mkdtemp(prefix="sentiment-pipeline-")) / "pipeline.joblib"
+    joblib.dump(pipeline, path)
+    return path
+
+
+def register_version(tracking_uri: str, *, alias: bool = False, tags: dict | None = None) -> str:
+    """Log the real SentimentModel, register it and return its version number."""
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(ROOT / "model" / "sentiment_model.py"),
+            artifacts={"pipeline": str(fitted_pipeline_path())},
+            code_paths=[str(ROOT / "model")],
+            signature=SIGNATURE,
+            input_example=INPUT_EXAMPLE,
+        )
+    return _register(tracking_uri, info.model_uri, alias, tags)
+
+
+def register_broken_version(tracking_uri: str, *, alias: bool = False) -> str:
+    """Register a version that serves fine but answers "positive" to everything."""
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / "always_positive.py"
+        code.write_text(_ALWAYS_POSITIVE)
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(code),
+                signature=SIGNATURE,
+                input_example=INPUT_EXAMPLE,
+            )
+    return _register(tracking_uri, info.model_uri, alias, None)
+
+
+def promote(tracking_uri: str, version: str) -> None:
+    MlflowClient(tracking_uri).set_registered_model_alias(NAME, ALIAS, version)
+
+
+def _register(tracking_uri: str, model_uri: str, alias: bool, tags: dict | None) -> str:
+    version = mlflow.register_model(model_uri, NAME, tags=tags).version
+    if alias:
+        promote(tracking_uri, version)
+    return str(version)
