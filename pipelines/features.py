@@ -21,7 +21,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_features": None,
         "sublinear_tf": True,
         "nb_weighting": True,
-        "C": 64.0,
+        "nb_alpha": 0.25,
+        "C": 32.0,
         "solver": "liblinear",
         "class_weight": None,
     },
@@ -33,6 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_features": 5000,
         "sublinear_tf": False,
         "nb_weighting": False,
+        "nb_alpha": None,
         "C": 1.0,
         "solver": "lbfgs",
         "class_weight": "balanced",
@@ -56,7 +58,7 @@ def build_pipeline(params: dict[str, Any], seed: int = 42) -> Pipeline:
         )
     ]
     if params["nb_weighting"]:
-        steps.append(("nb", NaiveBayesWeighting()))
+        steps.append(("nb", NaiveBayesWeighting(alpha=params["nb_alpha"])))
     steps.append(
         (
             "clf",

@@ -12,7 +12,7 @@ from pipelines.data import DataError
 from pipelines.features import PRESETS
 from pipelines.train import EXPERIMENT, fit, parser, phase, prepare, publish
 
-GRID = {"ngram_range": [(1, 2), (1, 3)], "C": [16.0, 64.0]}
+GRID = {"ngram_range": [(1, 2), (1, 3)], "C": [16.0, 32.0, 64.0], "nb_alpha": [0.25, 1.0]}
 
 
 def candidates() -> list[dict]:

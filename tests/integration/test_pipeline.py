@@ -53,7 +53,7 @@ def test_run_logs_metrics_figures_and_dataset(registry, first_run):
             assert 0.5 < run.data.metrics[f"{split}_{metric}"] <= 1.0
     assert run.data.metrics["training_seconds"] > 0
     assert 0 < run.data.metrics["model_size_mb"] < 25
-    assert run.data.params["preset"] == "best" and run.data.params["C"] == "64.0"
+    assert run.data.params["preset"] == "best" and run.data.params["C"] == "32.0"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/test_confusion_matrix.png",
@@ -134,7 +134,7 @@ def test_tune_runs_nested_candidates_and_registers_the_best(registry, first_run)
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert len(children) == 4
+    assert len(children) == 12
     best = max(children, key=lambda r: r.data.metrics["val_f1"])
-    assert best.data.params["C"] == parent.data.params["C"]
-    assert best.data.params["ngram_range"] == parent.data.params["ngram_range"]
+    for param in ("C", "ngram_range", "nb_alpha"):
+        assert best.data.params[param] == parent.data.params[param]
