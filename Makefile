@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test train tune bench bench-training clean
+.PHONY: help install up test train tune bench bench-training bench-serving clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,10 +36,15 @@ tune: install ## Grid-search the vectorizer and classifier against the running s
 test: install ## Run the whole test suite (unit, integration, reliability)
 	$(BIN)/python -m pytest
 
-bench: bench-training ## Run every benchmark; tables land in benchmarks/results/
+bench: bench-training bench-serving ## Run every benchmark; tables land in benchmarks/results/
 
 bench-training: install ## Train each preset on the packaged data; accuracy, time, size
 	$(BIN)/python -m benchmarks.training
+
+bench-serving: install ## Latency and throughput: gateway vs direct scoring server vs in-process
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
+		|| { echo "wrk is needed: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m benchmarks.serving
 
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) mlruns .pytest_cache
