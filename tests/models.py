@@ -8,6 +8,8 @@ from pathlib import Path
 
 import joblib
 import mlflow
+import pandas
+import sklearn
 from mlflow import MlflowClient
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -39,6 +41,14 @@ set_model(AlwaysPositive())
 """
 
 
+# Given explicitly, so that logging does not load the model to infer them (6 s each).
+REQUIREMENTS = [
+    f"mlflow=={mlflow.__version__}",
+    f"scikit-learn=={sklearn.__version__}",
+    f"pandas=={pandas.__version__}",
+]
+
+
 @lru_cache(maxsize=1)
 def fitted_pipeline_path() -> Path:
     """A TF-IDF + logistic regression pipeline fitted on 2,000 packaged reviews, saved once."""
@@ -61,6 +71,7 @@ def register_version(tracking_uri: str, *, alias: bool = False, tags: dict | Non
             code_paths=[str(ROOT / "model")],
             signature=SIGNATURE,
             input_example=INPUT_EXAMPLE,
+            pip_requirements=REQUIREMENTS,
         )
     return _register(tracking_uri, info.model_uri, alias, tags)
 
@@ -77,6 +88,7 @@ def register_broken_version(tracking_uri: str, *, alias: bool = False) -> str:
                 python_model=str(code),
                 signature=SIGNATURE,
                 input_example=INPUT_EXAMPLE,
+                pip_requirements=REQUIREMENTS,
             )
     return _register(tracking_uri, info.model_uri, alias, None)
 
