@@ -106,7 +106,13 @@ def champion_f1(name: str, splits: Splits) -> tuple[str | None, float | None]:
 
 
 def promote_if_chosen(mode: str, name: str, version: str, f1: float, splits: Splits) -> bool:
-    """Champion/challenger; re-checked if another run moved the alias meanwhile."""
+    """Champion/challenger on this run's test split.
+
+    The registry has no compare-and-set, so the alias is re-read just before it is moved;
+    if another run moved it meanwhile, the comparison is made again against that version.
+    """
+    if mode != "never":
+        promote.check(name, version)
     for _ in range(3):
         champion, champion_score = champion_f1(name, splits) if mode == "if_better" else (None, None)
         chosen, reason = promote.decide(mode, f1, champion_score)
@@ -120,7 +126,6 @@ def promote_if_chosen(mode: str, name: str, version: str, f1: float, splits: Spl
         latest = promote.current(MlflowClient(), name)
         if mode == "if_better" and (latest.version if latest else None) != champion:
             continue
-        promote.check(name, version)
         promote.move_alias(name, version)
         print(f"This is the best model! Promoting to production... ({reason})")
         return True
@@ -241,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as error:
         print(f"Data error: {error} Nothing was registered.", file=sys.stderr)
         return 2
+    except promote.PromotionError as error:
+        print(f"Not promoted: {error}", file=sys.stderr)
+        return 1
     print(f"Training completed successfully! {args.model_name} version {version}")
     return 0
 
