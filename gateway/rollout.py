@@ -60,6 +60,12 @@ class Controller:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
+    def lost(self, upstream: Upstream) -> None:
+        """Nobody answers at ``upstream``: stop sending traffic there at once."""
+        if self.live is upstream:
+            self.live = None
+            self._wake.set()
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -72,10 +78,14 @@ class Controller:
             except Exception:
                 log.exception("rollout step failed")
             try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), self.pause())
             except TimeoutError:
                 pass
             self._wake.clear()
+
+    def pause(self) -> float:
+        """Seconds until the next step."""
+        return self.settings.poll_interval
 
     async def step(self) -> None:
         raise NotImplementedError
@@ -175,7 +185,7 @@ class Supervisor(Controller):
         self._crashed: str | None = None
         self._failures = 0
         self._next_attempt = 0.0
-        self._watchers: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
@@ -185,8 +195,8 @@ class Supervisor(Controller):
     async def close(self) -> None:
         await super().close()
         self.live = self._serving = None
-        for watcher in self._watchers:
-            watcher.cancel()
+        for task in self._tasks:
+            task.cancel()
         await asyncio.gather(*(server.stop() for server in list(self._servers)))
         self._servers.clear()
         if self._client is not None:
@@ -234,9 +244,7 @@ class Supervisor(Controller):
         self.last_rollout = _event(version, kind, "succeeded")
         self.outcomes[kind, "succeeded"] += 1
         log.info("v%s is live at %s", version, server.upstream.url)
-        watcher = asyncio.create_task(self._watch(server))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        self._spawn(self._watch(server))
         if old is not None:
             if not await old.upstream.drained(self.settings.drain_timeout):
                 log.warning("v%s still had calls open after the drain timeout", old.version)
@@ -247,9 +255,31 @@ class Supervisor(Controller):
         log.warning("v%s was not brought up: %s", version, reason)
         self.last_rollout = self.rejected[version] = _event(version, kind, "failed", reason)
         self.outcomes[kind, "failed"] += 1
+        self._back_off()
+
+    def pause(self) -> float:
+        """A restart that is due comes before the next poll."""
+        if self._serving is None and self._next_attempt:
+            return max(0.0, min(self._next_attempt - time.monotonic(), super().pause()))
+        return super().pause()
+
+    def _back_off(self) -> None:
         self._failures += 1
         delay = self.settings.restart_backoff * 2 ** (self._failures - 1)
         self._next_attempt = time.monotonic() + min(delay, self.settings.restart_backoff_max)
+
+    def lost(self, upstream: Upstream) -> None:
+        """Connections to the live server are refused: stop it; its watcher restarts it."""
+        server = self._serving
+        if server is not None and server.upstream is upstream and self.live is upstream:
+            log.error("live scoring server v%s refuses connections", server.version)
+            self.live = None
+            self._spawn(server.stop())
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _watch(self, server: ScoringServer) -> None:
         code = await server.wait()
@@ -261,7 +291,7 @@ class Supervisor(Controller):
         self.outcomes["crash", "failed"] += 1
         await server.stop()
         self._servers.discard(server)
-        self._failures += 1
+        self._back_off()
         self._wake.set()
 
     async def _smoke(self, server: ScoringServer) -> None:

@@ -67,6 +67,8 @@ class Upstream:
 class Router(Protocol):
     live: Upstream | None
 
+    def lost(self, upstream: Upstream) -> None: ...
+
 
 class Scorer:
     """Every call the gateway makes to the live scoring server goes through here."""
@@ -75,9 +77,11 @@ class Scorer:
         self._router = router
         self._client = httpx.AsyncClient(
             timeout=settings.request_timeout,
+            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them.
             limits=httpx.Limits(
                 max_connections=settings.max_connections,
                 max_keepalive_connections=settings.max_connections,
+                keepalive_expiry=2.0,
             ),
         )
         self._timeout = settings.request_timeout
@@ -117,8 +121,9 @@ class Scorer:
     async def invoke(self, content: bytes, content_type: str) -> tuple[httpx.Response, str]:
         """POST to the live server's `/invocations` as is.
 
-        A connection that fails because a promotion just retired its server is retried once
-        on the new live server; otherwise the server is gone and the caller gets a 503.
+        A refused connection means the live server is gone: the caller gets a 503 at once.
+        Any other broken connection (a stale keep-alive, a server retired by a promotion)
+        is tried once more, on whichever server is live by then.
         """
         for _ in range(2):
             upstream = self._router.live
@@ -136,9 +141,10 @@ class Scorer:
                     raise ScoringTimeout(
                         f"Prediction timed out after {self._timeout:g}s."
                     ) from None
+                except httpx.ConnectError:
+                    self._router.lost(upstream)
                 except httpx.TransportError:
-                    if self._router.live is upstream:
-                        raise ModelUnavailable() from None
+                    pass
         raise ModelUnavailable()
 
     async def _rows(self, texts: list[str]) -> tuple[list[Row], str]:

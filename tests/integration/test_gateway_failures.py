@@ -1,0 +1,100 @@
+"""Things going wrong: the scoring server dies, the registry is unreachable, upstream errors
+and timeouts, and the gateway itself stopping."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.gateways import (
+    alive,
+    descendants,
+    gateway,
+    kill_scoring_server,
+    misbehaving_scoring_server,
+)
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+NOT_LOADED = "Model not loaded. Service temporarily unavailable. Please try again later."
+
+
+@pytest.fixture(scope="module")
+def own(served, tracking_uri, tmp_path_factory):
+    """A gateway of its own, serving the production version, that these tests may break."""
+    with gateway(tmp_path_factory.mktemp("own-gateway"), tracking_uri) as gw:
+        gw.wait_for(lambda: gw.serving(f"v{served.v1}"), timeout=90)
+        yield gw
+
+
+def test_killed_scoring_server_gives_503_at_once_then_recovers(own, served):
+    kill_scoring_server(own)
+    started = time.monotonic()
+    answer = own.wait_for(lambda: (r := own.predict("A fine film.")).status_code == 503 and r, 10)
+    assert answer.json() == {"detail": NOT_LOADED}
+    assert time.monotonic() - started < 5
+    slowest = 0.0
+    for _ in range(10):
+        asked = time.monotonic()
+        assert own.predict("A fine film.").status_code in (200, 503)
+        slowest = max(slowest, time.monotonic() - asked)
+    assert slowest < 1.0, "answers must not hang while the scoring server is down"
+    assert own.health()["status"] == "degraded"
+
+    own.wait_for(lambda: own.serving(f"v{served.v1}"), timeout=90)
+    assert own.predict("A fine film.").status_code == 200
+    info = own.http.get("/info").json()
+    assert info["last_rollout"]["kind"] == "restart"
+    assert info["last_rollout"]["outcome"] == "succeeded"
+    assert (
+        'gateway_rollouts_total{kind="crash",outcome="failed"} 1.0' in own.http.get("/metrics").text
+    )
+
+
+def test_shutdown_stops_every_process_it_started(own):
+    children = descendants(own.proc.pid)
+    assert any(alive(pid) for pid in children), "a scoring server should be running"
+    own.proc.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal so the parent sees it.
+    assert own.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert own.log_lines()[-1]["msg"].startswith("Finished server process")
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in children if alive(pid)] == []
+
+
+def test_upstream_errors_are_500_and_timeouts_504(tmp_path):
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with (
+        misbehaving_scoring_server(delay=5) as upstream,
+        gateway(
+            tmp_path, unreachable, GATEWAY_SCORING_URL=upstream, GATEWAY_REQUEST_TIMEOUT="1"
+        ) as gw,
+    ):
+        gw.wait_for(lambda: gw.http.get("/ready").status_code == 200, timeout=20)
+        failed = gw.predict("Any review.")
+        assert failed.status_code == 500
+        assert failed.json() == {"detail": "Prediction failed: Model raised MemoryError"}
+        asked = time.monotonic()
+        stalled = gw.predict("Please stall.")
+        assert stalled.status_code == 504
+        assert time.monotonic() - asked < 4
+        assert stalled.json() == {"detail": "Prediction timed out after 1s."}
+        passed = gw.http.post("/invocations", json={"inputs": ["x"]})
+        assert passed.status_code == 500
+        assert "stack_trace" in passed.json()
+
+
+def test_starts_with_the_registry_unreachable(tmp_path):
+    with gateway(tmp_path, f"http://127.0.0.1:{free_port()}") as gw:
+        assert gw.health()["status"] == "degraded"
+        asked = time.monotonic()
+        answer = gw.predict("A fine film.")
+        assert (answer.status_code, answer.json()) == (503, {"detail": NOT_LOADED})
+        assert time.monotonic() - asked < 1
+        assert gw.http.get("/ready").status_code == 503
+        assert descendants(gw.proc.pid) == []
