@@ -31,8 +31,17 @@ class Stack:
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
 
-    def start(self, args: list[str], **env: str) -> subprocess.Popen:
-        proc = subprocess.Popen(args, cwd=ROOT, env={**self.env, **env}, start_new_session=True)
+    def start(self, args: list[str], log: str | None = None, **env: str) -> subprocess.Popen:
+        """Start a child in its own session; a server's output goes to its log file."""
+        out = None
+        if log:
+            logs = self.settings.state_dir.resolve() / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            out = (logs / log).open("ab")
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env={**self.env, **env}, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT if out else None,
+        )
         self.procs.append(proc)
         return proc
 
@@ -40,14 +49,20 @@ class Stack:
         deadline = time.monotonic() + self.settings.start_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with status {proc.returncode}; see its output above.")
+                raise SystemExit(f"{name} exited with status {proc.returncode}; {self.logs_hint}")
             try:
                 if httpx.get(url, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise SystemExit(f"{name} did not answer {url} within {self.settings.start_timeout:.0f}s.")
+        raise SystemExit(
+            f"{name} did not answer {url} within {self.settings.start_timeout:.0f}s; {self.logs_hint}"
+        )
+
+    @property
+    def logs_hint(self) -> str:
+        return f"see the logs in {self.settings.state_dir.resolve() / 'logs'}."
 
     def tracking_server(self) -> None:
         s = self.settings
@@ -62,6 +77,10 @@ class Stack:
                 "--serve-artifacts", "--host", "127.0.0.1", "--port", str(s.mlflow_port),
                 "--workers", "1",
             ],
+            log="mlflow.log",
+            # Server-side jobs (GenAI scoring, trace archival) are unused here, and their
+            # runner processes outlive the server.
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         )
         self.wait_healthy("The tracking server", f"{s.tracking_uri}/health", proc)
 
@@ -90,6 +109,7 @@ class Stack:
         step(f"3/3 Gateway on http://127.0.0.1:{s.gateway_port}, scoring server on port {s.scoring_port}")
         proc = self.start(
             [str(BIN / "python"), "-m", "gateway"],
+            log="gateway.log",
             GATEWAY_HOST="127.0.0.1",
             GATEWAY_PORT=str(s.gateway_port),
             GATEWAY_SCORING_PORT=str(s.scoring_port),
@@ -127,6 +147,7 @@ The stack is up. Ctrl-C stops everything.
   API docs        {gateway}/docs
   MLflow UI       {s.tracking_uri}
   Scoring server  http://127.0.0.1:{s.scoring_port}/invocations
+  Logs            {s.state_dir.resolve() / "logs"}/{{mlflow,gateway}}.log
 
   curl -s -X POST {gateway}/predict -H 'Content-Type: application/json' \\
        -d '{{"text": "This movie was absolutely amazing!"}}'
@@ -151,7 +172,7 @@ def main() -> int:
         banner(settings)
         while all(proc.poll() is None for proc in stack.procs):
             time.sleep(1)
-        print("A server exited unexpectedly; stopping the stack.", file=sys.stderr)
+        print(f"A server exited unexpectedly; {stack.logs_hint} Stopping the stack.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nStopping...", flush=True)

@@ -81,6 +81,9 @@ def tracking_server(state: Path):
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ],
         state / "tracking.log",
+        # Server-side jobs (GenAI scoring, trace archival) are unused here, and their
+        # runner processes outlive the server.
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
     )
     uri = f"http://127.0.0.1:{port}"
     try:
