@@ -8,6 +8,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -82,7 +83,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={503: {"model": Error}},
     )
-    app.state.settings, app.state.router, app.state.scorer = settings, router, scorer
     _routes(app, settings, router, scorer, metrics)
     _error_mapping(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -90,7 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _routes(app: FastAPI, settings: Settings, router: Controller, scorer: Scorer, metrics) -> None:
+def _routes(
+    app: FastAPI, settings: Settings, router: Controller, scorer: Scorer, metrics: Metrics
+) -> None:
     def live_version() -> str:
         if router.live is None:
             raise HTTPException(503, NOT_LOADED)
@@ -127,7 +129,7 @@ def _routes(app: FastAPI, settings: Settings, router: Controller, scorer: Scorer
             model_name=settings.model_name,
             model_version=version,
             model_stage=settings.model_alias,
-            mlflow_tracking_uri=settings.tracking_uri,
+            mlflow_tracking_uri=_without_credentials(settings.tracking_uri),
             status="ready",
             run_id=described.run_id if described else None,
             metrics=described.metrics if described else {},
@@ -238,6 +240,13 @@ def _text_problem(text: str) -> str | None:
     if len(text) > MAX_TEXT_CHARS:
         return TOO_LONG
     return None
+
+
+def _without_credentials(uri: str) -> str:
+    parts = urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _label(version: str) -> str:

@@ -44,8 +44,6 @@ def _event(version: str, kind: str, outcome: str, reason: str | None = None) -> 
 class Controller:
     """What the rest of the gateway reads: the live upstream and what happened lately."""
 
-    supervised = False
-
     def __init__(self, settings: Settings, registry: Registry):
         self.settings = settings
         self.registry = registry
@@ -176,8 +174,6 @@ class ScoringServer:
 class Supervisor(Controller):
     """Runs the scoring servers itself and follows the alias."""
 
-    supervised = True
-
     def __init__(self, settings: Settings, registry: Registry):
         super().__init__(settings, registry)
         self._servers: set[ScoringServer] = set()
@@ -232,7 +228,7 @@ class Supervisor(Controller):
             await server.start()
             await server.wait_ready(self._client)
             await self._smoke(server)
-        except (RolloutFailed, OSError) as error:
+        except (RolloutFailed, httpx.HTTPError, OSError) as error:
             await server.stop()
             self._servers.discard(server)
             self._failed(version, kind, str(error))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import ExitStack
 
 import pytest
 
@@ -15,7 +16,8 @@ from tests.gateways import (
     kill_scoring_server,
     misbehaving_scoring_server,
 )
-from tests.servers import free_port
+from tests.models import register_version
+from tests.servers import free_port, tracking_server
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +100,20 @@ def test_starts_with_the_registry_unreachable(tmp_path):
         assert time.monotonic() - asked < 1
         assert gw.http.get("/ready").status_code == 503
         assert descendants(gw.proc.pid) == []
+
+
+def test_losing_the_registry_does_not_stop_predictions(tmp_path):
+    with ExitStack() as stack:
+        registry = stack.enter_context(ExitStack())
+        uri = registry.enter_context(tracking_server(tmp_path / "tracking"))
+        version = register_version(uri, alias=True, tags={"test_accuracy": "0.8"})
+        gw = stack.enter_context(gateway(tmp_path / "gateway", uri))
+        gw.wait_for(lambda: gw.serving(f"v{version}"), timeout=90)
+
+        registry.close()
+        time.sleep(3)
+        assert [gw.predict("A fine film.").status_code for _ in range(5)] == [200] * 5
+        assert gw.health()["status"] == "healthy"
+        info = gw.http.get("/info").json()
+        assert (info["model_version"], info["metrics"]) == (f"v{version}", {"test_accuracy": 0.8})
+        assert any(line["msg"].startswith("registry unavailable") for line in gw.log_lines())
