@@ -52,7 +52,8 @@ def test_gateway_environment_names_are_settings_and_ports_match():
     fields = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields} | {"MLFLOW_TRACKING_URI"}
     assert set(env) <= fields, set(env) - fields
     published = {p.rsplit(":", 1)[-1] for p in gateway["ports"]}
-    assert published == {env["GATEWAY_PORT"], env["GATEWAY_SCORING_PORT"]}
+    scoring = int(env["GATEWAY_SCORING_PORT"])
+    assert published == {env["GATEWAY_PORT"], f"{scoring}-{scoring + 1}"}, "P and P+1 alternate"
     Settings(**{k.removeprefix("GATEWAY_").lower(): v for k, v in env.items() if k.startswith("GATEWAY_")})
 
 
@@ -62,7 +63,7 @@ def test_health_checks_use_get_with_tools_the_slim_image_has(name):
     assert test[:2] == ["CMD", "python"], "no curl or wget in python:slim"
     assert "urlopen(" in test[-1], "urlopen sends GET; HEAD /ping answers 405"
     port = re.search(r"127\.0\.0\.1:(\d+)", test[-1]).group(1)
-    assert any(p.endswith(f":{port}") for p in SERVICES[name]["ports"])
+    assert any(p.endswith(f":{port}") for p in SERVICES[name]["ports"]), port
 
 
 def test_env_example_lists_every_gateway_setting():
