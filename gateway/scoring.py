@@ -1,9 +1,9 @@
 """Talk to the live scoring server's `/invocations`: one pooled client, micro-batched rows.
 
-The scoring server answers a batch of 32 reviews almost as fast as one, so concurrent
-`/predict` calls are coalesced into one call. Batching is adaptive: a request that finds
-the upstream idle is sent at once; requests that arrive while a call is in flight wait for
-it (or at most the window, or until the row cap fills) and then go together.
+Most of the time a one-review call takes is fixed cost (HTTP, JSON, a DataFrame, the schema
+check), so concurrent `/predict` calls are coalesced into one call. Batching is adaptive: a
+request that finds the upstream idle is sent at once; requests that arrive while a call is in
+flight wait for it (or at most the window, or until the row cap fills) and then go together.
 """
 
 from __future__ import annotations
@@ -86,7 +86,9 @@ class Scorer:
         )
         self._timeout = settings.request_timeout
         self._batcher = (
-            MicroBatcher(self._rows, settings.batch_window_ms / 1000, settings.batch_max_rows)
+            MicroBatcher(
+                self.predict_many, settings.batch_window_ms / 1000, settings.batch_max_rows
+            )
             if settings.batching
             else None
         )
@@ -146,9 +148,6 @@ class Scorer:
                 except httpx.TransportError:
                     pass
         raise ModelUnavailable()
-
-    async def _rows(self, texts: list[str]) -> tuple[list[Row], str]:
-        return await self.predict_many(texts)
 
 
 class MicroBatcher:
