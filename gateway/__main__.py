@@ -2,7 +2,8 @@
 
 import uvicorn
 
-from gateway.app import configure_logging, create_app
+from gateway.app import create_app
+from gateway.logs import configure_logging
 from gateway.settings import Settings
 
 

@@ -1,0 +1,127 @@
+"""ASGI middleware: a request id, a JSON log line and metrics for every request; a body limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+
+from gateway.logs import REQUEST_ID
+from gateway.metrics import Metrics
+
+ENDPOINTS = {
+    "/",
+    "/health",
+    "/ready",
+    "/info",
+    "/predict",
+    "/predict/batch",
+    "/invocations",
+    "/metrics",
+    "/docs",
+    "/openapi.json",
+}
+
+log = logging.getLogger("gateway")
+
+
+class Observe:
+    """Request id, one JSON log line and metrics for every request; 500 for anything unhandled."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started, status = time.perf_counter(), 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error")
+            if status == 500:
+                await send_json(send_with_id, 500, "Internal server error.")
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            endpoint = (
+                route.path
+                if route is not None
+                else (scope["path"] if scope["path"] in ENDPOINTS else "other")
+            )
+            self.metrics.observe(endpoint, scope["method"], status, seconds)
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "method": scope["method"],
+                        "path": endpoint,
+                        "status": status,
+                        "ms": round(seconds * 1000, 2),
+                    }
+                },
+            )
+            REQUEST_ID.reset(token)
+
+
+class BodyLimit:
+    """413 for bodies over the limit, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                return await send_json(send, 413, self._detail())
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await send_json(send, 413, self._detail())
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    def _detail(self) -> str:
+        return f"Request body exceeds the limit of {self.max_bytes} bytes."
+
+
+async def send_json(send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    """Answer `{"detail": ...}` straight from middleware, before any route runs."""
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
