@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import __version__
 from gateway.errors import NOT_LOADED, install_error_handlers
@@ -27,6 +28,7 @@ from gateway.schemas import (
     PredictResponse,
 )
 from gateway.scoring import Scorer
+from gateway.security import RequireApiKey, documented
 from gateway.settings import Settings
 
 __all__ = ["configure_logging", "create_app"]
@@ -60,7 +62,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _routes(app, settings, router, scorer, metrics)
     install_error_handlers(app)
+    # The last added runs first: Observe sees every answer, CORS preflights need no key,
+    # and a request without a key is refused before its body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.keys:
+        app.add_middleware(RequireApiKey, keys=settings.keys)
+    if settings.origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Model-Version"],
+        )
     app.add_middleware(Observe, metrics=metrics)
     return app
 
@@ -68,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _routes(
     app: FastAPI, settings: Settings, router: Controller, scorer: Scorer, metrics: Metrics
 ) -> None:
+    auth = documented(settings.keys)
+
     def live_version() -> str:
         if router.live is None:
             raise HTTPException(503, NOT_LOADED)
@@ -94,7 +110,12 @@ def _routes(
         live_version()
         return {"status": "ready"}
 
-    @app.get("/info", response_model=Info)
+    @app.get(
+        "/info",
+        response_model=Info,
+        dependencies=auth["dependencies"],
+        responses=auth["responses"],
+    )
     async def info() -> Info:
         version = live_version()
         described = router.version_info
@@ -119,8 +140,9 @@ def _routes(
         "/predict",
         response_model=PredictResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(_json_only)],
+        dependencies=[*auth["dependencies"], Depends(_json_only)],
         responses={
+            **auth["responses"],
             400: {"model": Error},
             415: {"model": Error},
             500: {"model": Error},
@@ -139,8 +161,9 @@ def _routes(
         "/predict/batch",
         response_model=BatchResponse,
         response_model_exclude_none=True,
-        dependencies=[Depends(_json_only)],
+        dependencies=[*auth["dependencies"], Depends(_json_only)],
         responses={
+            **auth["responses"],
             400: {"model": Error},
             415: {"model": Error},
             500: {"model": Error},
@@ -161,7 +184,11 @@ def _routes(
         rows, version = await scorer.predict_many(texts, request.explain)
         return BatchResponse(predictions=rows, model_version=_label(version))
 
-    @app.post("/invocations", responses={503: {"model": Error}})
+    @app.post(
+        "/invocations",
+        dependencies=auth["dependencies"],
+        responses={**auth["responses"], 503: {"model": Error}},
+    )
     async def invocations(request: Request) -> Response:
         """MLflow's own wire format, passed unchanged to the live scoring server."""
         upstream, version = await scorer.invoke(
@@ -174,7 +201,7 @@ def _routes(
             headers={"X-Model-Version": _label(version)},
         )
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=auth["dependencies"])
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 

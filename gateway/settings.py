@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from tempfile import gettempdir
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # Comma-separated; empty turns authentication off. A secret: never shown by repr or logs.
+    api_keys: SecretStr = SecretStr("")
+    # Comma-separated origins allowed to call the API from a browser; empty: no CORS headers.
+    cors_origins: str = ""
 
     scoring_url: str | None = None
     scoring_host: str = "127.0.0.1"
@@ -48,6 +52,14 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(64, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1)
 
+    @property
+    def keys(self) -> list[str]:
+        return _split(self.api_keys.get_secret_value())
+
+    @property
+    def origins(self) -> list[str]:
+        return _split(self.cors_origins)
+
     def export_mlflow_env(self) -> None:
         """Point MLflow (here and in child processes) at the registry, failing fast.
 
@@ -62,8 +74,14 @@ class Settings(BaseSettings):
     def child_env(self) -> dict[str, str]:
         """The scoring server's environment: ours, with this interpreter's bin first on PATH.
 
-        Its per-request access log is off: the gateway logs every request already.
+        Its per-request access log is off: the gateway logs every request already. The API
+        keys stay here.
         """
         env = dict(os.environ, MLFLOW_TRACKING_URI=self.tracking_uri, UVICORN_ACCESS_LOG="false")
+        env.pop("GATEWAY_API_KEYS", None)  # the scoring server has no use for them
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
