@@ -3,6 +3,7 @@ scoring server, answer per the spec."""
 
 from __future__ import annotations
 
+import re
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
@@ -102,6 +103,7 @@ def _routes(
             model_loaded=live is not None,
             model_name=settings.model_name,
             model_version=_label(live.version) if live else None,
+            registry_reachable=router.registry_reachable,
         )
 
     @app.get("/ready")
@@ -132,6 +134,8 @@ def _routes(
             tags=described.tags if described else {},
             registered_at=described.registered_at if described else None,
             scoring_server=router.live.url,
+            registry_reachable=router.registry_reachable,
+            registry_error=_scrub(router.registry_error),
             last_rollout=router.last_rollout,
             rejected_versions=list(router.rejected.values()),
         )
@@ -225,6 +229,11 @@ def _without_credentials(uri: str) -> str:
     if not (parts.username or parts.password):
         return uri
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _scrub(message: str | None) -> str | None:
+    """A message may quote a URL: never with its user and password."""
+    return re.sub(r"://[^/@\s]+@", "://", message) if message else message
 
 
 def _label(version: str) -> str:

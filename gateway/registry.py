@@ -6,12 +6,9 @@ MLflow's client is synchronous, so every call runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import json
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -33,6 +30,8 @@ class VersionInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     registered_at: str | None = None
+    # Where the version's files come from (`models:/m-<id>` for a LoggedModel).
+    source: str | None = None
 
 
 class Registry:
@@ -55,12 +54,12 @@ class Registry:
             raise RegistryUnavailable(_first_line(error)) from None
         return str(found.version)
 
-    async def describe(self, version: str) -> VersionInfo:
-        """Run id, metric-like tags, other tags and registration time; bare if unreachable."""
+    async def describe(self, version: str) -> VersionInfo | None:
+        """Run id, metric-like tags, other tags, registration time and source; None if unreachable."""
         try:
             found = await asyncio.to_thread(self._client.get_model_version, self.name, version)
         except (MlflowException, OSError):
-            return VersionInfo(version)
+            return None
         metrics, tags = {}, {}
         for key, value in (found.tags or {}).items():
             try:
@@ -68,20 +67,25 @@ class Registry:
             except ValueError:
                 tags[key] = value
         registered = datetime.fromtimestamp(found.creation_timestamp / 1000, UTC)
-        return VersionInfo(version, found.run_id or None, metrics, tags, registered.isoformat())
+        return VersionInfo(
+            version,
+            found.run_id or None,
+            metrics,
+            tags,
+            registered.isoformat(),
+            found.source or None,
+        )
 
-    async def input_example(self, version: str) -> dict[str, Any] | None:
-        """The version's `serving_input_example.json`, or None if it has none."""
-        uri = f"models:/{self.name}/{version}/serving_input_example.json"
+    async def download(self, version: str, into: Path) -> Path:
+        """Copy the version's model files under ``into``; return the directory holding MLmodel."""
+        uri = f"models:/{self.name}/{version}"
         try:
-            return await asyncio.to_thread(_download_json, uri)
-        except (MlflowException, OSError, ValueError):
-            return None
-
-
-def _download_json(uri: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        return json.loads(Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp)).read_text())
+            local = await asyncio.to_thread(
+                mlflow.artifacts.download_artifacts, artifact_uri=uri, dst_path=str(into)
+            )
+        except (MlflowException, OSError) as error:
+            raise RegistryUnavailable(_first_line(error)) from None
+        return Path(local)
 
 
 def _first_line(error: Exception) -> str:

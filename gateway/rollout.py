@@ -1,14 +1,16 @@
 """Decide which scoring server is live, and keep it alive.
 
-The supervisor pins the version the alias names (`models:/Name/N`, because `mlflow models
-serve` resolves an alias only once), brings a server up beside the live one, smoke-tests it,
-switches atomically, drains the old one and stops it. A version that fails never gets
-traffic. A live server that dies is restarted with back-off.
+The supervisor pins the version the alias names (`mlflow models serve` resolves an alias
+only once), copies its files to the local model cache, brings a server up from there beside
+the live one, smoke-tests it, switches atomically, drains the old one and stops it. A version
+that fails never gets traffic. A live server that dies is restarted with back-off, from the
+cache, so that it comes back even while the registry is down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -17,10 +19,12 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from gateway.cache import ModelCache
 from gateway.registry import Registry, RegistryUnavailable, VersionInfo
 from gateway.scoring import LABELS, Upstream
 from gateway.settings import Settings
@@ -52,6 +56,9 @@ class Controller:
         self.last_rollout: Event | None = None
         self.rejected: dict[str, Event] = {}
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        # None until the registry has been asked once; then whether the last look worked.
+        self.registry_reachable: bool | None = None
+        self.registry_error: str | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
@@ -88,14 +95,25 @@ class Controller:
     async def step(self) -> None:
         raise NotImplementedError
 
+    async def resolve(self) -> str | None:
+        """The version the alias names; remembers whether the registry answered."""
+        try:
+            version = await self.registry.resolve()
+        except RegistryUnavailable as error:
+            self.registry_reachable, self.registry_error = False, str(error)
+            raise
+        self.registry_reachable, self.registry_error = True, None
+        return version
+
 
 class ScoringServer:
     """One `mlflow models serve` child, in its own process group so all of it can be stopped."""
 
-    def __init__(self, settings: Settings, version: str, port: int):
+    def __init__(self, settings: Settings, version: str, port: int, model_path: Path):
         self.settings = settings
         self.version = version
         self.port = port
+        self.model_path = model_path
         host = "127.0.0.1" if settings.scoring_host in ("0.0.0.0", "") else settings.scoring_host
         self.upstream = Upstream(f"http://{host}:{port}", version)
         self.log_path = settings.scoring_log_dir / f"scoring-v{version}-{port}.log"
@@ -111,7 +129,7 @@ class ScoringServer:
                 "models",
                 "serve",
                 "-m",
-                f"models:/{self.settings.model_name}/{self.version}",
+                str(self.model_path),
                 "--env-manager",
                 "local",
                 "--host",
@@ -143,6 +161,13 @@ class ScoringServer:
                 pass
             await asyncio.sleep(0.25)
         raise RolloutFailed(f"scoring server not ready after {self.settings.start_timeout:g}s")
+
+    def input_example(self) -> dict[str, Any] | None:
+        """The version's `serving_input_example.json`, or None if it has none."""
+        try:
+            return json.loads((self.model_path / "serving_input_example.json").read_text())
+        except (OSError, ValueError):
+            return None
 
     async def wait(self) -> int:
         return await self.process.wait()
@@ -176,6 +201,8 @@ class Supervisor(Controller):
 
     def __init__(self, settings: Settings, registry: Registry):
         super().__init__(settings, registry)
+        self.cache = ModelCache(settings, registry)
+        self._described: dict[str, VersionInfo] = {}
         self._servers: set[ScoringServer] = set()
         self._serving: ScoringServer | None = None
         self._crashed: str | None = None
@@ -200,7 +227,7 @@ class Supervisor(Controller):
 
     async def step(self) -> None:
         try:
-            target = await self.registry.resolve()
+            target = await self.resolve()
         except RegistryUnavailable as error:
             log.warning("registry unavailable: %s", error)
             target = self._serving.version if self._serving else self._crashed
@@ -222,7 +249,19 @@ class Supervisor(Controller):
         kind = self._kind(version)
         self.last_rollout = _event(version, kind, "in progress")
         log.info("bringing up v%s (%s)", version, kind)
-        server = ScoringServer(self.settings, version, self._port())
+        described = await self.registry.describe(version)
+        if described is not None:
+            self._described[version] = described
+        try:
+            path = await self.cache.local_copy(version, described)
+        except RegistryUnavailable as error:
+            # Not the version's fault: no refusal, only another try after the back-off.
+            log.warning("v%s could not be fetched: %s", version, error)
+            self.last_rollout = _event(version, kind, "failed", f"model not fetched: {error}")
+            self.outcomes[kind, "failed"] += 1
+            self._back_off()
+            return
+        server = ScoringServer(self.settings, version, self._port(), path)
         self._servers.add(server)
         try:
             await server.start()
@@ -233,7 +272,7 @@ class Supervisor(Controller):
             self._servers.discard(server)
             self._failed(version, kind, str(error))
             return
-        self.version_info = await self.registry.describe(version)
+        self.version_info = self._described.get(version, VersionInfo(version))
         old, self._serving, self.live = self._serving, server, server.upstream
         self._crashed, self._failures, self._next_attempt = None, 0, 0.0
         self.rejected.pop(version, None)
@@ -293,7 +332,7 @@ class Supervisor(Controller):
     async def _smoke(self, server: ScoringServer) -> None:
         """The input example must score, and a clear positive and negative must come back right."""
         url = f"{server.upstream.url}/invocations"
-        example = await self.registry.input_example(server.version)
+        example = server.input_example()
         if example is not None:
             _check(await self._client.post(url, json=example), None)
         reviews = [self.settings.smoke_positive, self.settings.smoke_negative]
@@ -337,7 +376,7 @@ class External(Controller):
 
     async def step(self) -> None:
         try:
-            version = await self.registry.resolve()
+            version = await self.resolve()
         except RegistryUnavailable:
             version = None
         if version and version != self._upstream.version:

@@ -46,6 +46,10 @@ class Health(BaseModel):
     model_loaded: bool
     model_name: str
     model_version: str | None
+    registry_reachable: bool | None = Field(
+        description="Whether the registry answered the last look at the alias (null: not asked "
+        "yet). The model keeps being served while it is unreachable."
+    )
 
 
 class Rollout(BaseModel):
@@ -67,6 +71,8 @@ class Info(BaseModel):
     tags: dict[str, str]
     registered_at: str | None
     scoring_server: str
+    registry_reachable: bool | None
+    registry_error: str | None = Field(description="Why the last look at the registry failed.")
     last_rollout: Rollout | None
     rejected_versions: list[Rollout]
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     scoring_port: int = 0
     scoring_workers: int = Field(1, ge=1)
     scoring_log_dir: Path = Path(gettempdir()) / "sentiment-gateway"
+    model_cache_dir: Path = Path(gettempdir()) / "sentiment-gateway" / "models"
     start_timeout: float = Field(120.0, gt=0)
     drain_timeout: float = Field(30.0, ge=0)
     restart_backoff: float = Field(1.0, gt=0)

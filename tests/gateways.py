@@ -62,6 +62,7 @@ def gateway(state: Path, tracking_uri: str, **settings: str):
         "GATEWAY_POLL_INTERVAL": "1",
         "GATEWAY_RESTART_BACKOFF": "0.5",
         "GATEWAY_SCORING_LOG_DIR": str(state / "scoring"),
+        "GATEWAY_MODEL_CACHE_DIR": str(state / "models"),
         **settings,
     }
     proc = spawn([sys.executable, "-m", "gateway"], log, **env)
