@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import free_port, spawn, stop, tracking_server, wait_until_up
+from tests.servers import ROOT, env, free_port, stop, tracking_server, wait_until_up
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -44,9 +44,10 @@ SCRIPT = HERE / "wrk" / "post_bodies.lua"
 MODEL_NAME = "SentimentClassifier"
 ALIAS = "production"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# Settings that would make a benchmark run slower or noisier than a real deployment:
-# the registry is polled rarely (nothing is promoted during the run).
-GATEWAY_ENV = {"GATEWAY_POLL_INTERVAL": "60"}
+# The gateway runs with its defaults, except: the registry is polled rarely (nothing is
+# promoted during the run) and authentication is off. GATEWAY_* variables of the calling
+# shell are not passed on, and it runs outside the repo so that no `.env` file applies.
+GATEWAY_ENV = {"GATEWAY_POLL_INTERVAL": "60", "GATEWAY_API_KEYS": ""}
 
 
 # --------------------------------------------------------------------------- processes
@@ -97,8 +98,16 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
         self.known: dict[int, str] = {}  # pid -> start time, to never kill a reused pid
 
-    def spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen:
-        proc = spawn(args, self.logs / f"{name}.log", **env)
+    def spawn(self, name: str, args: list[str], **extra: str) -> subprocess.Popen:
+        variables = {
+            k: v for k, v in env(**extra).items() if k in extra or not k.startswith("GATEWAY_")
+        }
+        variables["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), variables.get("PYTHONPATH")]))
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                args, cwd=self.logs, env=variables, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         self.remember(proc.pid)
         return proc
@@ -282,6 +291,10 @@ def pooled(runs: list[dict]) -> dict:
         "mean_ms": sum(r["mean_us"] * r["requests"] for r in runs) / max(requests, 1) / 1000,
         "errors": transport + non_2xx,
         "non_2xx": non_2xx,
+        "error_kinds": {
+            k: sum(r[k] for r in runs)
+            for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "status_errors")
+        },
         "wrk_cpu_pct": round(100 * sum(r["wrk_cpu_s"] for r in runs) / seconds, 1),
         "rounds": [
             {"rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
@@ -605,7 +618,7 @@ def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cli.add_argument("--duration", type=float, default=15, help="seconds per c=32 run")
     cli.add_argument("--c1-duration", type=float, default=10, help="seconds per c=1 run")
-    cli.add_argument("--batch-duration", type=float, default=12, help="seconds per batch run")
+    cli.add_argument("--batch-duration", type=float, default=18, help="seconds per batch run")
     cli.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target")
     cli.add_argument("--rounds", type=int, default=3, help="interleaved runs per target")
     cli.add_argument("--reviews", type=int, default=200, help="distinct reviews for single requests")
