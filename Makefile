@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test train tune bench bench-training bench-serving clean
+.PHONY: help install up test soak train tune bench bench-training bench-serving clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ tune: install ## Grid-search the vectorizer and classifier against the running s
 
 test: install ## Run the whole test suite (unit, integration, reliability)
 	$(BIN)/python -m pytest
+
+soak: install ## Long reliability runs: minute-long promotions and outage, 5,000 fuzz cases
+	$(BIN)/python -m pytest tests/reliability -m soak
 
 bench: bench-training bench-serving ## Run every benchmark; tables land in benchmarks/results/
 

@@ -397,9 +397,14 @@ def _check(response: httpx.Response, expected: list[str] | None) -> None:
     if response.status_code != 200:
         raise RolloutFailed(f"smoke test got HTTP {response.status_code}: {response.text[:150]}")
     try:
-        got = [row["sentiment"] for row in response.json()["predictions"]]
+        rows = response.json()["predictions"]
     except (ValueError, KeyError, TypeError):
         raise RolloutFailed("smoke test got no predictions") from None
+    try:
+        got = [row["sentiment"] for row in rows]
+    except (KeyError, TypeError):
+        shown = sorted(rows[0]) if rows and isinstance(rows[0], dict) else type(rows).__name__
+        raise RolloutFailed(f"smoke test got no sentiment column: {shown}"[:200]) from None
     if expected is not None and got != expected:
         raise RolloutFailed(f"smoke test expected {expected}, got {got}")
     if not got or any(label not in LABELS for label in got):

@@ -41,6 +41,38 @@ set_model(AlwaysPositive())
 """
 
 
+# A model whose every prediction raises, and one that answers with the wrong columns.
+_RAISES = """
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class Raises(PythonModel):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        raise RuntimeError("this version cannot score anything")
+
+
+set_model(Raises())
+"""
+
+_WRONG_COLUMNS = """
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class WrongColumns(PythonModel):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame({"label": [1] * len(model_input), "score": [0.9] * len(model_input)})
+
+
+set_model(WrongColumns())
+"""
+
+BROKEN = {"always-positive": _ALWAYS_POSITIVE, "raises": _RAISES, "wrong-columns": _WRONG_COLUMNS}
+
+
 # Given explicitly, so that logging does not load the model to infer them (6 s each).
 REQUIREMENTS = [
     f"mlflow=={mlflow.__version__}",
@@ -76,12 +108,15 @@ def register_version(tracking_uri: str, *, alias: bool = False, tags: dict | Non
     return _register(tracking_uri, info.model_uri, alias, tags)
 
 
-def register_broken_version(tracking_uri: str, *, alias: bool = False) -> str:
-    """Register a version that serves fine but answers "positive" to everything."""
+def register_broken_version(
+    tracking_uri: str, *, alias: bool = False, kind: str = "always-positive"
+) -> str:
+    """Register a version that loads and serves but must never get traffic: by default one
+    that answers "positive" to everything; see BROKEN for the other kinds."""
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        code = Path(tmp) / "always_positive.py"
-        code.write_text(_ALWAYS_POSITIVE)
+        code = Path(tmp) / f"{kind.replace('-', '_')}.py"
+        code.write_text(BROKEN[kind])
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(
                 name="model",

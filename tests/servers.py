@@ -69,10 +69,12 @@ def spawn(args: list[str], log: Path, **extra_env: str) -> subprocess.Popen:
 
 
 @contextmanager
-def tracking_server(state: Path):
-    """A real MLflow tracking server with registry, SQLite store and proxied artifacts."""
+def tracking_server(state: Path, port: int | None = None):
+    """A real MLflow tracking server with registry, SQLite store and proxied artifacts.
+
+    Started again with the same ``state`` and ``port``, it is the same registry back."""
     state.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     proc = spawn(
         [
             str(BIN / "mlflow"), "server",

@@ -1,0 +1,178 @@
+"""Faults under load: eight clients keep the gateway busy throughout, and every answer counts.
+
+Each scenario has a default variant (part of `make test`) and, where length matters, a
+heavier one marked `soak` (`make soak`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.gateways import kill_scoring_server
+from tests.load import REPORT, Load, Row
+from tests.models import promote, register_broken_version
+from tests.reliability.conftest import AUTH, serve, serving
+
+pytestmark = pytest.mark.integration
+
+REQUEST_TIMEOUT = 10.0  # the gateway's GATEWAY_REQUEST_TIMEOUT in these tests
+RECOVERY = 15.0  # seconds a killed scoring server may take to serve again, unaided
+
+DEFAULT, SOAK = "default", pytest.param("soak", marks=pytest.mark.soak)
+
+
+def recovered(gw, version: str) -> bool:
+    return gw.serving(f"v{version}") and gw.predict("A fine film.").status_code == 200
+
+
+@pytest.mark.parametrize("mode", [DEFAULT, SOAK])
+def test_promotions_under_load_lose_nothing(gw, registry, versions, mode):
+    v1, v2 = versions
+    serve(gw, registry, v1)
+    soak = mode == "soak"
+    plan = [v2, v1, v2] * (2 if soak else 1) + ([v1, v2] if soak else [])
+    least, dwell = (60.0, 5.0) if soak else (10.0, 1.0)
+    with Load(gw.url, AUTH) as load:
+        load.wait(1)
+        for version in plan:
+            promote(registry.uri, version)
+            gw.wait_for(lambda v=version: gw.serving(f"v{v}"), timeout=120)
+            load.wait(dwell)
+        load.wait(least - (time.monotonic() - load.started))
+    seconds = load.ended - load.started
+    path = " → ".join(f"v{v}" for v in [v1, *plan])
+    REPORT.append(Row.of(f"promotions {path}", load.answers, note=f"{seconds:.0f} s"))
+
+    assert seconds >= least
+    assert load.statuses() == {200: len(load.answers)}
+    assert load.versions() == {f"v{v1}", f"v{v2}"}
+    assert {a.path for a in load.answers} == {"/predict", "/predict/batch", "/invocations"}
+    assert len(load.answers) >= 100
+
+
+@pytest.mark.parametrize("mode", [DEFAULT, SOAK])
+def test_killed_scoring_server_gives_503s_then_recovers_unaided(gw, registry, versions, mode):
+    live = serving(gw)
+    kills = 3 if mode == "soak" else 1
+    killed_at: list[float] = []
+    with Load(gw.url, AUTH) as load:
+        load.wait(2)
+        for _ in range(kills):
+            killed_at.append(time.monotonic())
+            kill_scoring_server(gw)
+            gw.wait_for(lambda: recovered(gw, live), timeout=90)
+            load.wait(3)
+    # Requests in flight when the server died count as "after": they may get 503 too.
+    before = [a for a in load.answers if a.ended < killed_at[0]]
+    after = [a for a in load.answers if a.ended >= killed_at[0]]
+    recoveries = [load.recovery(at) for at in killed_at]
+    worst = max((r for r in recoveries if r is not None), default=None)
+    REPORT.append(
+        Row.of(f"scoring server SIGKILLed ×{kills}", load.answers, worst, note="worst recovery")
+    )
+
+    assert load.statuses(before) == {200: len(before)}
+    assert set(load.statuses(after)) <= {200, 503}, load.statuses(after)
+    assert load.statuses(after)[503] > 0, "traffic should have seen the server down"
+    assert load.longest() < REQUEST_TIMEOUT
+    assert all(r is not None and r <= RECOVERY for r in recoveries), recoveries
+    assert load.versions() == {f"v{live}"}
+
+
+def test_broken_versions_are_never_switched_to(gw, registry, versions):
+    live = serving(gw)
+    broken = {
+        kind: register_broken_version(registry.uri, kind=kind)
+        for kind in ("raises", "wrong-columns")
+    }
+    reasons = {"raises": "smoke test got HTTP", "wrong-columns": "no sentiment column"}
+
+    def refused(version):
+        info = gw.http.get("/info").json()
+        return info if any(r["version"] == version for r in info["rejected_versions"]) else None
+
+    infos = {}
+    with Load(gw.url, AUTH) as load:
+        load.wait(1)
+        for kind, version in broken.items():
+            promote(registry.uri, version)
+            infos[kind] = gw.wait_for(lambda v=version: refused(v), timeout=120)
+            load.wait(1)
+        # Back to the good version: the refusal is forgotten.
+        promote(registry.uri, live)
+        gw.wait_for(lambda: not gw.http.get("/info").json()["rejected_versions"], timeout=30)
+    names = " and ".join(f"v{v} ({k})" for k, v in broken.items())
+    REPORT.append(Row.of(f"broken versions promoted: {names}", load.answers))
+
+    assert load.statuses() == {200: len(load.answers)}
+    assert load.versions() == {f"v{live}"}
+    for kind, info in infos.items():
+        assert info["model_version"] == f"v{live}"
+        (rejected,) = info["rejected_versions"]
+        assert (rejected["version"], rejected["outcome"]) == (broken[kind], "failed")
+        assert reasons[kind] in rejected["reason"], rejected
+    assert gw.serving(f"v{live}")
+
+
+@pytest.mark.parametrize("mode", [DEFAULT, SOAK])
+def test_registry_outage_keeps_serving_through_a_crash_and_promotions_resume(
+    gw, registry, versions, mode
+):
+    outage = 60.0 if mode == "soak" else 16.0
+    live = serving(gw)
+    other = next(v for v in versions if v != live)
+    with Load(gw.url, AUTH) as load:
+        load.wait(1)
+        stopped = time.monotonic()
+        registry.stop()
+        gw.wait_for(lambda: gw.health()["registry_reachable"] is False, timeout=30)
+        health, info = gw.health(), gw.http.get("/info").json()
+        load.wait(outage / 2 - (time.monotonic() - stopped))
+
+        # The scoring server dies too: it comes back from the local model cache.
+        crashed = time.monotonic()
+        kill_scoring_server(gw)
+        gw.wait_for(lambda: recovered(gw, live), timeout=90)
+        after_crash = gw.health()
+        load.wait(outage - (time.monotonic() - stopped))
+
+        restarted = time.monotonic()
+        registry.start()
+        gw.wait_for(lambda: gw.health()["registry_reachable"], timeout=60)
+        promote(registry.uri, other)
+        gw.wait_for(lambda: gw.serving(f"v{other}"), timeout=120)
+        followed = time.monotonic()
+        load.wait(2)
+    down = load.between(stopped, crashed)
+    crash = load.between(crashed, restarted)
+    back = load.between(restarted)
+    REPORT.extend(
+        [
+            Row.of("tracking server stopped", down, note=f"{crashed - stopped:.0f} s"),
+            Row.of(
+                "scoring server SIGKILLed while the registry is down",
+                crash,
+                load.recovery(crashed),
+                note=f"{restarted - crashed:.0f} s",
+            ),
+            Row.of(
+                "tracking server restarted, promotion followed",
+                back,
+                note=f"v{other} live {followed - restarted:.0f} s after the restart",
+            ),
+        ]
+    )
+
+    assert load.statuses(down) == {200: len(down)}
+    assert (health["status"], health["registry_reachable"]) == ("healthy", False)
+    assert health["model_version"] == f"v{live}"
+    assert info["registry_reachable"] is False and info["registry_error"]
+    assert info["model_version"] == f"v{live}"
+    assert set(load.statuses(crash)) <= {200, 503}, load.statuses(crash)
+    assert load.recovery(crashed) is not None and load.recovery(crashed) <= RECOVERY
+    assert after_crash["registry_reachable"] is False, "the registry was still down"
+    assert load.statuses(back) == {200: len(back)}
+    assert load.versions() == {f"v{live}", f"v{other}"}
+    assert load.longest() < REQUEST_TIMEOUT
