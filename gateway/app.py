@@ -18,6 +18,7 @@ from gateway.middleware import BodyLimit, Observe
 from gateway.registry import Registry
 from gateway.rollout import Controller, controller
 from gateway.schemas import (
+    INVOCATIONS_OPENAPI,
     MAX_BATCH,
     MAX_TEXT_CHARS,
     BatchRequest,
@@ -34,6 +35,10 @@ from gateway.settings import Settings
 
 __all__ = ["configure_logging", "create_app"]
 
+# Every error is `{"detail": "..."}`; 401 is added when API keys are on.
+PREDICT_ERRORS: dict[int | str, dict] = {
+    code: {"model": Error} for code in (400, 413, 415, 422, 500, 503, 504)
+}
 EMPTY = "Input text cannot be empty."
 TOO_LONG = f"Input text exceeds maximum length of {MAX_TEXT_CHARS} characters."
 
@@ -145,13 +150,7 @@ def _routes(
         response_model=PredictResponse,
         response_model_exclude_none=True,
         dependencies=[*auth["dependencies"], Depends(_json_only)],
-        responses={
-            **auth["responses"],
-            400: {"model": Error},
-            415: {"model": Error},
-            500: {"model": Error},
-            504: {"model": Error},
-        },
+        responses={**auth["responses"], **PREDICT_ERRORS},
     )
     async def predict(request: PredictRequest) -> PredictResponse:
         """The sentiment of one review; `"explain": true` adds the terms behind it."""
@@ -166,13 +165,7 @@ def _routes(
         response_model=BatchResponse,
         response_model_exclude_none=True,
         dependencies=[*auth["dependencies"], Depends(_json_only)],
-        responses={
-            **auth["responses"],
-            400: {"model": Error},
-            415: {"model": Error},
-            500: {"model": Error},
-            504: {"model": Error},
-        },
+        responses={**auth["responses"], **PREDICT_ERRORS},
     )
     async def predict_batch(request: BatchRequest) -> BatchResponse:
         """Up to 1,000 reviews in one inference call, answered in the same order."""
@@ -191,7 +184,8 @@ def _routes(
     @app.post(
         "/invocations",
         dependencies=auth["dependencies"],
-        responses={**auth["responses"], 503: {"model": Error}},
+        responses={**auth["responses"], 413: {"model": Error}, 503: {"model": Error}},
+        openapi_extra=INVOCATIONS_OPENAPI,
     )
     async def invocations(request: Request) -> Response:
         """MLflow's own wire format, passed unchanged to the live scoring server."""

@@ -79,3 +79,67 @@ class Info(BaseModel):
 
 class Error(BaseModel):
     detail: str
+
+
+# MLflow's own scoring format, passed through unchecked: described for /docs and clients.
+_MLFLOW_ERROR = {
+    "type": "object",
+    "description": "MLflow's error: a code and a message (for 400s often with a stack trace).",
+    "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+}
+INVOCATIONS_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "One of MLflow's input formats, with a `text` column.",
+                    "properties": {
+                        "dataframe_split": {
+                            "type": "object",
+                            "properties": {
+                                "columns": {"type": "array", "items": {"type": "string"}},
+                                "data": {"type": "array", "items": {"type": "array"}},
+                            },
+                        },
+                        "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                        "inputs": {},
+                        "instances": {"type": "array"},
+                        "params": {"type": "object"},
+                    },
+                },
+                "example": {"dataframe_split": {"columns": ["text"], "data": [["A fine film."]]}},
+            },
+            "text/csv": {"schema": {"type": "string"}, "example": "text\nA fine film.\n"},
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The scoring server's predictions, unchanged.",
+            "headers": {
+                "X-Model-Version": {
+                    "description": "The registry version that answered.",
+                    "schema": {"type": "string"},
+                }
+            },
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"predictions": {"type": "array"}},
+                        "required": ["predictions"],
+                    }
+                }
+            },
+        },
+        "400": {
+            "description": "The scoring server refused the input.",
+            "content": {"application/json": {"schema": _MLFLOW_ERROR}},
+        },
+        "415": {
+            "description": "Neither JSON nor CSV.",
+            "content": {"application/json": {"schema": _MLFLOW_ERROR}},
+        },
+    },
+}

@@ -1,9 +1,10 @@
 """Optional API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
 With no keys configured nothing changes. With keys, every path except the open ones below
-needs one of them, checked before the body is read; a missing or wrong key gets 401. Each
-given key is compared with every configured one in constant time (`secrets.compare_digest`),
-so neither a key's content nor which key matched shows in the timing. Keys are never logged.
+needs one of them, checked before the body is read; a missing or wrong key gets 401, and so
+does a request that sends both headers with one of them wrong. Each given key is compared
+with every configured one in constant time (`secrets.compare_digest`), so neither a key's
+content nor which key matched shows in the timing. Keys are never logged.
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ class RequireApiKey:
                     given.append(credentials.strip())
             elif name == b"x-api-key":
                 given.append(value.strip())
-        matched = False
+        # Every key given must be valid (a wrong one is never outweighed by a right one), and
+        # every pair is compared, whatever matched before: no short cut to time.
+        valid = 0
         for candidate in given:
+            matched = False
             for key in self._keys:
-                # No short cut: every pair is compared, whatever matched before.
                 matched |= secrets.compare_digest(candidate, key)
-        return matched
+            valid += matched
+        return bool(given) and valid == len(given)

@@ -78,8 +78,19 @@ def test_without_keys_nothing_asks_for_one():
         {"X-API-Key": "first-key-012345678"},  # a prefix
         {"X-API-Key": "first-key-0123456789x"},
         {"Authorization": "Bearer "},
+        {"X-API-Key": "wrong", "Authorization": "Bearer first-key-0123456789"},
     ],
-    ids=["none", "bearer-wrong", "header-wrong", "basic", "no-scheme", "prefix", "longer", "empty"],
+    ids=[
+        "none",
+        "bearer-wrong",
+        "header-wrong",
+        "basic",
+        "no-scheme",
+        "prefix",
+        "longer",
+        "empty",
+        "one-of-two-wrong",
+    ],
 )
 def test_without_a_valid_key_closed_endpoints_answer_401(method, path, body, headers):
     (answer,) = call(settings(api_keys=KEYS), [(method, path, body, headers)])
@@ -95,9 +106,9 @@ def test_without_a_valid_key_closed_endpoints_answer_401(method, path, body, hea
         {"Authorization": "Bearer first-key-0123456789"},
         {"Authorization": "bearer second-key-abcdef"},
         {"X-API-Key": "second-key-abcdef"},
-        {"X-API-Key": "wrong", "Authorization": "Bearer first-key-0123456789"},
+        {"X-API-Key": "second-key-abcdef", "Authorization": "Bearer first-key-0123456789"},
     ],
-    ids=["bearer-first", "bearer-lowercase-second", "header-second", "one-of-two-right"],
+    ids=["bearer-first", "bearer-lowercase-second", "header-second", "both-right"],
 )
 def test_either_header_with_any_configured_key_gets_through(headers):
     answers = call(settings(api_keys=KEYS), [(m, p, b, headers) for m, p, b in CLOSED])
