@@ -143,7 +143,13 @@ def report(gw):
     yield
     if SEEN:
         REPORT.append(
-            Row(f"hostile input: {len(CASES)} named cases", sum(SEEN.values()), SEEN, LONGEST[0])
+            Row(
+                f"hostile input: {len(CASES)} named cases",
+                sum(SEEN.values()),
+                SEEN,
+                LONGEST[0],
+                note="each followed by a health check and a prediction",
+            )
         )
 
 
