@@ -1,14 +1,10 @@
 """Decide which scoring server is live, and keep it alive.
 
-The supervisor pins the version the alias names (MLflow's scoring server resolves an alias
+The supervisor pins the version the alias names (`mlflow models serve` resolves an alias
 only once), copies its files to the local model cache, brings a server up from there beside
 the live one, smoke-tests it, switches atomically, drains the old one and stops it. A version
 that fails never gets traffic. A live server that dies is restarted with back-off, from the
 cache, so that it comes back even while the registry is down.
-
-The scoring server is started with the command `mlflow models serve --env-manager local`
-would run (MLflow's own `get_cmd`): uvicorn serving `mlflow.pyfunc.scoring_server.app`. Going
-through the CLI would cost about 6 s of imports and a copy of the model on every (re)start.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -28,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from mlflow.pyfunc.scoring_server import get_cmd
 
 from gateway.cache import ModelCache
 from gateway.registry import Registry, RegistryUnavailable, VersionInfo
@@ -113,7 +107,7 @@ class Controller:
 
 
 class ScoringServer:
-    """One MLflow scoring server, in its own process group so all of it can be stopped."""
+    """One `mlflow models serve` child, in its own process group so all of it can be stopped."""
 
     def __init__(self, settings: Settings, version: str, port: int, model_path: Path):
         self.settings = settings
@@ -128,30 +122,28 @@ class ScoringServer:
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
-            args, env = self.command()
             self.process = await asyncio.create_subprocess_exec(
-                *args,
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                str(self.model_path),
+                "--env-manager",
+                "local",
+                "--host",
+                self.settings.scoring_host,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.settings.scoring_workers),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
-                env=env,
+                env=self.settings.child_env(),
                 start_new_session=True,
             )
-
-    def command(self) -> tuple[list[str], dict[str, str]]:
-        """MLflow's command and variables for serving the local copy, run by this Python."""
-        command, mlflow_env = get_cmd(
-            str(self.model_path),
-            port=self.port,
-            host=self.settings.scoring_host,
-            nworkers=self.settings.scoring_workers,
-        )
-        args = shlex.split(command)
-        if args[0] == "uvicorn":
-            args[:1] = [sys.executable, "-m", "uvicorn"]
-        # Only what MLflow adds (the model path, its timeout) goes on top of our environment.
-        added = {k: v for k, v in mlflow_env.items() if os.environ.get(k) != v}
-        return args, {**self.settings.child_env(), **added}
 
     async def wait_ready(self, client: httpx.AsyncClient) -> None:
         """Poll GET /ping (HEAD gets 405) until 200, the process exits, or time runs out."""

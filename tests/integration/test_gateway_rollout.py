@@ -134,4 +134,4 @@ def test_external_scoring_server_is_used_without_supervision(served, tracking_ur
 
 
 def scoring_servers(gw) -> list[int]:
-    return [pid for pid in descendants(gw.proc.pid) if "scoring_server.app" in cmdline(pid)]
+    return [pid for pid in descendants(gw.proc.pid) if "models serve" in cmdline(pid)]
