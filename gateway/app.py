@@ -204,7 +204,8 @@ def _routes(
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _json_only(request: Request) -> None:
+async def _json_only(request: Request) -> None:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
     content_type = request.headers.get("content-type")
     if content_type and content_type.split(";")[0].strip().lower() != "application/json":
         raise HTTPException(415, "Content-Type must be application/json.")

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     smoke_negative: str = "Awful, boring and a complete waste of time. The worst film ever."
 
     request_timeout: float = Field(30.0, gt=0)
-    max_connections: int = Field(64, ge=1)
+    max_connections: int = Field(8, ge=1)
     batching: bool = True
     batch_window_ms: float = Field(5.0, ge=0)
     batch_max_rows: int = Field(64, ge=1)
