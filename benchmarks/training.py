@@ -10,7 +10,7 @@ import argparse
 import json
 import platform
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -60,7 +60,7 @@ def main() -> None:
     print("\n" + table)
     RESULTS.mkdir(exist_ok=True)
     meta = {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.python_version()}",
         "command": "make bench-training",
     }

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as installed
@@ -136,7 +137,7 @@ def promote_if_chosen(mode: str, name: str, version: str, f1: float, splits: Spl
 def git_commit() -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=False
         )
         return out.stdout.strip() or "unknown"
     except OSError:
@@ -236,21 +237,31 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if not MLFLOW_RUN_ID.get():
+def entry_point(run_name: str, work: Callable[[], str], done: str, model_name: str) -> int:
+    """Run ``work`` in an MLflow run; a bad data set or an unservable model exits non-zero."""
+    if not MLFLOW_RUN_ID.get():  # `mlflow run` has already chosen the experiment and run
         mlflow.set_experiment(EXPERIMENT)
     try:
-        with mlflow.start_run(run_name=f"train-{args.preset}"):
-            version = run(args.data_path, args.preset, args.promote, args.max_rows, args.seed, args.model_name)
+        with mlflow.start_run(run_name=run_name):
+            version = work()
     except DataError as error:
         print(f"Data error: {error} Nothing was registered.", file=sys.stderr)
         return 2
     except promote.PromotionError as error:
         print(f"Not promoted: {error}", file=sys.stderr)
         return 1
-    print(f"Training completed successfully! {args.model_name} version {version}")
+    print(f"{done} completed successfully! {model_name} version {version}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return entry_point(
+        f"train-{args.preset}",
+        lambda: run(args.data_path, args.preset, args.promote, args.max_rows, args.seed, args.model_name),
+        "Training",
+        args.model_name,
+    )
 
 
 if __name__ == "__main__":

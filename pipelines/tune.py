@@ -6,11 +6,9 @@ import sys
 from itertools import product
 
 import mlflow
-from mlflow.environment_variables import MLFLOW_RUN_ID
 
-from pipelines.data import DataError
 from pipelines.features import PRESETS
-from pipelines.train import EXPERIMENT, fit, parser, phase, prepare, publish
+from pipelines.train import entry_point, fit, parser, phase, prepare, publish
 
 GRID = {"ngram_range": [(1, 2), (1, 3)], "C": [16.0, 32.0, 64.0], "nb_alpha": [0.25, 1.0]}
 
@@ -41,16 +39,12 @@ def tune(data_path: str, promote_mode: str, max_rows: int, seed: int, model_name
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if not MLFLOW_RUN_ID.get():
-        mlflow.set_experiment(EXPERIMENT)
-    try:
-        with mlflow.start_run(run_name="tune"):
-            version = tune(args.data_path, args.promote, args.max_rows, args.seed, args.model_name)
-    except DataError as error:
-        print(f"Data error: {error} Nothing was registered.", file=sys.stderr)
-        return 2
-    print(f"Tuning completed successfully! {args.model_name} version {version}")
-    return 0
+    return entry_point(
+        "tune",
+        lambda: tune(args.data_path, args.promote, args.max_rows, args.seed, args.model_name),
+        "Tuning",
+        args.model_name,
+    )
 
 
 if __name__ == "__main__":
