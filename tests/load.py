@@ -128,12 +128,13 @@ class Load:
     def longest(self) -> float:
         return max((a.seconds for a in self.answers), default=0.0)
 
-    def recovery(self, since: float) -> float | None:
-        """Seconds from ``since`` until the first 200 that came after the last failure.
+    def recovery(self, since: float, until: float = float("inf")) -> float | None:
+        """Seconds from ``since`` until the first 200 that came after the last failure
+        among requests sent before ``until`` (the next fault, if any).
 
         None if nothing failed after ``since``.
         """
-        after = sorted(self.between(since), key=lambda a: a.ended)
+        after = sorted(self.between(since, until), key=lambda a: a.ended)
         failed = [a for a in after if a.status != 200]
         if not failed:
             return None

@@ -32,7 +32,7 @@ def test_promotions_under_load_lose_nothing(gw, registry, versions, mode):
     v1, v2 = versions
     serve(gw, registry, v1)
     soak = mode == "soak"
-    plan = [v2, v1, v2] * (2 if soak else 1) + ([v1, v2] if soak else [])
+    plan = [v2, v1] * (3 if soak else 1) + [v2]  # v1→v2→v1→v2, or three rounds and back
     least, dwell = (60.0, 5.0) if soak else (10.0, 1.0)
     with Load(gw.url, AUTH) as load:
         load.wait(1)
@@ -67,7 +67,7 @@ def test_killed_scoring_server_gives_503s_then_recovers_unaided(gw, registry, ve
     # Requests in flight when the server died count as "after": they may get 503 too.
     before = [a for a in load.answers if a.ended < killed_at[0]]
     after = [a for a in load.answers if a.ended >= killed_at[0]]
-    recoveries = [load.recovery(at) for at in killed_at]
+    recoveries = [load.recovery(at, until) for at, until in zip(killed_at, [*killed_at[1:], 1e12])]
     worst = max((r for r in recoveries if r is not None), default=None)
     REPORT.append(
         Row.of(f"scoring server SIGKILLed ×{kills}", load.answers, worst, note="worst recovery")
@@ -145,8 +145,9 @@ def test_registry_outage_keeps_serving_through_a_crash_and_promotions_resume(
         gw.wait_for(lambda: gw.serving(f"v{other}"), timeout=120)
         followed = time.monotonic()
         load.wait(2)
-    down = load.between(stopped, crashed)
-    crash = load.between(crashed, restarted)
+    # A request in flight when the scoring server was killed belongs to the crash.
+    down = [a for a in load.between(stopped) if a.ended < crashed]
+    crash = [a for a in load.between(end=restarted) if a.ended >= crashed]
     back = load.between(restarted)
     REPORT.extend(
         [
