@@ -226,6 +226,14 @@ class Supervisor(Controller):
             await self._client.aclose()
 
     async def step(self) -> None:
+        crashed = self._crashed
+        if self._serving is None and crashed is not None and crashed not in self.rejected:
+            # The live server just died: bring the same version back from the local copy
+            # first, without waiting on the registry (down, or slow). The next poll follows
+            # the alias as usual.
+            if time.monotonic() >= self._next_attempt:
+                await self._bring_up(crashed)
+            return
         try:
             target = await self.resolve()
         except RegistryUnavailable as error:
@@ -249,7 +257,9 @@ class Supervisor(Controller):
         kind = self._kind(version)
         self.last_rollout = _event(version, kind, "in progress")
         log.info("bringing up v%s (%s)", version, kind)
-        described = await self.registry.describe(version)
+        described = self._described.get(version) if kind == "restart" else None
+        if described is None:
+            described = await self.registry.describe(version)
         if described is not None:
             self._described[version] = described
         try:
@@ -326,6 +336,7 @@ class Supervisor(Controller):
         self.outcomes["crash", "failed"] += 1
         await server.stop()
         self._servers.discard(server)
+        self._failures = 0  # refused versions before do not slow this restart down
         self._back_off()
         self._wake.set()
 
