@@ -36,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.gateways import descendants
 from tests.servers import ROOT, env, free_port, stop, tracking_server, wait_until_up
 
 HERE = Path(__file__).resolve().parent
@@ -58,21 +59,6 @@ def _stat(pid: int) -> list[str] | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid``, found through /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        fields = _stat(int(entry.name))
-        if fields:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def cpu_seconds(pids: list[int]) -> float:
