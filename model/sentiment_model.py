@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import gc
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -30,6 +32,10 @@ class SentimentModel(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
+        # The vocabulary (hundreds of thousands of terms) never changes once loaded; frozen,
+        # the garbage collector stops walking it, and a full collection in a scoring server
+        # stops being a 200 ms pause in the middle of requests.
+        gc.freeze()
 
     def predict(
         self,
