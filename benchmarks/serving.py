@@ -591,7 +591,7 @@ def _gateway_defaults() -> str:
     from gateway.settings import Settings
 
     fields = Settings.model_fields
-    keys = ("batching", "batch_window_ms", "batch_max_rows", "scoring_workers", "max_connections")
+    keys = ("batching", "batch_max_rows", "batch_max_calls", "scoring_workers", "max_connections")
     return ", ".join(f"{k}={fields[k].default}" for k in keys if k in fields)
 
 

@@ -139,6 +139,7 @@ def _routes(
             tags=described.tags if described else {},
             registered_at=described.registered_at if described else None,
             scoring_server=router.live.url,
+            standby_server=router.standby.url if router.standby else None,
             registry_reachable=router.registry_reachable,
             registry_error=_scrub(router.registry_error),
             last_rollout=router.last_rollout,
@@ -194,8 +195,8 @@ def _routes(
         )
         return Response(
             upstream.content,
-            status_code=upstream.status_code,
-            media_type=upstream.headers.get("content-type"),
+            status_code=upstream.status,
+            media_type=upstream.content_type,
             headers={"X-Model-Version": _label(version)},
         )
 

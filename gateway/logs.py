@@ -35,5 +35,5 @@ def configure_logging(level: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    for name in ("httpx", "httpcore"):
+    for name in ("aiohttp",):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -3,8 +3,13 @@
 The supervisor pins the version the alias names (`mlflow models serve` resolves an alias
 only once), copies its files to the local model cache, brings a server up from there beside
 the live one, smoke-tests it, switches atomically, drains the old one and stops it. A version
-that fails never gets traffic. A live server that dies is restarted with back-off, from the
-cache, so that it comes back even while the registry is down.
+that fails never gets traffic.
+
+A scoring server takes 10-15 s to start, most of it importing MLflow. So a second, smoke-tested
+server of the live version waits idle as a standby: when the live one dies, traffic moves to
+it at once and a new standby is started. Without a standby (or if it is gone too) the dead
+server is restarted with back-off from the cache, so it comes back even while the registry
+is down.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from gateway.cache import ModelCache
 from gateway.registry import Registry, RegistryUnavailable, VersionInfo
-from gateway.scoring import LABELS, Upstream
+from gateway.scoring import LABELS, Answer, Upstream
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.rollout")
@@ -61,6 +66,11 @@ class Controller:
         self.registry_error: str | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+
+    @property
+    def standby(self) -> Upstream | None:
+        """A ready server of the live version that takes over if the live one dies."""
+        return None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -145,7 +155,7 @@ class ScoringServer:
                 start_new_session=True,
             )
 
-    async def wait_ready(self, client: httpx.AsyncClient) -> None:
+    async def wait_ready(self, client: aiohttp.ClientSession) -> None:
         """Poll GET /ping (HEAD gets 405) until 200, the process exits, or time runs out."""
         deadline = time.monotonic() + self.settings.start_timeout
         while time.monotonic() < deadline:
@@ -154,11 +164,8 @@ class ScoringServer:
                     f"scoring server exited with code {self.process.returncode}: "
                     f"{self.last_log_line()}"
                 )
-            try:
-                if (await client.get(f"{self.upstream.url}/ping")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if await _pings(client, self.upstream.url):
+                return
             await asyncio.sleep(0.25)
         raise RolloutFailed(f"scoring server not ready after {self.settings.start_timeout:g}s")
 
@@ -205,25 +212,31 @@ class Supervisor(Controller):
         self._described: dict[str, VersionInfo] = {}
         self._servers: set[ScoringServer] = set()
         self._serving: ScoringServer | None = None
+        self._standby: ScoringServer | None = None
+        self._standby_after = 0.0
         self._crashed: str | None = None
         self._failures = 0
         self._next_attempt = 0.0
         self._tasks: set[asyncio.Task] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
+
+    @property
+    def standby(self) -> Upstream | None:
+        return self._standby.upstream if self._standby else None
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=10.0)
+        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10.0))
         await super().start()
 
     async def close(self) -> None:
         await super().close()
-        self.live = self._serving = None
+        self.live = self._serving = self._standby = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*(server.stop() for server in list(self._servers)))
         self._servers.clear()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     async def step(self) -> None:
         crashed = self._crashed
@@ -248,6 +261,7 @@ class Supervisor(Controller):
             # Nothing serves: the last version that worked beats one that was refused.
             target = self._crashed or target
         if self._serving is not None and self._serving.version == target:
+            await self._keep_standby()
             return
         if time.monotonic() < self._next_attempt:
             return
@@ -277,9 +291,8 @@ class Supervisor(Controller):
             await server.start()
             await server.wait_ready(self._client)
             await self._smoke(server)
-        except (RolloutFailed, httpx.HTTPError, OSError) as error:
-            await server.stop()
-            self._servers.discard(server)
+        except (RolloutFailed, aiohttp.ClientError, TimeoutError, OSError) as error:
+            await self._retire(server)
             self._failed(version, kind, str(error))
             return
         self.version_info = self._described.get(version, VersionInfo(version))
@@ -290,11 +303,48 @@ class Supervisor(Controller):
         self.outcomes[kind, "succeeded"] += 1
         log.info("v%s is live at %s", version, server.upstream.url)
         self._spawn(self._watch(server))
+        stale, self._standby = self._standby, None
+        if stale is not None and stale.version != version:
+            await self._retire(stale)
+        else:
+            self._standby = stale
         if old is not None:
             if not await old.upstream.drained(self.settings.drain_timeout):
                 log.warning("v%s still had calls open after the drain timeout", old.version)
-            await old.stop()
-            self._servers.discard(old)
+            await self._retire(old)
+        self._wake.set()  # the next step starts a standby
+
+    async def _keep_standby(self) -> None:
+        """Have a ready standby of the live version (if standbys are on)."""
+        live = self._serving
+        if (
+            not self.settings.standby
+            or live is None
+            or self._standby is not None
+            or time.monotonic() < self._standby_after
+        ):
+            return
+        server = ScoringServer(self.settings, live.version, self._port(), live.model_path)
+        self._servers.add(server)
+        try:
+            await server.start()
+            await server.wait_ready(self._client)
+            await self._smoke(server)
+        except (RolloutFailed, aiohttp.ClientError, TimeoutError, OSError) as error:
+            log.warning("standby for v%s not started: %s", live.version, error)
+            self._standby_after = time.monotonic() + self.settings.restart_backoff_max
+            await self._retire(server)
+            return
+        if self._serving is not live:  # promoted, or died, meanwhile: the next step decides
+            await self._retire(server)
+            return
+        self._standby = server
+        self._spawn(self._watch(server))
+        log.info("standby for v%s ready at %s", live.version, server.upstream.url)
+
+    async def _retire(self, server: ScoringServer) -> None:
+        await server.stop()
+        self._servers.discard(server)
 
     def _failed(self, version: str, kind: str, reason: str) -> None:
         log.warning("v%s was not brought up: %s", version, reason)
@@ -328,16 +378,27 @@ class Supervisor(Controller):
 
     async def _watch(self, server: ScoringServer) -> None:
         code = await server.wait()
+        if server is self._standby:
+            log.warning("standby v%s exited with code %s", server.version, code)
+            self._standby = None
+            await self._retire(server)
+            return
         if server is not self._serving:
             return
         log.error("live scoring server v%s exited with code %s", server.version, code)
-        self.live = self._serving = None
-        self._crashed = server.version
+        standby, self._standby = self._standby, None
         self.outcomes["crash", "failed"] += 1
-        await server.stop()
-        self._servers.discard(server)
-        self._failures = 0  # refused versions before do not slow this restart down
-        self._back_off()
+        if standby is not None and standby.process.returncode is None:
+            self._serving, self.live = standby, standby.upstream
+            self.last_rollout = _event(server.version, "failover", "succeeded")
+            self.outcomes["failover", "succeeded"] += 1
+            log.warning("v%s moved to its standby at %s", server.version, standby.upstream.url)
+        else:
+            self.live = self._serving = None
+            self._crashed = server.version
+            self._failures = 0  # refused versions before do not slow this restart down
+            self._back_off()
+        await self._retire(server)
         self._wake.set()
 
     async def _smoke(self, server: ScoringServer) -> None:
@@ -345,10 +406,10 @@ class Supervisor(Controller):
         url = f"{server.upstream.url}/invocations"
         example = server.input_example()
         if example is not None:
-            _check(await self._client.post(url, json=example), None)
+            _check(await _post(self._client, url, example), None)
         reviews = [self.settings.smoke_positive, self.settings.smoke_negative]
         body = {"dataframe_split": {"columns": ["text"], "data": [[r] for r in reviews]}}
-        _check(await self._client.post(url, json=body), list(LABELS))
+        _check(await _post(self._client, url, body), list(LABELS))
 
     def _kind(self, version: str) -> str:
         if self._serving is None:
@@ -357,12 +418,10 @@ class Supervisor(Controller):
 
     def _port(self) -> int:
         if self.settings.scoring_port:
-            taken = self._serving.port if self._serving else None
-            return next(
-                p
-                for p in (self.settings.scoring_port, self.settings.scoring_port + 1)
-                if p != taken
-            )
+            # The live server, its standby and a new version's server: three ports at most.
+            taken = {server.port for server in self._servers}
+            first = self.settings.scoring_port
+            return next(p for p in range(first, first + 3) if p not in taken)
         with socket.socket() as sock:
             sock.bind((self.settings.scoring_host, 0))
             return sock.getsockname()[1]
@@ -374,16 +433,16 @@ class External(Controller):
     def __init__(self, settings: Settings, registry: Registry):
         super().__init__(settings, registry)
         self._upstream = Upstream(settings.scoring_url, "unknown")
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=5.0)
+        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0))
         await super().start()
 
     async def close(self) -> None:
         await super().close()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     async def step(self) -> None:
         try:
@@ -393,20 +452,31 @@ class External(Controller):
         if version and version != self._upstream.version:
             self._upstream.version = version
             self.version_info = await self.registry.describe(version)
-        try:
-            ok = (await self._client.get(f"{self._upstream.url}/ping")).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        self.live = self._upstream if ok else None
+        self.live = self._upstream if await _pings(self._client, self._upstream.url) else None
 
 
 def controller(settings: Settings, registry: Registry) -> Controller:
     return External(settings, registry) if settings.scoring_url else Supervisor(settings, registry)
 
 
-def _check(response: httpx.Response, expected: list[str] | None) -> None:
-    if response.status_code != 200:
-        raise RolloutFailed(f"smoke test got HTTP {response.status_code}: {response.text[:150]}")
+async def _pings(client: aiohttp.ClientSession, url: str) -> bool:
+    """GET /ping answers 200 (HEAD gets 405 from MLflow's scoring server)."""
+    try:
+        async with client.get(f"{url}/ping") as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def _post(client: aiohttp.ClientSession, url: str, body: Any) -> Answer:
+    async with client.post(url, json=body) as response:
+        return Answer(response.status, await response.read(), response.content_type)
+
+
+def _check(response: Answer, expected: list[str] | None) -> None:
+    if response.status != 200:
+        text = response.content.decode("utf-8", "replace")[:150]
+        raise RolloutFailed(f"smoke test got HTTP {response.status}: {text}")
     try:
         rows = response.json()["predictions"]
     except (ValueError, KeyError, TypeError):

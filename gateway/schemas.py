@@ -54,7 +54,7 @@ class Health(BaseModel):
 
 class Rollout(BaseModel):
     version: str
-    kind: Literal["start", "promotion", "rollback", "restart"]
+    kind: Literal["start", "promotion", "rollback", "restart", "failover"]
     outcome: Literal["in progress", "succeeded", "failed"]
     reason: str | None = None
     at: str
@@ -71,6 +71,9 @@ class Info(BaseModel):
     tags: dict[str, str]
     registered_at: str | None
     scoring_server: str
+    standby_server: str | None = Field(
+        description="A ready server of the same version that takes over if the live one dies."
+    )
     registry_reachable: bool | None
     registry_error: str | None = Field(description="Why the last look at the registry failed.")
     last_rollout: Rollout | None

@@ -2,8 +2,8 @@
 
 Most of the time a one-review call takes is fixed cost (HTTP, JSON, a DataFrame, the schema
 check), so concurrent `/predict` calls are coalesced into one call. Batching is adaptive: a
-request that finds the upstream idle is sent at once; requests that arrive while a call is in
-flight wait for it (or at most the window, or until the row cap fills) and then go together.
+request that finds a call slot free is sent at once; requests that arrive while every slot is
+busy wait for the next free one and then go together (up to the row cap).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 from gateway.settings import Settings
 
@@ -32,6 +33,18 @@ class ScoringFailed(Exception):
 
 class ScoringTimeout(Exception):
     """The scoring server did not answer in time."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A scoring server's complete response."""
+
+    status: int
+    content: bytes
+    content_type: str
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
 class Upstream:
@@ -75,28 +88,34 @@ class Scorer:
 
     def __init__(self, settings: Settings, router: Router):
         self._router = router
-        self._client = httpx.AsyncClient(
-            timeout=settings.request_timeout,
-            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them.
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-                keepalive_expiry=2.0,
-            ),
-        )
+        # aiohttp rather than httpx on this path: a call costs 0.9 ms of gateway CPU against
+        # 2.4 ms (measured on 2 cores), and that is most of what the extra hop adds.
+        self._session: aiohttp.ClientSession | None = None
+        self._max_connections = settings.max_connections
         self._timeout = settings.request_timeout
         self._batcher = (
-            MicroBatcher(
-                self.predict_many, settings.batch_window_ms / 1000, settings.batch_max_rows
-            )
+            MicroBatcher(self.predict_many, settings.batch_max_rows, settings.batch_calls)
             if settings.batching
             else None
         )
         self.calls = 0
         self.rows = 0
 
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made on first use: it belongs to the running loop
+            self._session = aiohttp.ClientSession(
+                # Idle connections are dropped before uvicorn's 5 s keep-alive closes them.
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, keepalive_timeout=2.0
+                ),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def predict(self, text: str, explain: bool = False) -> tuple[Row, str]:
         if self._batcher is not None and not explain:
@@ -114,13 +133,13 @@ class Scorer:
         response, version = await self.invoke(json.dumps(body).encode(), "application/json")
         self.calls += 1
         self.rows += len(texts)
-        if response.status_code == 504:
+        if response.status == 504:
             raise ScoringTimeout(f"Prediction timed out after {self._timeout:g}s.")
-        if response.status_code != 200:
+        if response.status != 200:
             raise ScoringFailed(_reason(response))
         return _predictions(response, len(texts)), version
 
-    async def invoke(self, content: bytes, content_type: str) -> tuple[httpx.Response, str]:
+    async def invoke(self, content: bytes, content_type: str) -> tuple[Answer, str]:
         """POST to the live server's `/invocations` as is.
 
         A refused connection means the live server is gone: the caller gets a 503 at once.
@@ -133,55 +152,58 @@ class Scorer:
                 raise ModelUnavailable()
             with upstream.lease():
                 try:
-                    response = await self._client.post(
+                    async with self._client().post(
                         f"{upstream.url}/invocations",
-                        content=content,
-                        headers={"content-type": content_type},
-                    )
-                    return response, upstream.version
-                except httpx.TimeoutException:
+                        data=content,
+                        headers={"Content-Type": content_type},
+                    ) as response:
+                        answer = Answer(
+                            response.status,
+                            await response.read(),
+                            response.headers.get("Content-Type", "application/json"),
+                        )
+                    return answer, upstream.version
+                except TimeoutError:
                     raise ScoringTimeout(
                         f"Prediction timed out after {self._timeout:g}s."
                     ) from None
-                except httpx.ConnectError:
+                except aiohttp.ClientConnectorError:
                     self._router.lost(upstream)
-                except httpx.TransportError:
+                except aiohttp.ClientError:
                     pass
         raise ModelUnavailable()
 
 
 class MicroBatcher:
-    """Coalesce single texts into batches: immediate when idle, grouped while busy."""
+    """Coalesce single texts into batches: sent at once while a call slot is free, and
+    gathered into the next call while every slot is busy.
+
+    One call in flight per scoring worker keeps the server busy without making it split its
+    CPU between calls, so batches grow with the load and each row's share of a call's fixed
+    cost shrinks.
+    """
 
     def __init__(
         self,
         call: Callable[[list[str]], Awaitable[tuple[list[Row], str]]],
-        window: float,
         max_rows: int,
+        max_calls: int,
     ):
         self._call = call
-        self._window = window
         self._max_rows = max_rows
+        self._max_calls = max_calls
         self._pending: list[tuple[str, asyncio.Future]] = []
         self._in_flight = 0
-        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def submit(self, text: str) -> tuple[Row, str]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
-        if not self._in_flight or len(self._pending) >= self._max_rows:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._flush)
+        self._flush()
         return await future
 
     def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._pending:
+        while self._pending and self._in_flight < self._max_calls:
             batch = self._pending[: self._max_rows]
             del self._pending[: self._max_rows]
             batch = [(text, future) for text, future in batch if not future.done()]
@@ -204,11 +226,10 @@ class MicroBatcher:
                     future.set_result((row, version))
         finally:
             self._in_flight -= 1
-            if self._pending:
-                self._flush()
+            self._flush()
 
 
-def _predictions(response: httpx.Response, expected: int) -> list[Row]:
+def _predictions(response: Answer, expected: int) -> list[Row]:
     try:
         rows = response.json()["predictions"]
         valid = len(rows) == expected and all(
@@ -221,11 +242,11 @@ def _predictions(response: httpx.Response, expected: int) -> list[Row]:
     return rows
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: Answer) -> str:
     """A one-line reason from MLflow's error body, never its stack trace."""
     try:
         message = str(response.json().get("message", ""))
     except (ValueError, AttributeError):
         message = ""
     first = message.strip().splitlines()[0] if message.strip() else ""
-    return (first or f"the scoring server answered {response.status_code}")[:200]
+    return (first or f"the scoring server answered {response.status}")[:200]

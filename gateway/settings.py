@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     scoring_host: str = "127.0.0.1"
     scoring_port: int = 0
     scoring_workers: int = Field(1, ge=1)
+    # A second, idle server of the live version that takes over at once if the live one dies
+    # (a cold restart takes 10-15 s). Costs one more model in memory.
+    standby: bool = True
     scoring_log_dir: Path = Path(gettempdir()) / "sentiment-gateway"
     model_cache_dir: Path = Path(gettempdir()) / "sentiment-gateway" / "models"
     start_timeout: float = Field(120.0, gt=0)
@@ -49,9 +52,14 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(8, ge=1)
     batching: bool = True
-    batch_window_ms: float = Field(5.0, ge=0)
     batch_max_rows: int = Field(64, ge=1)
+    # Batched calls in flight at once; by default one per scoring worker.
+    batch_max_calls: int | None = Field(None, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1)
+
+    @property
+    def batch_calls(self) -> int:
+        return self.batch_max_calls or self.scoring_workers
 
     @property
     def keys(self) -> list[str]:
