@@ -16,5 +16,5 @@ COPY --chown=app pipelines ./pipelines
 COPY --chown=app gateway ./gateway
 USER app
 
-EXPOSE 8000 5001
+EXPOSE 8000 5001-5003
 CMD ["python", "-m", "gateway"]

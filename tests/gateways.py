@@ -63,6 +63,8 @@ def gateway(state: Path, tracking_uri: str, **settings: str):
         "GATEWAY_RESTART_BACKOFF": "0.5",
         "GATEWAY_SCORING_LOG_DIR": str(state / "scoring"),
         "GATEWAY_MODEL_CACHE_DIR": str(state / "models"),
+        # Off unless a test is about it: each standby is one more scoring server to start.
+        "GATEWAY_STANDBY": "false",
         **settings,
     }
     proc = spawn([sys.executable, "-m", "gateway"], log, **env)
@@ -108,9 +110,11 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def kill_scoring_server(gw: Gateway) -> int:
-    """SIGKILL the uvicorn that serves the model (as the OOM killer would); return its pid."""
-    port = gw.http.get("/info").json()["scoring_server"].rsplit(":", 1)[1]
+def kill_scoring_server(gw: Gateway, role: str = "scoring_server") -> int:
+    """SIGKILL the uvicorn that serves the model (as the OOM killer would); return its pid.
+
+    ``role="standby_server"`` kills the live version's standby instead."""
+    port = gw.http.get("/info").json()[role].rsplit(":", 1)[1]
     for pid in descendants(gw.proc.pid):
         line = cmdline(pid)
         if "uvicorn" in line and f"--port {port}" in line:

@@ -65,12 +65,14 @@ def versions(registry) -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def gw(tmp_path_factory, registry, versions) -> Gateway:
-    """The gateway under test, with API keys on (its client sends one) and a 10 s timeout."""
+    """The gateway under test, with API keys on (its client sends one), a 10 s timeout, and
+    a standby scoring server as shipped."""
     with gateway(
         tmp_path_factory.mktemp("reliability-gateway"),
         registry.uri,
         GATEWAY_API_KEYS=f"{KEY},another-key-never-used",
         GATEWAY_REQUEST_TIMEOUT="10",
+        GATEWAY_STANDBY="true",
     ) as gw:
         gw.http.headers.update(AUTH)
         gw.wait_for(lambda: gw.serving(f"v{versions[0]}"), timeout=120)

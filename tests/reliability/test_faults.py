@@ -19,12 +19,21 @@ pytestmark = pytest.mark.integration
 
 REQUEST_TIMEOUT = 10.0  # the gateway's GATEWAY_REQUEST_TIMEOUT in these tests
 RECOVERY = 15.0  # seconds a killed scoring server may take to serve again, unaided
+# Live server and standby both killed: a cold start of `mlflow models serve` (10-17 s
+# measured on 2 busy cores), after the restart back-off.
+COLD_RECOVERY = 40.0
 
 DEFAULT, SOAK = "default", pytest.param("soak", marks=pytest.mark.soak)
 
 
 def recovered(gw, version: str) -> bool:
     return gw.serving(f"v{version}") and gw.predict("A fine film.").status_code == 200
+
+
+def standby(gw) -> str | None:
+    """The standby's URL once it is ready (a new one follows every rollout and failover)."""
+    info = gw.http.get("/info")
+    return info.json()["standby_server"] if info.status_code == 200 else None
 
 
 @pytest.mark.parametrize("mode", [DEFAULT, SOAK])
@@ -53,16 +62,18 @@ def test_promotions_under_load_lose_nothing(gw, registry, versions, mode):
 
 
 @pytest.mark.parametrize("mode", [DEFAULT, SOAK])
-def test_killed_scoring_server_gives_503s_then_recovers_unaided(gw, registry, versions, mode):
+def test_killed_scoring_server_fails_over_to_its_standby(gw, registry, versions, mode):
     live = serving(gw)
     kills = 3 if mode == "soak" else 1
     killed_at: list[float] = []
     with Load(gw.url, AUTH) as load:
         load.wait(2)
         for _ in range(kills):
+            spare = gw.wait_for(lambda: standby(gw), timeout=120)
             killed_at.append(time.monotonic())
             kill_scoring_server(gw)
             gw.wait_for(lambda: recovered(gw, live), timeout=90)
+            took_over = gw.http.get("/info").json()
             load.wait(3)
     # Requests in flight when the server died count as "after": they may get 503 too.
     before = [a for a in load.answers if a.ended < killed_at[0]]
@@ -75,10 +86,13 @@ def test_killed_scoring_server_gives_503s_then_recovers_unaided(gw, registry, ve
 
     assert load.statuses(before) == {200: len(before)}
     assert set(load.statuses(after)) <= {200, 503}, load.statuses(after)
-    assert load.statuses(after)[503] > 0, "traffic should have seen the server down"
     assert load.longest() < REQUEST_TIMEOUT
     assert all(r is not None and r <= RECOVERY for r in recoveries), recoveries
     assert load.versions() == {f"v{live}"}
+    assert took_over["scoring_server"] == spare
+    assert took_over["last_rollout"]["kind"] == "failover"
+    replacement = gw.wait_for(lambda: standby(gw), timeout=120)
+    assert replacement != gw.http.get("/info").json()["scoring_server"]
 
 
 def test_broken_versions_are_never_switched_to(gw, registry, versions):
@@ -131,8 +145,11 @@ def test_registry_outage_keeps_serving_through_a_crash_and_promotions_resume(
         health, info = gw.health(), gw.http.get("/info").json()
         load.wait(outage / 2 - (time.monotonic() - stopped))
 
-        # The scoring server dies too: it comes back from the local model cache.
+        # The scoring server and its standby die too: a cold start from the local model cache.
+        gw.wait_for(lambda: standby(gw), timeout=120)
         crashed = time.monotonic()
+        kill_scoring_server(gw, "standby_server")
+        gw.wait_for(lambda: standby(gw) is None, timeout=10, every=0.05)
         kill_scoring_server(gw)
         gw.wait_for(lambda: recovered(gw, live), timeout=90)
         after_crash = gw.health()
@@ -153,7 +170,7 @@ def test_registry_outage_keeps_serving_through_a_crash_and_promotions_resume(
         [
             Row.of("tracking server stopped", down, note=f"{crashed - stopped:.0f} s"),
             Row.of(
-                "scoring server SIGKILLed while the registry is down",
+                "scoring server and standby SIGKILLed while the registry is down",
                 crash,
                 load.recovery(crashed),
                 note=f"{restarted - crashed:.0f} s",
@@ -172,7 +189,7 @@ def test_registry_outage_keeps_serving_through_a_crash_and_promotions_resume(
     assert info["registry_reachable"] is False and info["registry_error"]
     assert info["model_version"] == f"v{live}"
     assert set(load.statuses(crash)) <= {200, 503}, load.statuses(crash)
-    assert load.recovery(crashed) is not None and load.recovery(crashed) <= RECOVERY
+    assert load.recovery(crashed) is not None and load.recovery(crashed) <= COLD_RECOVERY
     assert after_crash["registry_reachable"] is False, "the registry was still down"
     assert load.statuses(back) == {200: len(back)}
     assert load.versions() == {f"v{live}", f"v{other}"}

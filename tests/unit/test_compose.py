@@ -53,7 +53,7 @@ def test_gateway_environment_names_are_settings_and_ports_match():
     assert set(env) <= fields, set(env) - fields
     published = {p.rsplit(":", 1)[-1] for p in gateway["ports"]}
     scoring = int(env["GATEWAY_SCORING_PORT"])
-    assert published == {env["GATEWAY_PORT"], f"{scoring}-{scoring + 1}"}, "P and P+1 alternate"
+    assert published == {env["GATEWAY_PORT"], f"{scoring}-{scoring + 2}"}, "live, standby, next"
     Settings(**{k.removeprefix("GATEWAY_").lower(): v for k, v in env.items() if k.startswith("GATEWAY_")})
 
 
