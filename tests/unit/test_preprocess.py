@@ -1,5 +1,6 @@
 import pytest
 
+from model.ngrams import SentenceNgrams
 from model.preprocess import clean_text, stopwords
 
 
@@ -11,7 +12,7 @@ from model.preprocess import clean_text, stopwords
         ("see https://example.com/x?y=1 and www.imdb.com now", "see"),
         ("mail me at someone@example.org please", "mail please"),
         ("10 out of 10, 2024's best!!!", "best"),
-        ("Wow... really?! (yes)", "wow really yes"),
+        ("Wow... really?! (yes)", "wow | really | yes"),
         ("the movie is on the shelf", "movie shelf"),
     ],
     ids=["lowercase", "html", "urls", "email", "numbers", "punctuation", "stopwords"],
@@ -23,14 +24,17 @@ def test_each_cleaning_step(raw, expected):
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("not good", "not good"),
-        ("no fun, nor wit", "no fun nor wit"),
-        ("I didn't like it", "not like"),
-        ("It wasn’t funny", "not funny"),
-        ("couldn't care less", "could not care less"),
+        ("not good", "not not_good"),
+        ("no fun, nor wit", "no not_fun nor not_wit"),
+        ("I didn't like it", "not not_like"),
+        ("It wasn’t funny", "not not_funny"),
+        ("couldn't care less", "could not not_care not_less"),
+        # The scope is three words (stopwords do not count) and ends with the clause.
+        ("not a good fun movie at all", "not not_good not_fun not_movie all"),
+        ("not good, but fun", "not not_good but fun"),
     ],
 )
-def test_negations_survive(raw, expected):
+def test_negations_survive_and_mark_their_scope(raw, expected):
     assert clean_text(raw) == expected
 
 
@@ -38,6 +42,24 @@ def test_stopword_list_is_shipped_without_negations():
     words = stopwords()
     assert {"the", "and", "is", "a"} <= words
     assert not words & {"not", "no", "nor", "don't", "isn't", "wasn't", "didn't"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Great cast. Weak plot!", "great cast | weak plot"),
+        ("Great cast<br /><br />weak plot", "great cast | weak plot"),
+        ("a <i>great</i> cast", "great cast"),  # inline tags do not end a sentence
+        ("...Great. . .", "great"),  # no empty sentences, no break at either end
+    ],
+)
+def test_sentences_are_separated_so_ngrams_stay_inside_them(raw, expected):
+    assert clean_text(raw) == expected
+
+
+def test_sentence_ngrams_never_cross_a_break():
+    grams = SentenceNgrams((1, 2))(clean_text("Great cast. Weak plot!"))
+    assert grams == ["great", "cast", "great cast", "weak", "plot", "weak plot"]
 
 
 def test_html_entities_are_decoded_before_cleaning():
