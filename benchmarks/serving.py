@@ -169,12 +169,20 @@ def start_gateway(procs: Processes, name: str, tracking_uri: str, **settings: st
         [sys.executable, "-m", "gateway"],
         MLFLOW_TRACKING_URI=tracking_uri,
         GATEWAY_PORT=str(port),
-        GATEWAY_SCORING_PORT=str(free_port()),
         GATEWAY_SCORING_LOG_DIR=str(procs.logs / f"{name}-scoring"),
         **GATEWAY_ENV,
         **settings,
     )
     return proc, f"http://127.0.0.1:{port}"
+
+
+def wait_for_standby(gateway_url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{gateway_url}/info", timeout=10).json().get("standby_server"):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"no standby scoring server behind {gateway_url} after {timeout:g}s")
 
 
 def start_inprocess(procs: Processes, tracking_uri: str, version: str):
@@ -508,6 +516,9 @@ def run(args) -> dict:
         for proc, url in ((gw_on, f"{gw_on_url}/ready"), (gw_off, f"{gw_off_url}/ready"),
                           (inproc, f"{inproc_url}/ready")):
             wait_until_up(url, timeout=args.start_timeout, proc=proc)
+        # Each gateway then starts a standby scoring server: let it finish before measuring.
+        for url in (gw_on_url, gw_off_url):
+            wait_for_standby(url, timeout=args.start_timeout)
         for proc in procs.procs:
             procs.remember(proc.pid)
         info = httpx.get(f"{gw_on_url}/info", timeout=10).json()
