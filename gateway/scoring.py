@@ -197,6 +197,15 @@ class MicroBatcher:
         self._tasks: set[asyncio.Task] = set()
 
     async def submit(self, text: str) -> tuple[Row, str]:
+        if not self._pending and self._in_flight < self._max_calls:
+            # A free slot and nobody waiting: this request's own task makes the call.
+            self._in_flight += 1
+            try:
+                rows, version = await self._call([text])
+            finally:
+                self._in_flight -= 1
+                self._flush()
+            return rows[0], version
         future = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
         self._flush()
