@@ -364,11 +364,11 @@ class Supervisor(Controller):
         self._next_attempt = time.monotonic() + min(delay, self.settings.restart_backoff_max)
 
     def lost(self, upstream: Upstream) -> None:
-        """Connections to the live server are refused: stop it; its watcher restarts it."""
+        """Connections to the live server are refused: hand over now, and stop it."""
         server = self._serving
         if server is not None and server.upstream is upstream and self.live is upstream:
             log.error("live scoring server v%s refuses connections", server.version)
-            self.live = None
+            self._lose(server)
             self._spawn(server.stop())
 
     def _spawn(self, coroutine) -> None:
@@ -381,13 +381,15 @@ class Supervisor(Controller):
         if server is self._standby:
             log.warning("standby v%s exited with code %s", server.version, code)
             self._standby = None
-            await self._retire(server)
-            return
-        if server is not self._serving:
-            return
-        log.error("live scoring server v%s exited with code %s", server.version, code)
-        standby, self._standby = self._standby, None
+        elif server is self._serving:
+            log.error("live scoring server v%s exited with code %s", server.version, code)
+            self._lose(server)
+        await self._retire(server)
+
+    def _lose(self, server: ScoringServer) -> None:
+        """The live server is gone: its standby takes over, or it restarts after the back-off."""
         self.outcomes["crash", "failed"] += 1
+        standby, self._standby = self._standby, None
         if standby is not None and standby.process.returncode is None:
             self._serving, self.live = standby, standby.upstream
             self.last_rollout = _event(server.version, "failover", "succeeded")
@@ -398,7 +400,6 @@ class Supervisor(Controller):
             self._crashed = server.version
             self._failures = 0  # refused versions before do not slow this restart down
             self._back_off()
-        await self._retire(server)
         self._wake.set()
 
     async def _smoke(self, server: ScoringServer) -> None:

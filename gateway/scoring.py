@@ -142,11 +142,12 @@ class Scorer:
     async def invoke(self, content: bytes, content_type: str) -> tuple[Answer, str]:
         """POST to the live server's `/invocations` as is.
 
-        A refused connection means the live server is gone: the caller gets a 503 at once.
-        Any other broken connection (a stale keep-alive, a server retired by a promotion)
-        is tried once more, on whichever server is live by then.
+        A refused connection means the live server is gone: the call goes to its standby if
+        one took over, else the caller gets a 503 at once. Any other broken connection (a
+        stale keep-alive, a server retired by a promotion or just killed) is tried again on
+        whichever server is live by then. Three tries at most.
         """
-        for _ in range(2):
+        for _ in range(3):
             upstream = self._router.live
             if upstream is None:
                 raise ModelUnavailable()

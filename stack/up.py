@@ -163,8 +163,10 @@ def interrupt(signum, frame) -> None:
 def main() -> int:
     settings = StackSettings()
     stack = Stack(settings)
-    # SIGTERM behaves like Ctrl-C, so `finally` stops every child either way.
+    # SIGTERM behaves like Ctrl-C, so `finally` stops every child either way; SIGINT is set
+    # too, since a shell that starts us in the background makes us inherit it ignored.
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         stack.tracking_server()
         stack.train_if_needed()
