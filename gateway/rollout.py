@@ -285,14 +285,9 @@ class Supervisor(Controller):
             self.outcomes[kind, "failed"] += 1
             self._back_off()
             return
-        server = ScoringServer(self.settings, version, self._port(), path)
-        self._servers.add(server)
         try:
-            await server.start()
-            await server.wait_ready(self._client)
-            await self._smoke(server)
-        except (RolloutFailed, aiohttp.ClientError, TimeoutError, OSError) as error:
-            await self._retire(server)
+            server = await self._launch(version, path)
+        except RolloutFailed as error:
             self._failed(version, kind, str(error))
             return
         self.version_info = self._described.get(version, VersionInfo(version))
@@ -303,11 +298,9 @@ class Supervisor(Controller):
         self.outcomes[kind, "succeeded"] += 1
         log.info("v%s is live at %s", version, server.upstream.url)
         self._spawn(self._watch(server))
-        stale, self._standby = self._standby, None
-        if stale is not None and stale.version != version:
+        if self._standby is not None and self._standby.version != version:
+            stale, self._standby = self._standby, None
             await self._retire(stale)
-        else:
-            self._standby = stale
         if old is not None:
             if not await old.upstream.drained(self.settings.drain_timeout):
                 log.warning("v%s still had calls open after the drain timeout", old.version)
@@ -324,16 +317,11 @@ class Supervisor(Controller):
             or time.monotonic() < self._standby_after
         ):
             return
-        server = ScoringServer(self.settings, live.version, self._port(), live.model_path)
-        self._servers.add(server)
         try:
-            await server.start()
-            await server.wait_ready(self._client)
-            await self._smoke(server)
-        except (RolloutFailed, aiohttp.ClientError, TimeoutError, OSError) as error:
+            server = await self._launch(live.version, live.model_path)
+        except RolloutFailed as error:
             log.warning("standby for v%s not started: %s", live.version, error)
             self._standby_after = time.monotonic() + self.settings.restart_backoff_max
-            await self._retire(server)
             return
         if self._serving is not live:  # promoted, or died, meanwhile: the next step decides
             await self._retire(server)
@@ -341,6 +329,19 @@ class Supervisor(Controller):
         self._standby = server
         self._spawn(self._watch(server))
         log.info("standby for v%s ready at %s", live.version, server.upstream.url)
+
+    async def _launch(self, version: str, path: Path) -> ScoringServer:
+        """A started, ready, smoke-tested server for ``version``; RolloutFailed otherwise."""
+        server = ScoringServer(self.settings, version, self._port(), path)
+        self._servers.add(server)
+        try:
+            await server.start()
+            await server.wait_ready(self._client)
+            await self._smoke(server)
+        except (RolloutFailed, aiohttp.ClientError, TimeoutError, OSError) as error:
+            await self._retire(server)
+            raise RolloutFailed(str(error)) from error
+        return server
 
     async def _retire(self, server: ScoringServer) -> None:
         await server.stop()
