@@ -36,14 +36,14 @@ from pathlib import Path
 
 import httpx
 
+from model.names import ALIAS, MODEL_NAME
+
 from tests.gateways import descendants
 from tests.servers import ROOT, env, free_port, stop, tracking_server, wait_until_up
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SCRIPT = HERE / "wrk" / "post_bodies.lua"
-MODEL_NAME = "SentimentClassifier"
-ALIAS = "production"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The gateway runs with its defaults, except: the registry is polled rarely (nothing is
 # promoted during the run) and authentication is off. GATEWAY_* variables of the calling

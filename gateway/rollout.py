@@ -31,7 +31,8 @@ import aiohttp
 
 from gateway.cache import ModelCache
 from gateway.registry import Registry, RegistryUnavailable, VersionInfo
-from gateway.scoring import LABELS, Answer, Upstream
+from gateway.scoring import Answer, Upstream
+from model.names import LABELS
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.rollout")
@@ -411,7 +412,7 @@ class Supervisor(Controller):
             _check(await _post(self._client, url, example), None)
         reviews = [self.settings.smoke_positive, self.settings.smoke_negative]
         body = {"dataframe_split": {"columns": ["text"], "data": [[r] for r in reviews]}}
-        _check(await _post(self._client, url, body), list(LABELS))
+        _check(await _post(self._client, url, body), ["positive", "negative"])
 
     def _kind(self, version: str) -> str:
         if self._serving is None:

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 import aiohttp
 
 from gateway.settings import Settings
+from model.names import LABELS
 
 Row = dict[str, Any]
-LABELS = ("positive", "negative")
 
 
 class ModelUnavailable(Exception):
@@ -137,7 +137,10 @@ class Scorer:
             raise ScoringTimeout(f"Prediction timed out after {self._timeout:g}s.")
         if response.status != 200:
             raise ScoringFailed(_reason(response))
-        return _predictions(response, len(texts)), version
+        try:
+            return predictions(response, len(texts)), version
+        except BadPredictions as error:
+            raise ScoringFailed(f"the scoring server's answer is unusable: {error}") from None
 
     async def invoke(self, content: bytes, content_type: str) -> tuple[Answer, str]:
         """POST to the live server's `/invocations` as is.
@@ -239,17 +242,41 @@ class MicroBatcher:
             self._flush()
 
 
-def _predictions(response: Answer, expected: int) -> list[Row]:
+class BadPredictions(ValueError):
+    """A scoring server's 200 answer that is not one prediction per text."""
+
+
+def predictions(response: Answer, expected: int) -> list[Row]:
+    """The rows of a 200 answer, checked: one per text, each a known label and a confidence
+    in [0, 1]. Raises BadPredictions saying what is wrong (a broken model can answer
+    anything: a dict, a scalar, other columns)."""
     try:
-        rows = response.json()["predictions"]
-        valid = len(rows) == expected and all(
-            row["sentiment"] in LABELS and 0.0 <= float(row["confidence"]) <= 1.0 for row in rows
-        )
-    except (ValueError, KeyError, TypeError):
-        valid = False
-    if not valid:
-        raise ScoringFailed("the scoring server's answer is not a list of predictions")
+        body = response.json()
+    except ValueError:
+        raise BadPredictions("the answer is not JSON") from None
+    rows = body.get("predictions") if isinstance(body, dict) else None
+    if not isinstance(rows, list):
+        raise BadPredictions(f"the answer has no list of predictions: {_shape(body)}")
+    if len(rows) != expected:
+        raise BadPredictions(f"{len(rows)} predictions for {expected} texts")
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise BadPredictions(f"prediction {index} is {_shape(row)}, not a row")
+        if row.get("sentiment") not in LABELS:
+            shown = sorted(row) if "sentiment" not in row else repr(row["sentiment"])[:40]
+            raise BadPredictions(f"prediction {index} has no known sentiment: {shown}")
+        confidence = row.get("confidence")
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+            raise BadPredictions(f"prediction {index} has no numeric confidence")
+        if not 0.0 <= confidence <= 1.0:
+            raise BadPredictions(f"prediction {index} has confidence {confidence} outside [0, 1]")
     return rows
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(value)[:5]}"
+    return f"a {type(value).__name__}"
 
 
 def _reason(response: Answer) -> str:

@@ -10,6 +10,8 @@ from tempfile import gettempdir
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.names import ALIAS, MODEL_NAME
+
 
 class Settings(BaseSettings):
     """See `.env.example` for what each one does."""
@@ -20,8 +22,8 @@ class Settings(BaseSettings):
         "http://127.0.0.1:5000",
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "GATEWAY_TRACKING_URI"),
     )
-    model_name: str = "SentimentClassifier"
-    model_alias: str = "production"
+    model_name: str = MODEL_NAME
+    model_alias: str = ALIAS
     poll_interval: float = Field(5.0, gt=0)
     registry_timeout: int = Field(5, ge=1)
 

@@ -6,7 +6,9 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-LABELS = ("negative", "positive")
+from model.names import LABELS
+
+__all__ = ["INPUT_EXAMPLE", "LABELS", "SIGNATURE"]
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "text")]),

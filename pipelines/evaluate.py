@@ -21,7 +21,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-LABELS = ["negative", "positive"]
+from model.names import LABELS
 
 
 def score(y_true, p_positive) -> dict[str, float]:

@@ -14,10 +14,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from model.signature import INPUT_EXAMPLE, LABELS
-
-MODEL_NAME = "SentimentClassifier"
-ALIAS = "production"
+from model.names import ALIAS, LABELS, MODEL_NAME
+from model.signature import INPUT_EXAMPLE
 MODES = ("never", "if_better", "always")
 
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
+from model.names import ALIAS, MODEL_NAME
+
 
 class StackSettings(BaseSettings):
     mlflow_port: int = 5000
     gateway_port: int = 8000
     scoring_port: int = 5001
     state_dir: Path = Path("mlruns")
-    model_name: str = "SentimentClassifier"
-    model_alias: str = "production"
+    model_name: str = MODEL_NAME
+    model_alias: str = ALIAS
     experiment_name: str = "Sentiment-Analysis"
     # Seconds to wait for each server to answer its health check.
     start_timeout: float = 120.0

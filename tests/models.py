@@ -15,13 +15,13 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from model.names import ALIAS, MODEL_NAME
 from model.preprocess import clean_text
 from model.signature import INPUT_EXAMPLE, SIGNATURE
 from pipelines.data import load_reviews
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = "SentimentClassifier"
-ALIAS = "production"
+NAME = MODEL_NAME
 
 # A model that loads and answers in the right shape but calls every review positive:
 # exactly what the gateway's smoke test must refuse to switch to.
@@ -81,10 +81,13 @@ REQUIREMENTS = [
 ]
 
 
-@lru_cache(maxsize=1)
-def fitted_pipeline_path() -> Path:
-    """A TF-IDF + logistic regression pipeline fitted on 2,000 packaged reviews, saved once."""
-    reviews = load_reviews(max_rows=2000)
+@lru_cache(maxsize=None)
+def fitted_pipeline_path(sample: int = 0) -> Path:
+    """A TF-IDF + logistic regression pipeline fitted on 2,000 packaged reviews, saved once.
+
+    Each ``sample`` draws other reviews, so versions of different samples answer with
+    different confidences: a test can tell from an answer which version produced it."""
+    reviews = load_reviews(max_rows=2000, seed=42 + sample)
     pipeline = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())])
     pipeline.fit([clean_text(text) for text in reviews["text"]], reviews["label"])
     path = Path(tempfile.mkdtemp(prefix="sentiment-pipeline-")) / "pipeline.joblib"
@@ -92,14 +95,16 @@ def fitted_pipeline_path() -> Path:
     return path
 
 
-def register_version(tracking_uri: str, *, alias: bool = False, tags: dict | None = None) -> str:
-    """Log the real SentimentModel, register it and return its version number."""
+def register_version(
+    tracking_uri: str, *, alias: bool = False, tags: dict | None = None, sample: int = 0
+) -> str:
+    """Log the real SentimentModel (fitted on ``sample``), register it, return its version."""
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(ROOT / "model" / "sentiment_model.py"),
-            artifacts={"pipeline": str(fitted_pipeline_path())},
+            artifacts={"pipeline": str(fitted_pipeline_path(sample))},
             code_paths=[str(ROOT / "model")],
             signature=SIGNATURE,
             input_example=INPUT_EXAMPLE,

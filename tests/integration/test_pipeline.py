@@ -7,10 +7,12 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from model.names import ALIAS, MODEL_NAME
+
 from tests.servers import env, run_training, tracking_server
 
 pytestmark = pytest.mark.integration
-NAME = "SentimentClassifier"
+NAME = MODEL_NAME
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,7 @@ def registry(tmp_path_factory):
 
 
 def production(client):
-    return client.get_model_version_by_alias(NAME, "production").version
+    return client.get_model_version_by_alias(NAME, ALIAS).version
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,12 @@ import threading
 import pytest
 from mlflow.tracking import MlflowClient
 
+from model.names import ALIAS, MODEL_NAME
+
 from tests.servers import BIN, ROOT, env, run_training, tracking_server
 
 pytestmark = pytest.mark.integration
-NAME = "SentimentClassifier"
+NAME = MODEL_NAME
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def registry(tmp_path_factory):
 
 def snapshot(client):
     versions = {v.version: v.status for v in client.search_model_versions(f"name='{NAME}'")}
-    return versions, client.get_model_version_by_alias(NAME, "production").version
+    return versions, client.get_model_version_by_alias(NAME, ALIAS).version
 
 
 def test_a_run_killed_mid_fit_leaves_alias_and_versions_untouched(registry):
@@ -67,5 +69,5 @@ def test_two_runs_at_once_both_register_and_the_better_one_wins(registry):
     versions = client.search_model_versions(f"name='{NAME}'")
     assert len({v.version for v in versions} - before) == 2
     best_f1 = max(float(v.tags["test_f1"]) for v in versions)
-    production = client.get_model_version_by_alias(NAME, "production")
+    production = client.get_model_version_by_alias(NAME, ALIAS)
     assert float(production.tags["test_f1"]) == best_f1
