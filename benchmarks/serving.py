@@ -36,15 +36,24 @@ from pathlib import Path
 
 import httpx
 
-from model.names import ALIAS, MODEL_NAME
+import psutil
 
-from tests.gateways import descendants
-from tests.servers import ROOT, env, free_port, stop, tracking_server, wait_until_up
+from model.names import ALIAS, MODEL_NAME
+from stack.processes import (
+    ROOT,
+    cpu_seconds,
+    descendants,
+    environment,
+    free_port,
+    start,
+    stop,
+    wait_until_up,
+)
+from stack.tracking import tracking_server
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SCRIPT = HERE / "wrk" / "post_bodies.lua"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The gateway runs with its defaults, except: the registry is polled rarely (nothing is
 # promoted during the run) and authentication is off. GATEWAY_* variables of the calling
 # shell are not passed on, and it runs outside the repo so that no `.env` file applies.
@@ -54,68 +63,37 @@ GATEWAY_ENV = {"GATEWAY_POLL_INTERVAL": "60", "GATEWAY_API_KEYS": ""}
 # --------------------------------------------------------------------------- processes
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (gone ones count as 0)."""
-    total = 0
-    for pid in pids:
-        fields = _stat(pid)
-        if fields:
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
-
-
 class Processes:
     """Everything this run starts, so that all of it is stopped, whatever happens.
 
-    Each process starts in its own session and is stopped by process group. The pids of
-    its descendants are remembered too (the gateway starts its scoring server in a session
-    of its own), and any of them still alive after the stop is killed by pid.
+    Each process starts in its own session and is stopped with its process group. Its
+    descendants are remembered too (the gateway starts its scoring servers in sessions of
+    their own), so that any left after a stop are stopped as well.
     """
 
     def __init__(self, logs: Path):
         self.logs = logs
         self.procs: list[subprocess.Popen] = []
-        self.known: dict[int, str] = {}  # pid -> start time, to never kill a reused pid
+        self.known: dict[int, set[psutil.Process]] = {}  # leader pid -> descendants seen
 
     def spawn(self, name: str, args: list[str], **extra: str) -> subprocess.Popen:
-        variables = {
-            k: v for k, v in env(**extra).items() if k in extra or not k.startswith("GATEWAY_")
-        }
-        variables["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), variables.get("PYTHONPATH")]))
-        with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                args, cwd=self.logs, env=variables, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        variables = environment(drop=("MLFLOW_", "GATEWAY_"), **extra)
+        variables["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT), variables.get("PYTHONPATH")])
+        )
+        proc = start(args, log=self.logs / f"{name}.log", cwd=self.logs, env=variables)
         self.procs.append(proc)
-        self.remember(proc.pid)
+        self.remember()
         return proc
 
-    def remember(self, pid: int) -> None:
-        for each in [pid, *descendants(pid)]:
-            fields = _stat(each)
-            if fields:
-                self.known.setdefault(each, fields[19])
+    def remember(self) -> None:
+        for proc in self.procs:
+            self.known.setdefault(proc.pid, set()).update(descendants(proc.pid))
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            self.remember(proc.pid)
+        self.remember()
         for proc in reversed(self.procs):
-            stop(proc)
-        for pid, started in self.known.items():
-            fields = _stat(pid)
-            if fields and fields[19] == started and fields[0] != "Z":
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            stop(proc, also=self.known[proc.pid])
 
 
 def _terminate(signum, _frame):
@@ -131,7 +109,7 @@ class Target:
     label: str
     url: str
     bodies: Path
-    components: dict[str, list[int]] = field(default_factory=dict)
+    components: dict[str, list[psutil.Process]] = field(default_factory=dict)
 
 
 def train(procs: Processes, tracking_uri: str, max_rows: int, preset: str, timeout: float) -> str:
@@ -235,10 +213,11 @@ def check_target(url: str, bodies: Path) -> None:
 
 def wrk(url: str, bodies: Path, connections: int, seconds: float) -> dict:
     """One wrk run (one thread); its summary, latency quantiles and its own CPU time."""
+    duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds only
     args = [
-        "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",  # whole seconds only "--latency", "--timeout", "30s",
+        "wrk", "-t1", f"-c{connections}", duration, "--latency", "--timeout", "30s",
         "-s", str(SCRIPT), url, "--", str(bodies),
-    ]
+    ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 90)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -313,10 +292,10 @@ def measure(targets: list[Target], connections: int, seconds: float, warmup: flo
     cpu: dict[str, dict[str, float]] = {t.name: dict.fromkeys(t.components, 0.0) for t in targets}
     for round_ in range(rounds):
         for target in targets if round_ % 2 == 0 else targets[::-1]:
-            before = {name: cpu_seconds(pids) for name, pids in target.components.items()}
+            before = {name: cpu_seconds(ps) for name, ps in target.components.items()}
             runs[target.name].append(wrk(target.url, target.bodies, connections, seconds / rounds))
-            for name, pids in target.components.items():
-                cpu[target.name][name] += cpu_seconds(pids) - before[name]
+            for name, ps in target.components.items():
+                cpu[target.name][name] += cpu_seconds(ps) - before[name]
     results = {}
     for target in targets:
         result = pooled(runs[target.name])
@@ -338,11 +317,11 @@ def measure(targets: list[Target], connections: int, seconds: float, warmup: flo
     return results
 
 
-def components(gateway_pid: int | None, root_pid: int) -> dict[str, list[int]]:
-    """Which pids to charge CPU to: the gateway itself, and the scoring server below it."""
+def components(gateway_pid: int | None, root_pid: int) -> dict[str, list[psutil.Process]]:
+    """Which processes to charge CPU to: the gateway itself, and the scoring servers below it."""
     if gateway_pid is None:
-        return {"server": [root_pid, *descendants(root_pid)]}
-    return {"gateway": [gateway_pid], "scoring": descendants(gateway_pid)}
+        return {"server": [psutil.Process(root_pid), *descendants(root_pid)]}
+    return {"gateway": [psutil.Process(gateway_pid)], "scoring": descendants(gateway_pid)}
 
 
 # --------------------------------------------------------------------------- report
@@ -519,8 +498,7 @@ def run(args) -> dict:
         # Each gateway then starts a standby scoring server: let it finish before measuring.
         for url in (gw_on_url, gw_off_url):
             wait_for_standby(url, timeout=args.start_timeout)
-        for proc in procs.procs:
-            procs.remember(proc.pid)
+        procs.remember()
         info = httpx.get(f"{gw_on_url}/info", timeout=10).json()
         direct_url = info["scoring_server"].rstrip("/")
         if info["model_version"].lstrip("v") != version:

@@ -6,21 +6,18 @@ stops it and all its children; nothing is left running afterwards.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from stack import processes, tracking
+from stack.processes import BIN
 from stack.settings import StackSettings
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 class Stack:
@@ -28,37 +25,27 @@ class Stack:
         self.settings = settings
         self.procs: list[subprocess.Popen] = []
         # MLflow runs `python` and `uvicorn` from PATH: this venv's must come first.
-        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self.env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+        self.env = processes.environment(MLFLOW_TRACKING_URI=settings.tracking_uri)
 
     def start(self, args: list[str], log: str | None = None, **env: str) -> subprocess.Popen:
         """Start a child in its own session; a server's output goes to its log file."""
-        out = None
-        if log:
-            logs = self.settings.state_dir.resolve() / "logs"
-            logs.mkdir(parents=True, exist_ok=True)
-            out = (logs / log).open("ab")
-        proc = subprocess.Popen(
-            args, cwd=ROOT, env={**self.env, **env}, start_new_session=True,
-            stdout=out, stderr=subprocess.STDOUT if out else None,
-        )
+        proc = processes.start(args, log=self.log_path(log) if log else None, env={**self.env, **env})
         self.procs.append(proc)
         return proc
 
+    def log_path(self, name: str) -> Path:
+        logs = self.settings.state_dir.resolve() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs / name
+
     def wait_healthy(self, name: str, url: str, proc: subprocess.Popen) -> None:
-        deadline = time.monotonic() + self.settings.start_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with status {proc.returncode}; {self.logs_hint}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(
-            f"{name} did not answer {url} within {self.settings.start_timeout:.0f}s; {self.logs_hint}"
-        )
+        timeout = self.settings.start_timeout
+        try:
+            processes.wait_until_up(url, timeout=timeout, proc=proc, every=0.5)
+        except RuntimeError:
+            raise SystemExit(f"{name} exited with status {proc.returncode}; {self.logs_hint}")
+        except TimeoutError:
+            raise SystemExit(f"{name} did not answer {url} within {timeout:.0f}s; {self.logs_hint}")
 
     @property
     def logs_hint(self) -> str:
@@ -69,19 +56,8 @@ class Stack:
         state = s.state_dir.resolve()
         state.mkdir(parents=True, exist_ok=True)
         step(f"1/3 MLflow tracking server on {s.tracking_uri} (store: {state})")
-        proc = self.start(
-            [
-                str(BIN / "mlflow"), "server",
-                "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
-                "--artifacts-destination", str(state / "artifacts"),
-                "--serve-artifacts", "--host", "127.0.0.1", "--port", str(s.mlflow_port),
-                "--workers", "1",
-            ],
-            log="mlflow.log",
-            # Server-side jobs (GenAI scoring, trace archival) are unused here, and their
-            # runner processes outlive the server.
-            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-        )
+        proc = tracking.start_server(state, s.mlflow_port, self.log_path("mlflow.log"), self.env)
+        self.procs.append(proc)
         self.wait_healthy("The tracking server", f"{s.tracking_uri}/health", proc)
 
     def train_if_needed(self) -> None:
@@ -119,18 +95,9 @@ class Stack:
         self.wait_healthy("The gateway", f"http://127.0.0.1:{s.gateway_port}/ready", proc)
 
     def stop(self) -> None:
+        """Stop every child, the last started first, with whatever each started."""
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            processes.stop(proc)
 
 
 def step(message: str) -> None:
@@ -180,6 +147,9 @@ def main() -> int:
         print("\nStopping...", flush=True)
         return 0
     finally:
+        # A second Ctrl-C must not cut the stop short and leave servers behind; it is bounded.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         print("Stopped.", flush=True)
 

@@ -15,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import psutil
 
+from stack import processes
 from tests.servers import free_port, spawn, stop, wait_until_up
 
 
@@ -78,35 +80,23 @@ def gateway(state: Path, tracking_uri: str, **settings: str):
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid``, found through /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    """Every live process below ``pid`` (zombies included, as before they are reaped)."""
+    return [child.pid for child in processes.descendants(pid)]
 
 
 def alive(pid: int) -> bool:
     """True unless the process is gone or a zombie."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return state != "Z"
 
 
 def cmdline(pid: int) -> str:
+    """The process's command line, words joined by spaces ("" if it is gone)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 
@@ -168,3 +158,19 @@ def misbehaving_scoring_server(delay: float):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def scoring_servers(gw: Gateway) -> list[int]:
+    """The `mlflow models serve` processes running under the gateway."""
+    return [pid for pid in descendants(gw.proc.pid) if "models serve" in cmdline(pid)]
+
+
+def signal_scoring_server(gw: Gateway, sig: int, role: str = "scoring_server") -> int:
+    """Send ``sig`` to the uvicorn serving the model (SIGSTOP: a hung server); return its pid."""
+    port = gw.http.get("/info").json()[role].rsplit(":", 1)[1]
+    for pid in descendants(gw.proc.pid):
+        line = cmdline(pid)
+        if "uvicorn" in line and f"--port {port}" in line:
+            os.kill(pid, sig)
+            return pid
+    raise AssertionError(f"no scoring server on port {port} under the gateway")

@@ -1,0 +1,173 @@
+"""Child processes of the stack, the tests and the benchmarks: start, wait ready, stop, inspect.
+
+Each child starts in a session of its own, so that one signal to its process group reaches
+everything it started there. Descendants that leave the group (the gateway starts each
+scoring server in a session of its own) are followed as `psutil` processes, which know
+their start time: a pid the system has since given to another process is never signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def environment(drop: Iterable[str] = (), **extra: str) -> dict[str, str]:
+    """This process's environment for a child: the venv first on PATH (MLflow runs `python`
+    and `uvicorn` from PATH), unbuffered output, variables starting with any prefix in
+    ``drop`` removed, then ``extra``."""
+    prefixes = tuple(drop)
+    variables = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    variables["PATH"] = f"{BIN}{os.pathsep}{variables.get('PATH', '')}"
+    variables["PYTHONUNBUFFERED"] = "1"
+    variables.update(extra)
+    return variables
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(
+    args: list[str],
+    *,
+    log: Path | None = None,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start ``args`` in a session of its own; output is appended to ``log`` if given."""
+    handle = log.open("ab") if log else None
+    try:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT if handle else None,
+            start_new_session=True,
+        )
+    finally:
+        if handle:
+            handle.close()  # the child has its own copy
+
+
+def wait_until_up(
+    url: str,
+    timeout: float = 90.0,
+    proc: subprocess.Popen | None = None,
+    every: float = 0.25,
+) -> float:
+    """Wait until GET ``url`` answers 200 and return the seconds it took.
+
+    Raises RuntimeError as soon as ``proc`` exits (no point waiting for a dead server),
+    and TimeoutError after ``timeout`` seconds."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(every)
+    raise TimeoutError(f"{url} not up after {timeout:.0f}s")
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid`` now (none if it is gone)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def running(process: psutil.Process) -> bool:
+    """False once the process has exited or is a zombie (nothing left to stop)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def cpu_seconds(processes: Iterable[psutil.Process]) -> float:
+    """User + system CPU time these processes have used so far (gone ones count as 0)."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def stop(
+    proc: subprocess.Popen,
+    timeout: float = 20.0,
+    also: Iterable[psutil.Process] = (),
+) -> None:
+    """Stop ``proc`` and everything it started: SIGTERM to its process group, SIGKILL to
+    what is left after ``timeout``.
+
+    Descendants that left the group (found now, or passed in ``also`` because they were
+    seen earlier) get the leader's own shutdown to stop them first; any still running
+    afterwards get SIGTERM, then SIGKILL after ``timeout``.
+    """
+    known = {*also, *descendants(proc.pid)}
+    if proc.poll() is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+    left = [p for p in known if running(p)]
+    for process in left:
+        _signal(process, signal.SIGTERM)
+    killed = _wait_gone(left, timeout)
+    for process in killed:
+        _signal(process, signal.SIGKILL)
+    _wait_gone(killed, timeout)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _signal(process: psutil.Process, signum: int) -> None:
+    try:
+        process.send_signal(signum)  # checks the pid still names the same process
+    except psutil.Error:
+        pass
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of ``processes`` still running after at most ``timeout`` seconds.
+
+    Polls rather than psutil.wait_procs: a zombie that nobody reaps counts as gone here."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in processes if running(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
