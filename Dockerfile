@@ -1,4 +1,6 @@
-# One image for every service: tracking server, trainer and gateway (+ scoring server).
+# One image for every service: tracking server, trainer and gateway (+ scoring servers).
+# It installs what training and the gateway need (requirements/training.txt and
+# requirements/gateway.txt, both on top of requirements/model.txt), and no test tools.
 FROM python:3.11.7-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -6,8 +8,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements/model.txt requirements/training.txt requirements/gateway.txt requirements/
+RUN pip install -r requirements/training.txt -r requirements/gateway.txt
 
 RUN useradd --create-home --uid 1000 app && mkdir -p /data && chown app /data
 COPY --chown=app MLproject conda.yaml ./
@@ -16,5 +18,7 @@ COPY --chown=app pipelines ./pipelines
 COPY --chown=app gateway ./gateway
 USER app
 
-EXPOSE 8000 5001-5003
+# The tracking server (5000) and the gateway (8000). The scoring servers listen on the
+# gateway container's loopback only: they are reached through the gateway.
+EXPOSE 5000 8000
 CMD ["python", "-m", "gateway"]

@@ -35,7 +35,9 @@ from pipelines.features import PRESETS, build_pipeline, slim
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "Sentiment-Analysis"
 MODEL_CODE = ROOT / "model" / "sentiment_model.py"
-SERVING_PACKAGES = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "cloudpickle")
+# The logged model's pip_requirements: the names in requirements/model.txt, at the installed
+# versions (tests/unit/test_project_files.py checks both).
+SERVING_PACKAGES = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "cloudpickle", "joblib")
 
 
 @contextmanager

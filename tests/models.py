@@ -9,7 +9,6 @@ from pathlib import Path
 import joblib
 import mlflow
 import pandas
-import sklearn
 from mlflow import MlflowClient
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -73,11 +72,12 @@ set_model(WrongColumns())
 BROKEN = {"always-positive": _ALWAYS_POSITIVE, "raises": _RAISES, "wrong-columns": _WRONG_COLUMNS}
 
 
-# Given explicitly, so that logging does not load the model to infer them (6 s each).
+# Given explicitly, so that logging does not load the model to infer them (6 s each): what
+# a trained model declares, requirements/model.txt.
 REQUIREMENTS = [
-    f"mlflow=={mlflow.__version__}",
-    f"scikit-learn=={sklearn.__version__}",
-    f"pandas=={pandas.__version__}",
+    line
+    for line in (ROOT / "requirements" / "model.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
 ]
 
 

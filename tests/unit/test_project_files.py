@@ -1,31 +1,143 @@
 """Static checks that the project's declarative files agree with each other and the code."""
 
+import ast
 import importlib
 import re
+import sys
+from importlib.metadata import packages_distributions
+from importlib.metadata import version as installed
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENTS = ROOT / "requirements"
+LOCAL = {"model", "gateway", "pipelines", "stack", "tests", "benchmarks"}
+# Which requirements cover the third-party imports of each top-level package.
+COVERS = {
+    "model": "requirements/model.txt",
+    "pipelines": "requirements/training.txt",
+    "gateway": "requirements/gateway.txt",
+    "stack": "requirements.txt",
+    "tests": "requirements.txt",
+    "benchmarks": "requirements.txt",
+}
+DEVELOPMENT_ONLY = {"pytest", "schemathesis", "hypothesis", "ruff", "psutil", "httpx"}
+WEB = {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx"}
+
+
+def normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: Path) -> dict[str, str]:
+    """The exact pins of a requirements file and of the files it includes (``-r``)."""
+    found: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-r "):
+            included = pins(path.parent / line.removeprefix("-r ").strip())
+            clash = {k for k in included.keys() & found.keys() if included[k] != found[k]}
+            assert not clash, (path, clash)
+            found |= included
+            continue
+        name, version = line.split("==")
+        found[normal(name)] = version
+    return found
 
 
 def requirement_pins() -> dict[str, str]:
-    lines = (ROOT / "requirements.txt").read_text().splitlines()
-    pins = dict(line.split("==") for line in lines if line.strip() and not line.startswith("#"))
-    return {name.strip().lower(): ver.strip() for name, ver in pins.items()}
+    """Everything for development: what `make install` installs."""
+    return pins(ROOT / "requirements.txt")
 
 
-def test_every_requirement_is_pinned():
-    lines = [l for l in (ROOT / "requirements.txt").read_text().splitlines() if l and l[0] != "#"]
-    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", line) for line in lines), lines
+def requirement_files() -> list[Path]:
+    return [ROOT / "requirements.txt", *sorted(REQUIREMENTS.glob("*.txt"))]
 
 
-def test_conda_yaml_pins_python_and_agrees_with_requirements():
+@pytest.mark.parametrize("path", requirement_files(), ids=lambda p: p.name)
+def test_every_requirement_is_pinned(path):
+    lines = [line for line in path.read_text().splitlines() if line and line[0] != "#"]
+    for line in lines:
+        if line.startswith("-r "):
+            assert (path.parent / line[3:]).is_file(), line
+        else:
+            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", line), line
+    names = [normal(line.split("==")[0]) for line in lines if "==" in line]
+    assert len(names) == len(set(names)), "each package is pinned once per file"
+
+
+def test_each_package_is_pinned_in_one_file_only():
+    seen: dict[str, str] = {}
+    for path in sorted(REQUIREMENTS.glob("*.txt")):
+        for line in path.read_text().splitlines():
+            if "==" in line and not line.startswith("#"):
+                name = normal(line.split("==")[0])
+                assert name not in seen, f"{name} is pinned in {seen.get(name)} and {path.name}"
+                seen[name] = path.name
+    assert set(seen) == set(requirement_pins())
+
+
+def test_the_development_environment_has_the_pinned_versions():
+    wrong = {n: (v, installed(n)) for n, v in requirement_pins().items() if installed(n) != v}
+    assert not wrong, f"pinned vs installed: {wrong}; run `make install`"
+
+
+def test_conda_yaml_pins_python_and_agrees_with_the_training_requirements():
     conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
     deps = conda["dependencies"]
     assert "python=3.11.7" in deps
     (pip,) = [d["pip"] for d in deps if isinstance(d, dict)]
-    assert dict(p.lower().split("==") for p in pip) == requirement_pins()
+    assert {normal(p.split("==")[0]): p.split("==")[1] for p in pip} == pins(
+        REQUIREMENTS / "training.txt"
+    )
+
+
+def test_the_logged_model_declares_exactly_the_model_requirements():
+    from pipelines.train import SERVING_PACKAGES
+    from tests.models import REQUIREMENTS as TEST_MODEL_REQUIREMENTS
+
+    model = pins(REQUIREMENTS / "model.txt")
+    declared = {normal(name): installed(name) for name in SERVING_PACKAGES}
+    assert declared == model
+    assert {normal(r.split("==")[0]): r.split("==")[1] for r in TEST_MODEL_REQUIREMENTS} == model
+
+
+def test_the_served_model_needs_no_web_framework_and_the_image_no_test_tools():
+    assert not WEB & set(pins(REQUIREMENTS / "model.txt"))
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installs = re.findall(r"-r (\S+)", dockerfile)
+    image = {}
+    for path in installs:
+        image |= pins(ROOT / path)
+    assert set(pins(REQUIREMENTS / "training.txt")) <= set(image), "the trainer runs in it"
+    assert set(pins(REQUIREMENTS / "gateway.txt")) <= set(image), "the gateway runs in it"
+    assert not DEVELOPMENT_ONLY & set(image)
+
+
+@pytest.mark.parametrize("package", sorted(COVERS))
+def test_every_third_party_import_is_pinned_where_it_runs(package):
+    """An import that only works because something else happens to pull its package in
+    breaks the day that something changes: each one is pinned in the package's own file."""
+    modules = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    distributions = packages_distributions()
+    pinned = set(pins(ROOT / COVERS[package]))
+    third_party = modules - set(sys.stdlib_module_names) - LOCAL
+    missing = {
+        module
+        for module in third_party
+        if not {normal(d) for d in distributions.get(module, [module])} & pinned
+    }
+    assert not missing, f"{package}/ imports {missing}, not pinned in {COVERS[package]}"
 
 
 def test_mlproject_entry_points_run_existing_modules_with_declared_parameters():
