@@ -7,16 +7,22 @@ import sys
 from pathlib import Path
 from tempfile import gettempdir
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.names import ALIAS, MODEL_NAME
+
+# Example keys from docs and old compose files: refused, since anyone could guess them.
+PLACEHOLDER_KEYS = {"change-me", "changeme", "change_me", "secret", "password", "api-key", "apikey"}
 
 
 class Settings(BaseSettings):
     """See `.env.example` for what each one does."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+    # Errors name the setting, never its value: the API keys are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     tracking_uri: str = Field(
         "http://127.0.0.1:5000",
@@ -58,6 +64,13 @@ class Settings(BaseSettings):
     # Batched calls in flight at once; by default one per scoring worker.
     batch_max_calls: int | None = Field(None, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_placeholder_key(cls, keys: SecretStr) -> SecretStr:
+        if {k.lower() for k in _split(keys.get_secret_value())} & PLACEHOLDER_KEYS:
+            raise ValueError("GATEWAY_API_KEYS holds a placeholder key; set your own key(s)")
+        return keys
 
     @property
     def batch_calls(self) -> int:

@@ -56,8 +56,7 @@ class Stack:
         state = s.state_dir.resolve()
         state.mkdir(parents=True, exist_ok=True)
         step(f"1/3 MLflow tracking server on {s.tracking_uri} (store: {state})")
-        proc = tracking.start_server(state, s.mlflow_port, self.log_path("mlflow.log"), self.env)
-        self.procs.append(proc)
+        proc = self.start(tracking.command(state, s.mlflow_port), "mlflow.log", **tracking.SERVER_ENV)
         self.wait_healthy("The tracking server", f"{s.tracking_uri}/health", proc)
 
     def train_if_needed(self) -> None:

@@ -6,12 +6,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+# ${VAR}, ${VAR:-default}, ${VAR:?error}: filled in by compose from the shell or `.env`.
+INTERPOLATED = re.compile(r"\$\{[A-Z_]+(?::?[-?][^}]*)?\}")
 
 
 def test_the_three_services_share_one_image_built_from_the_dockerfile():
@@ -44,17 +47,49 @@ def test_trainer_runs_the_mlproject_after_the_tracking_server_is_healthy():
     assert trainer["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
-def test_gateway_environment_names_are_settings_and_ports_match():
+def test_gateway_environment_names_are_settings():
     gateway = SERVICES["gateway"]
     assert shlex.split(gateway["command"]) == ["python", "-m", "gateway"]
     assert (ROOT / "gateway" / "__main__.py").exists()
     env = gateway["environment"]
     fields = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields} | {"MLFLOW_TRACKING_URI"}
     assert set(env) <= fields, set(env) - fields
-    published = {p.rsplit(":", 1)[-1] for p in gateway["ports"]}
-    scoring = int(env["GATEWAY_SCORING_PORT"])
-    assert published == {env["GATEWAY_PORT"], f"{scoring}-{scoring + 2}"}, "live, standby, next"
-    Settings(**{k.removeprefix("GATEWAY_").lower(): v for k, v in env.items() if k.startswith("GATEWAY_")})
+    given = {k: INTERPOLATED.sub("a-key-of-the-operator", v) for k, v in env.items()}
+    Settings(**{k.removeprefix("GATEWAY_").lower(): v for k, v in given.items() if k != "MLFLOW_TRACKING_URI"})
+
+
+def test_only_the_gateway_and_the_tracking_ui_are_published_and_on_loopback():
+    published = {
+        name: [p.rsplit(":", 1)[-1] for p in service.get("ports", [])]
+        for name, service in SERVICES.items()
+    }
+    gateway_port = SERVICES["gateway"]["environment"]["GATEWAY_PORT"]
+    assert published == {"mlflow": ["5000"], "trainer": [], "gateway": [gateway_port]}
+    for service in SERVICES.values():
+        assert all(p.startswith("127.0.0.1:") for p in service.get("ports", [])), service["ports"]
+    # The scoring servers answer without a key: only the gateway in their container reaches them.
+    assert SERVICES["gateway"]["environment"]["GATEWAY_SCORING_HOST"] == "127.0.0.1"
+    exposed = re.findall(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert {port for line in exposed for port in line.split()} == {"5000", gateway_port}
+
+
+def test_compose_refuses_to_start_without_an_api_key():
+    keys = SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS"]
+    assert INTERPOLATED.fullmatch(keys), keys
+    assert re.fullmatch(r"\$\{GATEWAY_API_KEYS:\?[^}]+\}", keys), "no default: unset or empty fails"
+
+
+@pytest.mark.parametrize("keys", ["change-me", "a-real-key-of-mine, change-me", " CHANGEME "])
+def test_the_gateway_refuses_a_placeholder_key_without_showing_the_others(keys):
+    with pytest.raises(ValidationError) as refused:
+        Settings(api_keys=keys)
+    assert "placeholder" in str(refused.value)
+    assert "a-real-key-of-mine" not in str(refused.value)
+
+
+def test_the_gateway_accepts_real_keys_and_none():
+    assert Settings(api_keys="k3y-0f-m1ne,another-one").keys == ["k3y-0f-m1ne", "another-one"]
+    assert Settings(api_keys="").keys == []
 
 
 @pytest.mark.parametrize("name", ["mlflow", "gateway"])
