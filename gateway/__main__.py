@@ -1,22 +1,15 @@
-"""`python -m gateway`: serve the API with uvicorn on the configured host and port."""
-
-import uvicorn
+"""`python -m gateway`: serve the API on the configured host and port."""
 
 from gateway.app import create_app
 from gateway.logs import configure_logging
+from gateway.server import serve
 from gateway.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -4,18 +4,18 @@ scoring server, answer per the spec."""
 from __future__ import annotations
 
 import gc
-import re
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import __version__
-from gateway.errors import NOT_LOADED, install_error_handlers
+from gateway.errors import ApiError, install_error_handlers, not_loaded
 from gateway.logs import configure_logging
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.middleware import BodyLimit, Observe
+from gateway.redact import scrub, without_credentials
 from gateway.registry import Registry
 from gateway.rollout import Controller, controller
 from gateway.schemas import (
@@ -30,7 +30,7 @@ from gateway.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from gateway.scoring import Scorer
+from gateway.scoring import Row, Scorer, without_stack_trace
 from gateway.security import RequireApiKey, documented
 from gateway.settings import Settings
 
@@ -96,7 +96,7 @@ def _routes(
 
     def live_version() -> str:
         if router.live is None:
-            raise HTTPException(503, NOT_LOADED)
+            raise not_loaded()
         return _label(router.live.version)
 
     @app.get("/", include_in_schema=False)
@@ -136,7 +136,7 @@ def _routes(
             model_name=settings.model_name,
             model_version=version,
             model_stage=settings.model_alias,
-            mlflow_tracking_uri=_without_credentials(settings.tracking_uri),
+            mlflow_tracking_uri=without_credentials(settings.tracking_uri),
             status="ready",
             run_id=described.run_id if described else None,
             metrics=described.metrics if described else {},
@@ -145,9 +145,10 @@ def _routes(
             scoring_server=router.live.url,
             standby_server=router.standby.url if router.standby else None,
             registry_reachable=router.registry_reachable,
-            registry_error=_scrub(router.registry_error),
+            registry_error=scrub(router.registry_error) if router.registry_error else None,
             last_rollout=router.last_rollout,
             rejected_versions=list(router.rejected.values()),
+            alias_version=_label(router.alias_version) if router.alias_version else None,
         )
 
     @app.post(
@@ -161,9 +162,9 @@ def _routes(
         """The sentiment of one review; `"explain": true` adds the terms behind it."""
         problem = _text_problem(request.text)
         if problem:
-            raise HTTPException(400, problem)
+            raise ApiError(400, problem)
         row, version = await scorer.predict(request.text, request.explain)
-        return PredictResponse(model_version=_label(version), **row)
+        return PredictResponse(model_version=_label(version), **_public(row))
 
     @app.post(
         "/predict/batch",
@@ -176,15 +177,17 @@ def _routes(
         """Up to 1,000 reviews in one inference call, answered in the same order."""
         texts = request.texts
         if not texts:
-            raise HTTPException(400, "Batch must contain at least one text.")
+            raise ApiError(400, "Batch must contain at least one text.")
         if len(texts) > MAX_BATCH:
-            raise HTTPException(400, f"Batch exceeds maximum size of {MAX_BATCH} texts.")
+            raise ApiError(400, f"Batch exceeds maximum size of {MAX_BATCH} texts.")
         for index, text in enumerate(texts):
             problem = "must be a string." if not isinstance(text, str) else _text_problem(text)
             if problem:
-                raise HTTPException(400, f"texts[{index}]: {problem}")
+                raise ApiError(400, f"texts[{index}]: {problem}")
         rows, version = await scorer.predict_many(texts, request.explain)
-        return BatchResponse(predictions=rows, model_version=_label(version))
+        return BatchResponse(
+            predictions=[_public(row) for row in rows], model_version=_label(version)
+        )
 
     @app.post(
         "/invocations",
@@ -193,10 +196,12 @@ def _routes(
         openapi_extra=INVOCATIONS_OPENAPI,
     )
     async def invocations(request: Request) -> Response:
-        """MLflow's own wire format, passed unchanged to the live scoring server."""
+        """MLflow's own wire format, passed to the live scoring server; its answer comes back
+        unchanged, except that an error's `stack_trace` is left out."""
         upstream, version = await scorer.invoke(
             await request.body(), request.headers.get("content-type", "application/json")
         )
+        upstream = without_stack_trace(upstream)
         return Response(
             upstream.content,
             status_code=upstream.status,
@@ -213,7 +218,7 @@ async def _json_only(request: Request) -> None:
     # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
     content_type = request.headers.get("content-type")
     if content_type and content_type.split(";")[0].strip().lower() != "application/json":
-        raise HTTPException(415, "Content-Type must be application/json.")
+        raise ApiError(415, "Content-Type must be application/json.")
 
 
 def _text_problem(text: str) -> str | None:
@@ -224,16 +229,16 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
-def _without_credentials(uri: str) -> str:
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _scrub(message: str | None) -> str | None:
-    """A message may quote a URL: never with its user and password."""
-    return re.sub(r"://[^/@\s]+@", "://", message) if message else message
+def _public(row: Row) -> dict[str, Any]:
+    """A scoring server's row as the API answers it: the spec's fields, and the flag
+    `no_known_terms` when the model knew none of the text's terms (its confidence is then
+    0.5, the intercept's guess). The count itself stays inside; versions that do not report
+    it get no flag."""
+    public = {key: row[key] for key in ("sentiment", "confidence", "explanation") if key in row}
+    known = row.get("known_terms")
+    if isinstance(known, int | float) and not isinstance(known, bool) and known == 0:
+        public["no_known_terms"] = True
+    return public
 
 
 def _label(version: str) -> str:

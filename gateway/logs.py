@@ -6,11 +6,14 @@ import json
 import logging
 from contextvars import ContextVar
 
+from gateway.redact import scrub
+
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 class JsonLogs(logging.Formatter):
-    """One JSON object per line, with the request id; messages never carry review text."""
+    """One JSON object per line, with the request id; messages never carry review text, and
+    every record (ours, uvicorn's, MLflow's) is scrubbed of credentials."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -23,7 +26,12 @@ class JsonLogs(logging.Formatter):
         }
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        elif record.stack_info:
+            line["error"] = self.formatStack(record.stack_info)
+        return json.dumps(
+            {key: scrub(value) if isinstance(value, str) else value for key, value in line.items()},
+            default=lambda value: scrub(str(value)),
+        )
 
 
 def configure_logging(level: str) -> None:

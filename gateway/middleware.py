@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 
+from gateway.errors import ApiError
 from gateway.logs import REQUEST_ID
 from gateway.metrics import Metrics
 
@@ -26,10 +27,13 @@ ENDPOINTS = {
 }
 
 log = logging.getLogger("gateway")
+# nginx's code for "the client closed the connection before the answer" (never sent).
+CLIENT_CLOSED = 499
 
 
 class Observe:
-    """Request id, one JSON log line and metrics for every request; 500 for anything unhandled."""
+    """Request id, one JSON log line and metrics for every request; 500 for anything unhandled
+    before an answer started."""
 
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -40,7 +44,11 @@ class Observe:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
-        started, status = time.perf_counter(), 500
+        started = time.perf_counter()
+        # The status sent, or None while no response has started (so nothing is mistaken
+        # for a 500 that was never sent, and no second response follows a started one).
+        status: int | None = None
+        fields: dict[str, object] = {}
 
         async def send_with_id(message):
             nonlocal status
@@ -51,11 +59,20 @@ class Observe:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away before its request was whole: nobody to answer.
+            fields["client_disconnected"] = True
+            if status is None:
+                status = CLIENT_CLOSED
         except Exception:
             log.exception("unhandled error")
-            if status == 500:
-                await send_json(send_with_id, 500, "Internal server error.")
+            if status is None:
+                await ApiError(500, "Internal server error.").send(send_with_id)
+            else:
+                # Headers are out: the answer cannot be replaced, only cut short.
+                fields["incomplete"] = True
         finally:
+            status = 500 if status is None else status
             seconds = time.perf_counter() - started
             route = scope.get("route")
             endpoint = (
@@ -72,6 +89,7 @@ class Observe:
                         "path": endpoint,
                         "status": status,
                         "ms": round(seconds * 1000, 2),
+                        **fields,
                     }
                 },
             )
@@ -90,7 +108,7 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             if declared.isdigit() and int(declared) > self.max_bytes:
-                return await send_json(send, 413, self._detail())
+                return await ApiError(413, self._detail()).send(send)
             return await self.app(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
@@ -100,7 +118,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                return await send_json(send, 413, self._detail())
+                return await ApiError(413, self._detail()).send(send)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         replayed = False
@@ -116,12 +134,3 @@ class BodyLimit:
 
     def _detail(self) -> str:
         return f"Request body exceeds the limit of {self.max_bytes} bytes."
-
-
-async def send_json(send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-    """Answer `{"detail": ...}` straight from middleware, before any route runs."""
-    body = json.dumps({"detail": detail}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})

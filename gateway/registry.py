@@ -14,6 +14,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from gateway.redact import remember, scrub
 from gateway.settings import Settings
 
 _ALIAS_MISSING = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
@@ -38,6 +39,7 @@ class Registry:
     def __init__(self, settings: Settings):
         self.name = settings.model_name
         self.alias = settings.model_alias
+        remember(settings.tracking_uri)  # its password is taken out of anything shown
         self._client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
 
     async def resolve(self) -> str | None:
@@ -89,5 +91,6 @@ class Registry:
 
 
 def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
+    """The error as the gateway may show it: one line, never with the URI's credentials."""
+    text = scrub(str(error)).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:200]

@@ -30,6 +30,12 @@ class Prediction(BaseModel):
     sentiment: Literal["positive", "negative"]
     confidence: float = Field(ge=0.0, le=1.0)
     explanation: list[Term] | None = None
+    no_known_terms: Literal[True] | None = Field(
+        None,
+        description="Present (true) only when the model knew none of the text's terms (for "
+        "example Chinese or emoji only): the sentiment is then the model's prior guess and the "
+        "confidence 0.5, not a reading of the text.",
+    )
 
 
 class PredictResponse(Prediction):
@@ -78,6 +84,12 @@ class Info(BaseModel):
     registry_error: str | None = Field(description="Why the last look at the registry failed.")
     last_rollout: Rollout | None
     rejected_versions: list[Rollout]
+    alias_version: str | None = Field(
+        None,
+        description="The version the alias names in the registry at the last look (null: not "
+        "known yet). With an external scoring server (GATEWAY_SCORING_URL) this is what the "
+        "alias names, not necessarily what that server runs: its answers say `unknown`.",
+    )
 
 
 class Error(BaseModel):
@@ -87,7 +99,7 @@ class Error(BaseModel):
 # MLflow's own scoring format, passed through unchecked: described for /docs and clients.
 _MLFLOW_ERROR = {
     "type": "object",
-    "description": "MLflow's error: a code and a message (for 400s often with a stack trace).",
+    "description": "MLflow's error: a code and a message (its stack trace is left out).",
     "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
 }
 INVOCATIONS_OPENAPI: dict[str, Any] = {

@@ -9,30 +9,40 @@ busy wait for the next free one and then go together (up to the row cap).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
-from collections.abc import Awaitable, Callable
-from contextlib import contextmanager
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 
+from gateway.errors import ApiError, not_loaded
 from gateway.settings import Settings
 from model.names import LABELS
 
 Row = dict[str, Any]
+log = logging.getLogger("gateway.scoring")
 
-
-class ModelUnavailable(Exception):
-    """No scoring server is live (none yet, or the live one died)."""
-
-
-class ScoringFailed(Exception):
-    """The scoring server answered, but not with predictions."""
-
-
-class ScoringTimeout(Exception):
-    """The scoring server did not answer in time."""
+QUEUE_FULL = "Too many requests are waiting for the model. Please try again shortly."
+OUT_OF_RESOURCES = (
+    "The gateway is short of resources ({reason}) and could not reach the model. "
+    "Please try again shortly."
+)
+# A connection refused or reset while connecting: nobody listens there any more.
+GONE = {errno.ECONNREFUSED, errno.ECONNRESET}
+# The gateway's own exhaustion (file descriptors, memory, local ports): says nothing about
+# the scoring server.
+EXHAUSTED = {
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.ENOBUFS,
+    errno.ENOMEM,
+    errno.EADDRNOTAVAIL,
+    errno.EADDRINUSE,
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,11 @@ class Router(Protocol):
 
 
 class Scorer:
-    """Every call the gateway makes to the live scoring server goes through here."""
+    """Every call the gateway makes to the live scoring server goes through here.
+
+    Each request has one deadline (`GATEWAY_REQUEST_TIMEOUT`) for all of it: the wait in the
+    batching queue, the call and its retries; past it the answer is 504.
+    """
 
     def __init__(self, settings: Settings, router: Router):
         self._router = router
@@ -94,7 +108,12 @@ class Scorer:
         self._max_connections = settings.max_connections
         self._timeout = settings.request_timeout
         self._batcher = (
-            MicroBatcher(self.predict_many, settings.batch_max_rows, settings.batch_calls)
+            MicroBatcher(
+                self.predict_many,
+                settings.batch_max_rows,
+                settings.batch_calls,
+                settings.max_queue,
+            )
             if settings.batching
             else None
         )
@@ -105,10 +124,9 @@ class Scorer:
         if self._session is None:  # made on first use: it belongs to the running loop
             self._session = aiohttp.ClientSession(
                 # Idle connections are dropped before uvicorn's 5 s keep-alive closes them.
-                connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, keepalive_timeout=2.0
-                ),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=2.0),
+                # Each request's deadline bounds its calls (see _deadline).
+                timeout=aiohttp.ClientTimeout(total=None),
                 skip_auto_headers=("User-Agent",),
             )
         return self._session
@@ -117,43 +135,73 @@ class Scorer:
         if self._session is not None:
             await self._session.close()
 
+    @property
+    def waiting(self) -> int:
+        """Texts in the batching queue, waiting for a call slot."""
+        return self._batcher.waiting if self._batcher is not None else 0
+
     async def predict(self, text: str, explain: bool = False) -> tuple[Row, str]:
-        if self._batcher is not None and not explain:
-            return await self._batcher.submit(text)
-        rows, version = await self.predict_many([text], explain)
-        return rows[0], version
+        async with self._deadline():
+            if self._batcher is not None and not explain:
+                return await self._batcher.submit(text)
+            rows, version = await self._score([text], explain)
+            return rows[0], version
 
     async def predict_many(self, texts: list[str], explain: bool = False) -> tuple[list[Row], str]:
         """Score all texts in one `/invocations` call; return the rows and who answered."""
+        async with self._deadline():
+            return await self._score(texts, explain)
+
+    async def invoke(self, content: bytes, content_type: str) -> tuple[Answer, str]:
+        """POST to the live server's `/invocations` as is; see `_post`."""
+        async with self._deadline():
+            return await self._post(content, content_type)
+
+    @asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError:
+            raise self._timed_out() from None
+
+    def _timed_out(self) -> ApiError:
+        return ApiError(504, f"Prediction timed out after {self._timeout:g}s.")
+
+    async def _score(self, texts: list[str], explain: bool) -> tuple[list[Row], str]:
         body: dict[str, Any] = {
             "dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}
         }
         if explain:
             body["params"] = {"explain": True}
-        response, version = await self.invoke(json.dumps(body).encode(), "application/json")
+        response, version = await self._post(json.dumps(body).encode(), "application/json")
         self.calls += 1
         self.rows += len(texts)
         if response.status == 504:
-            raise ScoringTimeout(f"Prediction timed out after {self._timeout:g}s.")
+            raise self._timed_out()
         if response.status != 200:
-            raise ScoringFailed(_reason(response))
+            raise ApiError(500, f"Prediction failed: {_reason(response)}")
         try:
             return predictions(response, len(texts)), version
         except BadPredictions as error:
-            raise ScoringFailed(f"the scoring server's answer is unusable: {error}") from None
+            raise ApiError(
+                500, f"Prediction failed: the scoring server's answer is unusable: {error}"
+            ) from None
 
-    async def invoke(self, content: bytes, content_type: str) -> tuple[Answer, str]:
-        """POST to the live server's `/invocations` as is.
+    async def _post(self, content: bytes, content_type: str) -> tuple[Answer, str]:
+        """POST to the live server's `/invocations`.
 
         A refused connection means the live server is gone: the call goes to its standby if
-        one took over, else the caller gets a 503 at once. Any other broken connection (a
-        stale keep-alive, a server retired by a promotion or just killed) is tried again on
-        whichever server is live by then. Three tries at most.
+        one took over, else the caller gets a 503 at once. A connection the gateway itself
+        cannot open (out of file descriptors, memory or local ports) is a 503 that touches
+        no server. Any other broken connection (a stale keep-alive, a server retired by a
+        promotion or just killed) is tried again on whichever server is live by then. Three
+        tries at most.
         """
         for _ in range(3):
             upstream = self._router.live
             if upstream is None:
-                raise ModelUnavailable()
+                raise not_loaded()
             with upstream.lease():
                 try:
                     async with self._client().post(
@@ -167,15 +215,19 @@ class Scorer:
                             response.headers.get("Content-Type", "application/json"),
                         )
                     return answer, upstream.version
-                except TimeoutError:
-                    raise ScoringTimeout(
-                        f"Prediction timed out after {self._timeout:g}s."
-                    ) from None
-                except aiohttp.ClientConnectorError:
-                    self._router.lost(upstream)
+                except aiohttp.ClientConnectorError as error:
+                    code = getattr(error.os_error, "errno", None)
+                    if code in EXHAUSTED:
+                        log.error("cannot open a connection to the scoring server: %s", error)
+                        reason = errno.errorcode.get(code, str(code))
+                        raise ApiError(
+                            503, OUT_OF_RESOURCES.format(reason=reason), {"Retry-After": "1"}
+                        ) from None
+                    if code in GONE:
+                        self._router.lost(upstream)
                 except aiohttp.ClientError:
                     pass
-        raise ModelUnavailable()
+        raise not_loaded()
 
 
 class MicroBatcher:
@@ -184,7 +236,8 @@ class MicroBatcher:
 
     One call in flight per scoring worker keeps the server busy without making it split its
     CPU between calls, so batches grow with the load and each row's share of a call's fixed
-    cost shrinks.
+    cost shrinks. At most ``max_waiting`` texts wait; past that a request gets 503 at once
+    (with `Retry-After`) instead of a place in a queue it could not leave in time.
     """
 
     def __init__(
@@ -192,13 +245,19 @@ class MicroBatcher:
         call: Callable[[list[str]], Awaitable[tuple[list[Row], str]]],
         max_rows: int,
         max_calls: int,
+        max_waiting: int,
     ):
         self._call = call
         self._max_rows = max_rows
         self._max_calls = max_calls
+        self._max_waiting = max_waiting
         self._pending: list[tuple[str, asyncio.Future]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
 
     async def submit(self, text: str) -> tuple[Row, str]:
         if not self._pending and self._in_flight < self._max_calls:
@@ -210,10 +269,18 @@ class MicroBatcher:
                 self._in_flight -= 1
                 self._flush()
             return rows[0], version
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((text, future))
+        if len(self._pending) >= self._max_waiting:
+            raise ApiError(503, QUEUE_FULL, {"Retry-After": "1"})
+        entry = (text, asyncio.get_running_loop().create_future())
+        self._pending.append(entry)
         self._flush()
-        return await future
+        try:
+            return await entry[1]
+        except asyncio.CancelledError:
+            # The request's deadline passed, or its client left: it gives up its place.
+            if entry in self._pending:
+                self._pending.remove(entry)
+            raise
 
     def _flush(self) -> None:
         while self._pending and self._in_flight < self._max_calls:
@@ -287,3 +354,18 @@ def _reason(response: Answer) -> str:
         message = ""
     first = message.strip().splitlines()[0] if message.strip() else ""
     return (first or f"the scoring server answered {response.status}")[:200]
+
+
+def without_stack_trace(response: Answer) -> Answer:
+    """MLflow's error body for clients: its `error_code` and `message`, never its
+    `stack_trace` (which shows the server's code and paths)."""
+    if response.status < 400:
+        return response
+    try:
+        body = response.json()
+    except ValueError:
+        return response
+    if not isinstance(body, dict) or "stack_trace" not in body:
+        return response
+    kept = {key: value for key, value in body.items() if key != "stack_trace"}
+    return Answer(response.status, json.dumps(kept).encode(), "application/json")

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
-from gateway.middleware import send_json
+from gateway.errors import ApiError
 from gateway.schemas import Error
 
 # Liveness, readiness and the documentation stay reachable without a key.
@@ -58,7 +58,7 @@ class RequireApiKey:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] in OPEN or self.allowed(scope["headers"]):
             return await self.app(scope, receive, send)
-        await send_json(send, 401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+        await ApiError(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"}).send(send)
 
     def allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
         given = []

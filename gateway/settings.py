@@ -35,6 +35,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Seconds a client has to send a whole request, from connecting or from its last answer.
+    request_read_timeout: float = Field(10.0, gt=0)
+    # Open client connections; over it, the one waiting longest for a request is closed.
+    max_client_connections: int = Field(1000, ge=1)
     log_level: str = "info"
     # Comma-separated; empty turns authentication off. A secret: never shown by repr or logs.
     api_keys: SecretStr = SecretStr("")
@@ -54,6 +58,14 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(30.0, ge=0)
     restart_backoff: float = Field(1.0, gt=0)
     restart_backoff_max: float = Field(60.0, gt=0)
+    # The live server and its standby are pinged this often; after `ping_failures` pings in a
+    # row unanswered within `ping_timeout` the server counts as hung: it is killed and replaced.
+    ping_interval: float = Field(1.0, gt=0)
+    ping_timeout: float = Field(2.0, gt=0)
+    ping_failures: int = Field(3, ge=1)
+    # The scoring servers' output: one file, rotated at this size, with this many old ones kept.
+    scoring_log_max_bytes: int = Field(10_000_000, ge=1000)
+    scoring_log_backups: int = Field(3, ge=0)
     smoke_positive: str = "An absolutely wonderful film, brilliant acting and a moving story."
     smoke_negative: str = "Awful, boring and a complete waste of time. The worst film ever."
 
@@ -63,6 +75,8 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(64, ge=1)
     # Batched calls in flight at once; by default one per scoring worker.
     batch_max_calls: int | None = Field(None, ge=1)
+    # Texts waiting for a call slot; past it /predict answers 503 at once.
+    max_queue: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1)
 
     @field_validator("api_keys")

@@ -1,0 +1,230 @@
+"""The scoring client's own logic: the bounded batching queue, the one deadline per request,
+and which connection errors count as a dead scoring server.
+
+The queue is driven with a fake call function; the deadline and the connection errors with
+real sockets on loopback (an aiohttp server that answers slowly, a port nobody listens on,
+and this process really out of file descriptors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import resource
+import socket
+from contextlib import asynccontextmanager, contextmanager
+
+import pytest
+from aiohttp import web
+
+from gateway.errors import NOT_LOADED, ApiError
+from gateway.scoring import (
+    OUT_OF_RESOURCES,
+    QUEUE_FULL,
+    Answer,
+    MicroBatcher,
+    Scorer,
+    Upstream,
+    without_stack_trace,
+)
+from gateway.settings import Settings
+
+
+class Gate:
+    """A fake call function that holds every call until released, and records them."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+        self.open = asyncio.Event()
+
+    async def __call__(self, texts: list[str]):
+        self.calls.append(texts)
+        await self.open.wait()
+        return [{"sentiment": "positive", "confidence": 0.9, "text": t} for t in texts], "1"
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+def test_the_queue_is_bounded_and_a_full_queue_answers_503_at_once():
+    async def scenario():
+        gate = Gate()
+        batcher = MicroBatcher(gate, max_rows=64, max_calls=1, max_waiting=3)
+        first = asyncio.create_task(batcher.submit("t0"))  # takes the only call slot
+        await until(lambda: gate.calls)
+        waiting = [asyncio.create_task(batcher.submit(f"t{i}")) for i in (1, 2, 3)]
+        await until(lambda: batcher.waiting == 3)
+        with pytest.raises(ApiError) as refused:
+            await batcher.submit("one too many")
+        gate.open.set()
+        answers = await asyncio.gather(first, *waiting)
+        return refused.value, answers, gate.calls
+
+    refused, answers, calls = asyncio.run(scenario())
+    assert (refused.status, refused.detail) == (503, QUEUE_FULL)
+    assert refused.headers == {"Retry-After": "1"}
+    assert [row["text"] for row, _ in answers] == ["t0", "t1", "t2", "t3"]
+    assert calls == [["t0"], ["t1", "t2", "t3"]], "the waiting texts went together"
+
+
+def test_a_waiter_that_gives_up_frees_its_place():
+    async def scenario():
+        gate = Gate()
+        batcher = MicroBatcher(gate, max_rows=64, max_calls=1, max_waiting=2)
+        first = asyncio.create_task(batcher.submit("t0"))
+        await until(lambda: gate.calls)
+        impatient = asyncio.create_task(batcher.submit("gives up"))
+        patient = asyncio.create_task(batcher.submit("waits"))
+        await until(lambda: batcher.waiting == 2)
+        impatient.cancel()
+        await until(lambda: batcher.waiting == 1)
+        late = asyncio.create_task(batcher.submit("late"))  # fits: the place was freed
+        await until(lambda: batcher.waiting == 2)
+        gate.open.set()
+        await asyncio.gather(first, patient, late)
+        return gate.calls
+
+    assert asyncio.run(scenario()) == [["t0"], ["waits", "late"]]
+
+
+@asynccontextmanager
+async def scoring_server(seconds: float):
+    """A stand-in scoring server on loopback whose /invocations answers after ``seconds``."""
+
+    async def invocations(request: web.Request) -> web.Response:
+        rows = (await request.json())["dataframe_split"]["data"]
+        await asyncio.sleep(seconds)
+        predictions = [{"sentiment": "positive", "confidence": 0.75} for _ in rows]
+        return web.json_response({"predictions": predictions})
+
+    app = web.Application()
+    app.router.add_post("/invocations", invocations)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+class Router:
+    def __init__(self, url: str):
+        self.live: Upstream | None = Upstream(url, "7")
+        self.lost_calls: list[Upstream] = []
+
+    def lost(self, upstream: Upstream) -> None:
+        self.lost_calls.append(upstream)
+        self.live = None
+
+
+def settings(**values) -> Settings:
+    return Settings(tracking_uri="http://127.0.0.1:9", _env_file=None, **values)
+
+
+def test_one_deadline_covers_the_wait_in_the_queue_and_the_call():
+    """Each call takes 1 s, the deadline is 1.5 s: the first request makes it; the second,
+    queued behind it, would need 2 s in all and gets 504 (its call alone would fit)."""
+
+    async def scenario():
+        async with scoring_server(1.0) as url:
+            scorer = Scorer(settings(request_timeout=1.5, batch_max_calls=1), Router(url))
+            try:
+                first = asyncio.create_task(scorer.predict("first"))
+                await until(lambda: scorer._batcher._in_flight == 1)
+                second = asyncio.create_task(scorer.predict("second"))
+                return await asyncio.gather(first, second, return_exceptions=True)
+            finally:
+                await scorer.aclose()
+
+    first, second = asyncio.run(scenario())
+    assert first == ({"sentiment": "positive", "confidence": 0.75}, "7")
+    assert isinstance(second, ApiError)
+    assert (second.status, second.detail) == (504, "Prediction timed out after 1.5s.")
+
+
+def test_a_refused_connection_reports_the_server_lost():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        router = Router(f"http://127.0.0.1:{sock.getsockname()[1]}")
+        upstream = router.live
+
+        async def scenario():
+            scorer = Scorer(settings(), router)
+            try:
+                with pytest.raises(ApiError) as error:
+                    await scorer.predict("A fine film.")
+                return error.value
+            finally:
+                await scorer.aclose()
+
+        error = asyncio.run(scenario())
+    assert (error.status, error.detail) == (503, NOT_LOADED)
+    assert router.lost_calls == [upstream]
+
+
+@contextmanager
+def out_of_file_descriptors():
+    """This process at its open-file limit, for real: every new socket fails with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    used = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 32, hard))
+    held = []
+    try:
+        probe = os.open(os.devnull, os.O_RDONLY)
+        try:
+            while True:
+                held.append(os.dup(probe))
+        except OSError as error:
+            assert error.errno == errno.EMFILE
+        yield
+    finally:
+        for fd in [*held, probe]:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_gateways_own_exhaustion_is_a_503_that_touches_no_server():
+    async def scenario():
+        async with scoring_server(0.0) as url:
+            router = Router(url)
+            scorer = Scorer(settings(), router)
+            try:
+                # No pooled connection yet: the call needs a new socket, and cannot have one.
+                with out_of_file_descriptors(), pytest.raises(ApiError) as error:
+                    await scorer.predict("A fine film.")
+                answer = await scorer.predict("A fine film.")  # descriptors are back
+                return router, error.value, answer
+            finally:
+                await scorer.aclose()
+
+    router, error, answer = asyncio.run(scenario())
+    assert router.lost_calls == [] and router.live is not None, "a healthy server was dropped"
+    assert error.status == 503
+    assert error.detail == OUT_OF_RESOURCES.format(reason="EMFILE")
+    assert error.headers == {"Retry-After": "1"}
+    assert answer[1] == "7"
+
+
+def test_an_upstream_error_body_loses_its_stack_trace_and_keeps_the_rest():
+    body = {
+        "error_code": "BAD_REQUEST",
+        "message": "Failed to predict: no column text",
+        "stack_trace": "Traceback (most recent call last):\n  File /srv/model.py ...",
+    }
+    cleaned = without_stack_trace(Answer(400, json.dumps(body).encode(), "application/json"))
+    assert (cleaned.status, cleaned.json()) == (
+        400,
+        {"error_code": "BAD_REQUEST", "message": "Failed to predict: no column text"},
+    )
+    ok = Answer(200, b'{"predictions": []}', "application/json")
+    assert without_stack_trace(ok) is ok
+    csv = Answer(415, b"not json", "text/plain")
+    assert without_stack_trace(csv) is csv
