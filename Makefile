@@ -1,4 +1,5 @@
 # Two commands matter: `make up` runs the whole stack, `make test` runs every test.
+# `make install` installs requirements.txt: everything for development (requirements/dev.txt).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -10,17 +11,17 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test soak train tune bench bench-training bench-serving clean
+.PHONY: help install up test lint format soak train tune bench bench-training bench-serving clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt $(wildcard requirements/*.txt)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $@
 
-install: $(VENV)/.installed ## Create .venv and install the pinned dependencies
+install: $(VENV)/.installed ## Create .venv and install everything for development (pinned)
 
 up: install ## Run the whole stack in the foreground (Ctrl-C stops it all)
 	$(BIN)/python -m stack.up
@@ -36,6 +37,14 @@ tune: install ## Grid-search the vectorizer and classifier against the running s
 test: install ## Run the whole test suite (unit, integration, reliability)
 	$(BIN)/python -m pytest
 
+lint: install ## Check the code with ruff: lint rules and formatting (as CI does)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Apply ruff's safe fixes and format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 soak: install ## Long reliability runs: minute-long promotions and outage, 5,000 fuzz cases
 	$(BIN)/python -m pytest tests/reliability -m soak
 
@@ -50,4 +59,4 @@ bench-serving: install ## Latency and throughput: gateway vs direct scoring serv
 	$(BIN)/python -m benchmarks.serving
 
 clean: ## Remove the venv and local state
-	rm -rf $(VENV) mlruns .pytest_cache
+	rm -rf $(VENV) mlruns .pytest_cache .ruff_cache

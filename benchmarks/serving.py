@@ -29,13 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-
 import psutil
 
 from model.names import ALIAS, MODEL_NAME
@@ -117,14 +116,24 @@ def train(procs: Processes, tracking_uri: str, max_rows: int, preset: str, timeo
     started = time.monotonic()
     proc = procs.spawn(
         "train",
-        [sys.executable, "-m", "pipelines.train", "--preset", preset,
-         "--max-rows", str(max_rows), "--promote", "always"],
+        [
+            sys.executable,
+            "-m",
+            "pipelines.train",
+            "--preset",
+            preset,
+            "--max-rows",
+            str(max_rows),
+            "--promote",
+            "always",
+        ],
         MLFLOW_TRACKING_URI=tracking_uri,
     )
     try:
         code = proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"training took over {timeout:.0f}s; see {procs.logs}/train.log")
+        message = f"training took over {timeout:.0f}s; see {procs.logs}/train.log"
+        raise RuntimeError(message) from None
     if code != 0:
         tail = (procs.logs / "train.log").read_text(errors="replace").splitlines()[-10:]
         raise RuntimeError("training failed:\n" + "\n".join(tail))
@@ -135,8 +144,11 @@ def train(procs: Processes, tracking_uri: str, max_rows: int, preset: str, timeo
     )
     reply.raise_for_status()
     version = reply.json()["model_version"]["version"]
-    print(f"  model {MODEL_NAME} v{version} trained and promoted in "
-          f"{time.monotonic() - started:.0f}s", flush=True)
+    print(
+        f"  model {MODEL_NAME} v{version} trained and promoted in "
+        f"{time.monotonic() - started:.0f}s",
+        flush=True,
+    )
     return version
 
 
@@ -167,8 +179,15 @@ def start_inprocess(procs: Processes, tracking_uri: str, version: str):
     port = free_port()
     proc = procs.spawn(
         "inprocess",
-        [sys.executable, "-m", "benchmarks.inprocess",
-         "--model-uri", f"models:/{MODEL_NAME}/{version}", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.inprocess",
+            "--model-uri",
+            f"models:/{MODEL_NAME}/{version}",
+            "--port",
+            str(port),
+        ],
         MLFLOW_TRACKING_URI=tracking_uri,
     )
     return proc, f"http://127.0.0.1:{port}"
@@ -177,7 +196,9 @@ def start_inprocess(procs: Processes, tracking_uri: str, version: str):
 # --------------------------------------------------------------------------- load
 
 
-def sample_reviews(count: int, batch: int, max_chars: int, seed: int) -> tuple[list[str], list[str]]:
+def sample_reviews(
+    count: int, batch: int, max_chars: int, seed: int
+) -> tuple[list[str], list[str]]:
     """``batch`` real IMDB reviews of at most ``max_chars``; the first ``count`` for singles."""
     from pipelines.data import load_reviews
 
@@ -223,7 +244,9 @@ def wrk(url: str, bodies: Path, connections: int, seconds: float) -> dict:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_JSON ")]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}")
+        raise RuntimeError(
+            f"wrk failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}"
+        )
     raw = json.loads(lines[-1].removeprefix("WRK_JSON "))
     raw["wrk_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return raw
@@ -251,7 +274,9 @@ def pooled(runs: list[dict]) -> dict:
                 return value / 1000
         return points[-1][0] / 1000 if points else float("nan")
 
-    transport = sum(r[k] for r in runs for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    transport = sum(
+        r[k] for r in runs for k in ("connect_errors", "read_errors", "write_errors", "timeouts")
+    )
     non_2xx = sum(r["status_errors"] for r in runs)
     return {
         "requests": requests,
@@ -270,15 +295,19 @@ def pooled(runs: list[dict]) -> dict:
         },
         "wrk_cpu_pct": round(100 * sum(r["wrk_cpu_s"] for r in runs) / seconds, 1),
         "rounds": [
-            {"rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
-             "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000}
+            {
+                "rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
+                "p50_ms": r["p50_us"] / 1000,
+                "p99_ms": r["p99_us"] / 1000,
+            }
             for r in runs
         ],
     }
 
 
-def measure(targets: list[Target], connections: int, seconds: float, warmup: float,
-            rounds: int) -> dict[str, dict]:
+def measure(
+    targets: list[Target], connections: int, seconds: float, warmup: float, rounds: int
+) -> dict[str, dict]:
     """Every target at one concurrency, in interleaved rounds so that noise hits all alike.
 
     Each target is warmed up first; then ``rounds`` runs of ``seconds / rounds`` each go
@@ -304,7 +333,8 @@ def measure(targets: list[Target], connections: int, seconds: float, warmup: flo
             name: round(1000 * used / served, 3) for name, used in cpu[target.name].items()
         }
         result["server_cpu_pct"] = {
-            name: round(100 * used / result["seconds"], 1) for name, used in cpu[target.name].items()
+            name: round(100 * used / result["seconds"], 1)
+            for name, used in cpu[target.name].items()
         }
         print(
             f"  {target.name:<22} c={connections:<3} {result['rps']:8.1f} req/s  "
@@ -334,7 +364,8 @@ def summarise(single: dict[str, dict], batch: dict[str, dict], args) -> dict:
         "gateway_over_direct_c32_rps": gateway["c32"]["rps"] / direct["c32"]["rps"],
         "gateway_over_inprocess_c32_rps": gateway["c32"]["rps"] / inproc["c32"]["rps"],
         "gateway_over_inprocess_c1_p50": gateway["c1"]["p50_ms"] / inproc["c1"]["p50_ms"],
-        "gateway_over_direct_batch": batch["gateway"]["reviews_per_s"] / batch["direct"]["reviews_per_s"],
+        "gateway_over_direct_batch": batch["gateway"]["reviews_per_s"]
+        / batch["direct"]["reviews_per_s"],
     }
     bars = []
     for name in ("gateway", "gateway, batching off"):
@@ -346,16 +377,28 @@ def summarise(single: dict[str, dict], batch: dict[str, dict], args) -> dict:
         vs_direct = row["c32"]["rps"] / direct["c32"]["rps"]
         vs_inproc = row["c32"]["rps"] / inproc["c32"]["rps"]
         bars += [
-            _bar(name, "c=1 p50 within 1.5 ms of direct", f"{delta:+.2f} ms", clean and delta <= 1.5),
+            _bar(
+                name, "c=1 p50 within 1.5 ms of direct", f"{delta:+.2f} ms", clean and delta <= 1.5
+            ),
             _bar(name, "c=32 req/s ≥ 2× direct", f"{vs_direct:.2f}×", clean and vs_direct >= 2),
             _bar(name, "c=32 req/s ≥ in-process", f"{vs_inproc:.2f}×", clean and vs_inproc >= 1),
-            _bar(name, "c=32 p99 < 50 ms", f"{row['c32']['p99_ms']:.1f} ms",
-                 clean and row["c32"]["p99_ms"] < 50),
+            _bar(
+                name,
+                "c=32 p99 < 50 ms",
+                f"{row['c32']['p99_ms']:.1f} ms",
+                clean and row["c32"]["p99_ms"] < 50,
+            ),
         ]
     batch_ratio = ratios["gateway_over_direct_batch"]
     batch_clean = all(b["errors"] == 0 for b in batch.values())
-    bars.append(_bar("gateway", "batch reviews/s ≥ 0.9× direct", f"{batch_ratio:.2f}×",
-                     batch_clean and batch_ratio >= 0.9))
+    bars.append(
+        _bar(
+            "gateway",
+            "batch reviews/s ≥ 0.9× direct",
+            f"{batch_ratio:.2f}×",
+            batch_clean and batch_ratio >= 0.9,
+        )
+    )
     return {"ratios": ratios, "bars": bars}
 
 
@@ -414,9 +457,8 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|",
     ]
     for bar in report["bars"]:
-        lines.append(
-            f"| {bar['bar']} | {bar['target']} | {bar['measured']} | {'yes' if bar['met'] else '**no**'} |"
-        )
+        met = "yes" if bar["met"] else "**no**"
+        lines.append(f"| {bar['bar']} | {bar['target']} | {bar['measured']} | {met} |")
     return "\n".join(lines)
 
 
@@ -430,14 +472,16 @@ def chart(report: dict, path: Path) -> None:
     names = list(single)
     colours = ["#4c72b0", "#dd8452", "#c44e52", "#55a868", "#8172b3"][: len(names)]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    for ax, key, title in ((axes[0, 0], "c1", "Latency at concurrency 1"),
-                           (axes[0, 1], "c32", "Latency at concurrency 32")):
+    for ax, key, title in (
+        (axes[0, 0], "c1", "Latency at concurrency 1"),
+        (axes[0, 1], "c32", "Latency at concurrency 32"),
+    ):
         x = range(len(names))
         p50 = [single[n][key]["p50_ms"] for n in names]
         p99 = [single[n][key]["p99_ms"] for n in names]
         ax.bar([i - 0.2 for i in x], p50, 0.4, label="p50", color=colours)
         ax.bar([i + 0.2 for i in x], p99, 0.4, label="p99", color=colours, alpha=0.45)
-        for i, (a, b) in enumerate(zip(p50, p99)):
+        for i, (a, b) in enumerate(zip(p50, p99, strict=True)):
             ax.text(i - 0.2, a, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
             ax.text(i + 0.2, b, f"{b:.1f}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(x), names, fontsize=8)
@@ -486,14 +530,20 @@ def run(args) -> dict:
         print("Training and promoting one model on the packaged data...", flush=True)
         version = train(procs, tracking_uri, args.max_rows, args.preset, args.train_timeout)
 
-        print("Starting the gateways (and their scoring servers) and the in-process baseline...",
-              flush=True)
+        print(
+            "Starting the gateways (and their scoring servers) and the in-process baseline...",
+            flush=True,
+        )
         gw_on, gw_on_url = start_gateway(procs, "gateway", tracking_uri, GATEWAY_BATCHING="true")
         gw_off, gw_off_url = start_gateway(
-            procs, "gateway-nobatch", tracking_uri, GATEWAY_BATCHING="false")
+            procs, "gateway-nobatch", tracking_uri, GATEWAY_BATCHING="false"
+        )
         inproc, inproc_url = start_inprocess(procs, tracking_uri, version)
-        for proc, url in ((gw_on, f"{gw_on_url}/ready"), (gw_off, f"{gw_off_url}/ready"),
-                          (inproc, f"{inproc_url}/ready")):
+        for proc, url in (
+            (gw_on, f"{gw_on_url}/ready"),
+            (gw_off, f"{gw_off_url}/ready"),
+            (inproc, f"{inproc_url}/ready"),
+        ):
             wait_until_up(url, timeout=args.start_timeout, proc=proc)
         # Each gateway then starts a standby scoring server: let it finish before measuring.
         for url in (gw_on_url, gw_off_url):
@@ -504,18 +554,40 @@ def run(args) -> dict:
         if info["model_version"].lstrip("v") != version:
             raise RuntimeError(f"the gateway serves {info['model_version']}, not v{version}")
 
-        singles, batch_texts = sample_reviews(args.reviews, args.batch_size, args.max_chars, args.seed)
+        singles, batch_texts = sample_reviews(
+            args.reviews, args.batch_size, args.max_chars, args.seed
+        )
         bodies = write_bodies(tmp, singles, batch_texts)
         lengths = sorted(len(t) for t in singles)
         targets = [
-            Target("direct", "POST /invocations", f"{direct_url}/invocations",
-                   bodies["invocations"], {"scoring": descendants(gw_on.pid)}),
-            Target("gateway", "POST /predict", f"{gw_on_url}/predict", bodies["predict"],
-                   components(gw_on.pid, gw_on.pid)),
-            Target("gateway, batching off", "POST /predict", f"{gw_off_url}/predict",
-                   bodies["predict"], components(gw_off.pid, gw_off.pid)),
-            Target("in-process", "POST /predict", f"{inproc_url}/predict", bodies["predict"],
-                   components(None, inproc.pid)),
+            Target(
+                "direct",
+                "POST /invocations",
+                f"{direct_url}/invocations",
+                bodies["invocations"],
+                {"scoring": descendants(gw_on.pid)},
+            ),
+            Target(
+                "gateway",
+                "POST /predict",
+                f"{gw_on_url}/predict",
+                bodies["predict"],
+                components(gw_on.pid, gw_on.pid),
+            ),
+            Target(
+                "gateway, batching off",
+                "POST /predict",
+                f"{gw_off_url}/predict",
+                bodies["predict"],
+                components(gw_off.pid, gw_off.pid),
+            ),
+            Target(
+                "in-process",
+                "POST /predict",
+                f"{inproc_url}/predict",
+                bodies["predict"],
+                components(None, inproc.pid),
+            ),
         ]
         for target in targets:
             check_target(target.url, target.bodies)
@@ -523,33 +595,45 @@ def run(args) -> dict:
 
         single: dict[str, dict] = {t.name: {"endpoint": t.label} for t in targets}
         for key, connections, seconds in (("c1", 1, args.c1_duration), ("c32", 32, args.duration)):
-            for name, result in measure(targets, connections, seconds, args.warmup,
-                                        args.rounds).items():
+            for name, result in measure(
+                targets, connections, seconds, args.warmup, args.rounds
+            ).items():
                 single[name][key] = result
 
         batch_targets = [
-            Target("direct", "POST /invocations", f"{direct_url}/invocations",
-                   bodies["invocations_batch"], targets[0].components),
-            Target("gateway", "POST /predict/batch", f"{gw_on_url}/predict/batch",
-                   bodies["predict_batch"], targets[1].components),
+            Target(
+                "direct",
+                "POST /invocations",
+                f"{direct_url}/invocations",
+                bodies["invocations_batch"],
+                targets[0].components,
+            ),
+            Target(
+                "gateway",
+                "POST /predict/batch",
+                f"{gw_on_url}/predict/batch",
+                bodies["predict_batch"],
+                targets[1].components,
+            ),
         ]
         for target in batch_targets:
             check_target(target.url, target.bodies)
         batch: dict[str, dict] = {}
         for target in batch_targets:
             batch[target.name] = {"endpoint": target.label}
-        for name, result in measure(batch_targets, 1, args.batch_duration, args.warmup,
-                                    args.rounds).items():
+        for name, result in measure(
+            batch_targets, 1, args.batch_duration, args.warmup, args.rounds
+        ).items():
             result["reviews_per_s"] = result["rps"] * len(batch_texts)
             batch[name] |= result
 
     settings_defaults = _gateway_defaults()
     report = {
         "meta": {
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "make bench-serving",
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                       f"{platform.python_version()}, load average at start {args.load_at_start}",
+            f"{platform.python_version()}, load average at start {args.load_at_start}",
             "wrk": _wrk_version(),
             "model_version": version,
             "preset": args.preset,
@@ -596,7 +680,9 @@ def main() -> None:
     cli.add_argument("--batch-duration", type=float, default=18, help="seconds per batch run")
     cli.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target")
     cli.add_argument("--rounds", type=int, default=3, help="interleaved runs per target")
-    cli.add_argument("--reviews", type=int, default=200, help="distinct reviews for single requests")
+    cli.add_argument(
+        "--reviews", type=int, default=200, help="distinct reviews for single requests"
+    )
     cli.add_argument("--batch-size", type=int, default=1000, help="reviews per batch call")
     cli.add_argument("--max-chars", type=int, default=2000, help="longest review used")
     cli.add_argument("--seed", type=int, default=0, help="which reviews are drawn")
@@ -620,8 +706,10 @@ def main() -> None:
     (args.output / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.output / "serving.md").write_text(table + "\n")
     chart(report, args.output / "serving.png")
-    print(f"\nWrote {args.output}/serving.json, serving.md and serving.png "
-          f"({report['meta']['total_seconds']}s in all).")
+    print(
+        f"\nWrote {args.output}/serving.json, serving.md and serving.png "
+        f"({report['meta']['total_seconds']}s in all)."
+    )
 
 
 if __name__ == "__main__":

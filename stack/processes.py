@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
@@ -148,17 +149,13 @@ def stop(
 
 
 def _signal_group(pgid: int, signum: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _signal(process: psutil.Process, signum: int) -> None:
-    try:
+    with suppress(psutil.Error):
         process.send_signal(signum)  # checks the pid still names the same process
-    except psutil.Error:
-        pass
 
 
 def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:

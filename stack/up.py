@@ -29,7 +29,9 @@ class Stack:
 
     def start(self, args: list[str], log: str | None = None, **env: str) -> subprocess.Popen:
         """Start a child in its own session; a server's output goes to its log file."""
-        proc = processes.start(args, log=self.log_path(log) if log else None, env={**self.env, **env})
+        proc = processes.start(
+            args, log=self.log_path(log) if log else None, env={**self.env, **env}
+        )
         self.procs.append(proc)
         return proc
 
@@ -43,9 +45,11 @@ class Stack:
         try:
             processes.wait_until_up(url, timeout=timeout, proc=proc, every=0.5)
         except RuntimeError:
-            raise SystemExit(f"{name} exited with status {proc.returncode}; {self.logs_hint}")
+            message = f"{name} exited with status {proc.returncode}; {self.logs_hint}"
+            raise SystemExit(message) from None
         except TimeoutError:
-            raise SystemExit(f"{name} did not answer {url} within {timeout:.0f}s; {self.logs_hint}")
+            message = f"{name} did not answer {url} within {timeout:.0f}s; {self.logs_hint}"
+            raise SystemExit(message) from None
 
     @property
     def logs_hint(self) -> str:
@@ -56,22 +60,31 @@ class Stack:
         state = s.state_dir.resolve()
         state.mkdir(parents=True, exist_ok=True)
         step(f"1/3 MLflow tracking server on {s.tracking_uri} (store: {state})")
-        proc = self.start(tracking.command(state, s.mlflow_port), "mlflow.log", **tracking.SERVER_ENV)
+        proc = self.start(
+            tracking.command(state, s.mlflow_port), "mlflow.log", **tracking.SERVER_ENV
+        )
         self.wait_healthy("The tracking server", f"{s.tracking_uri}/health", proc)
 
     def train_if_needed(self) -> None:
         s = self.settings
         try:
-            version = MlflowClient(s.tracking_uri).get_model_version_by_alias(s.model_name, s.model_alias)
-            step(f"2/3 {s.model_name}@{s.model_alias} is version {version.version}: no training needed")
+            version = MlflowClient(s.tracking_uri).get_model_version_by_alias(
+                s.model_name, s.model_alias
+            )
+            step(f"2/3 {s.model_name}@{s.model_alias} is v{version.version}: no training needed")
             return
         except MlflowException:
             pass
         step(f"2/3 No {s.model_name}@{s.model_alias} yet: training on the packaged data")
         proc = self.start(
             [
-                str(BIN / "mlflow"), "run", ".", "--env-manager", "local",
-                "--experiment-name", s.experiment_name,
+                str(BIN / "mlflow"),
+                "run",
+                ".",
+                "--env-manager",
+                "local",
+                "--experiment-name",
+                s.experiment_name,
             ],
         )
         status = proc.wait()
@@ -81,7 +94,8 @@ class Stack:
 
     def gateway(self) -> None:
         s = self.settings
-        step(f"3/3 Gateway on http://127.0.0.1:{s.gateway_port}, scoring server on port {s.scoring_port}")
+        gateway = f"http://127.0.0.1:{s.gateway_port}"
+        step(f"3/3 Gateway on {gateway}, scoring servers from port {s.scoring_port}")
         proc = self.start(
             [str(BIN / "python"), "-m", "gateway"],
             log="gateway.log",
@@ -91,7 +105,7 @@ class Stack:
             GATEWAY_MODEL_NAME=s.model_name,
             GATEWAY_MODEL_ALIAS=s.model_alias,
         )
-        self.wait_healthy("The gateway", f"http://127.0.0.1:{s.gateway_port}/ready", proc)
+        self.wait_healthy("The gateway", f"{gateway}/ready", proc)
 
     def stop(self) -> None:
         """Stop every child, the last started first, with whatever each started."""
@@ -140,7 +154,9 @@ def main() -> int:
         banner(settings)
         while all(proc.poll() is None for proc in stack.procs):
             time.sleep(1)
-        print(f"A server exited unexpectedly; {stack.logs_hint} Stopping the stack.", file=sys.stderr)
+        print(
+            f"A server exited unexpectedly; {stack.logs_hint} Stopping the stack.", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt:
         print("\nStopping...", flush=True)

@@ -55,7 +55,13 @@ def test_gateway_environment_names_are_settings():
     fields = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields} | {"MLFLOW_TRACKING_URI"}
     assert set(env) <= fields, set(env) - fields
     given = {k: INTERPOLATED.sub("a-key-of-the-operator", v) for k, v in env.items()}
-    Settings(**{k.removeprefix("GATEWAY_").lower(): v for k, v in given.items() if k != "MLFLOW_TRACKING_URI"})
+    Settings(
+        **{
+            k.removeprefix("GATEWAY_").lower(): v
+            for k, v in given.items()
+            if k != "MLFLOW_TRACKING_URI"
+        }
+    )
 
 
 def test_only_the_gateway_and_the_tracking_ui_are_published_and_on_loopback():

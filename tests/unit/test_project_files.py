@@ -97,7 +97,7 @@ def test_conda_yaml_pins_python_and_agrees_with_the_training_requirements():
 
 
 def test_the_logged_model_declares_exactly_the_model_requirements():
-    from pipelines.train import SERVING_PACKAGES
+    from pipelines.training import SERVING_PACKAGES
     from tests.models import REQUIREMENTS as TEST_MODEL_REQUIREMENTS
 
     model = pins(REQUIREMENTS / "model.txt")
