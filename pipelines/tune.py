@@ -1,4 +1,8 @@
-"""Entry point `tune`: a small grid as nested runs; the best on validation F1 is published."""
+"""Entry point `tune`: a small grid as nested runs, chosen on validation F1, then published.
+
+Candidates are scored on the validation split only; the test split is scored once, for
+the chosen one (see `pipelines.training`).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,16 @@ from itertools import product
 import mlflow
 
 from pipelines.features import PRESETS
-from pipelines.train import entry_point, fit, parser, phase, prepare, publish
+from pipelines.training import entry_point, fit, parser, phase, prepare, publish
 
 GRID = {"ngram_range": [(1, 2), (1, 3)], "C": [16.0, 32.0, 64.0], "nb_alpha": [0.25, 1.0]}
 
 
 def candidates() -> list[dict]:
     keys = list(GRID)
-    return [PRESETS["best"] | dict(zip(keys, values)) for values in product(*GRID.values())]
+    return [
+        PRESETS["best"] | dict(zip(keys, values, strict=True)) for values in product(*GRID.values())
+    ]
 
 
 def tune(data_path: str, promote_mode: str, max_rows: int, seed: int, model_name: str) -> str:
@@ -26,19 +32,19 @@ def tune(data_path: str, promote_mode: str, max_rows: int, seed: int, model_name
         with mlflow.start_run(run_name=f"candidate-{number}", nested=True):
             mlflow.log_params({"seed": seed, **params})
             with phase(f"fit {number}", label):
-                fitted = fit(params, data.splits, data.cleaned, seed)
+                fitted = fit(params, data, seed)
             mlflow.log_metrics(fitted.metrics)
             print(f"  validation F1 {fitted.metrics['val_f1']:.4f}")
         if best is None or fitted.metrics["val_f1"] > best[1].metrics["val_f1"]:
             best = (params, fitted)
     params, fitted = best
     print(f"Best on validation: {', '.join(f'{k}={params[k]}' for k in GRID)}")
-    mlflow.log_params({"preset": "tuned", "seed": seed, "max_rows": max_rows, **params})
+    mlflow.log_params({"preset": "tuned", **params})
     return publish(fitted, data, "tuned", promote_mode, model_name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser("Grid-search a model, register the best and maybe promote it.").parse_args(argv)
     return entry_point(
         "tune",
         lambda: tune(args.data_path, args.promote, args.max_rows, args.seed, args.model_name),

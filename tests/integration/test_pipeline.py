@@ -8,7 +8,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from model.names import ALIAS, MODEL_NAME
-
 from tests.servers import env, run_training, tracking_server
 
 pytestmark = pytest.mark.integration
@@ -27,7 +26,7 @@ def production(client):
 
 @pytest.fixture(scope="module")
 def first_run(registry):
-    uri, client = registry
+    uri, _ = registry
     result = run_training(uri, "max_rows=1500")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -42,7 +41,13 @@ def test_run_registers_and_promotes_the_first_version(registry, first_run):
     assert production(client) == "1"
     version = client.get_model_version(NAME, "1")
     assert version.tags["preset"] == "best"
-    assert {"test_accuracy", "test_f1", "data_digest", "git_commit"} <= set(version.tags)
+    assert {"test_accuracy", "test_f1", "val_f1", "data_digest", "git_commit"} <= set(version.tags)
+    assert version.tags["split_seed"] == "42" and version.tags["max_rows"] == "1500"
+    assert version.tags["split"] == "stratified 70/15/15"
+    run = client.get_run(version.run_id)
+    assert run.data.tags["promotion.decision"] == "promoted"
+    assert run.data.tags["promotion.reason"] == "no production model yet"
+    assert run.data.params["data_digest"] == version.tags["data_digest"]
     assert "test accuracy" in version.description
     assert version.source.startswith("models:/m-")
 
@@ -78,8 +83,13 @@ def test_production_model_loads_in_a_fresh_process_without_the_repo(registry, fi
         "print(json.dumps(out.to_dict('records')))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env(MLFLOW_TRACKING_URI=uri),
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=tmp_path,
+        env=env(MLFLOW_TRACKING_URI=uri),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])
@@ -138,5 +148,55 @@ def test_tune_runs_nested_candidates_and_registers_the_best(registry, first_run)
     )
     assert len(children) == 12
     best = max(children, key=lambda r: r.data.metrics["val_f1"])
+    # Candidates are chosen on validation; the test split is scored once, for the chosen one.
+    for child in children:
+        assert not [m for m in child.data.metrics if m.startswith("test_")], child.data.metrics
+    assert 0.5 < parent.data.metrics["test_f1"] <= 1.0
     for param in ("C", "ngram_range", "nb_alpha"):
         assert best.data.params[param] == parent.data.params[param]
+
+
+def latest_version(client):
+    return max(client.search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
+
+
+def test_a_champion_trained_on_other_data_is_not_compared_or_replaced(registry, first_run):
+    uri, client = registry
+    before = production(client)
+    assert client.get_model_version(NAME, before).tags["split_seed"] == "42"
+    result = run_training(uri, "max_rows=1500", "seed=7")  # promote=if_better, the default
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert production(client) == before
+    new = latest_version(client)
+    assert new.tags["split_seed"] == "7"
+    run = client.get_run(new.run_id)
+    reason = run.data.tags["promotion.reason"]
+    assert run.data.tags["promotion.decision"] == "kept"
+    assert reason.startswith(f"production v{before} was trained on other data (")
+    assert "seed 42, this run 7" in reason
+    assert reason.endswith("not comparable; use promote=always or the promote entry point")
+    assert "champion_val_f1" not in run.data.metrics
+    assert f"Not promoted: {reason}." in result.stdout
+
+
+def test_same_data_seed_and_sample_are_compared_on_validation(registry, first_run):
+    uri, client = registry
+    before = production(client)
+    champion = client.get_model_version(NAME, before)
+    assert (champion.tags["split_seed"], champion.tags["max_rows"]) == ("42", "1500")
+    result = run_training(uri, "max_rows=1500")  # the champion's data, seed and sample
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    new = latest_version(client)
+    assert new.tags["data_digest"] == champion.tags["data_digest"]
+    run = client.get_run(new.run_id)
+    metrics, reason = run.data.metrics, run.data.tags["promotion.reason"]
+    assert "validation F1" in reason and "test" not in reason
+    # Scored on this run's validation rows, the champion gets exactly the validation F1 it
+    # logged when it was trained: the same rows, none of which it trained on.
+    champion_run = client.get_run(champion.run_id)
+    assert metrics["champion_val_f1"] == pytest.approx(
+        champion_run.data.metrics["val_f1"], abs=1e-9
+    )
+    promoted = metrics["val_f1"] >= metrics["champion_val_f1"]
+    assert run.data.tags["promotion.decision"] == ("promoted" if promoted else "kept")
+    assert production(client) == (new.version if promoted else before)

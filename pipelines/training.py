@@ -1,0 +1,247 @@
+"""The steps of a training run, shared by the `main` and `tune` entry points.
+
+prepare (load, split, record the data, clean) -> fit (scored on validation only) ->
+publish (score the test split once, log, register, promote). Choices are made on the
+validation split; the test split is scored once, for the chosen model, as the final
+estimate. Each phase prints what it does and how long it took. A failure before
+registration leaves the registry untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version as installed
+from pathlib import Path
+from typing import Any
+
+import joblib
+import mlflow
+from mlflow.environment_variables import MLFLOW_RUN_ID
+from mlflow.tracking import MlflowClient
+from sklearn.pipeline import Pipeline
+
+from model.names import MODEL_NAME
+from model.preprocess import clean_text
+from model.signature import INPUT_EXAMPLE, SIGNATURE
+from pipelines import evaluate, promote
+from pipelines.data import SPLIT, DataError, Splits, fingerprint, load_reviews, packaged_csv, split
+from pipelines.features import build_pipeline, slim
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "Sentiment-Analysis"
+MODEL_CODE = ROOT / "model" / "sentiment_model.py"
+# The logged model's pip_requirements: the names in requirements/model.txt, at the installed
+# versions (tests/unit/test_project_files.py checks both).
+SPLITS = ("train", "val", "test")
+SERVING_PACKAGES = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "cloudpickle", "joblib")
+
+
+@contextmanager
+def phase(name: str, what: str):
+    print(f"[{name}] {what}...", flush=True)
+    start = time.perf_counter()
+    yield
+    print(f"[{name}] done in {time.perf_counter() - start:.1f}s", flush=True)
+
+
+@dataclass
+class Prepared:
+    splits: Splits
+    cleaned: dict[str, list[str]]
+    trained_on: promote.TrainedOn
+    started: float
+
+
+def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepared:
+    """Load, split, record the data set in the active run, and clean every split once."""
+    started = time.perf_counter()
+    with phase("load", f"reading reviews from {data_path or 'the packaged IMDB data'}"):
+        frame = load_reviews(data_path, max_rows=max_rows, seed=seed)
+        splits = split(frame, seed)
+        trained_on = promote.TrainedOn(fingerprint(frame), seed, max_rows)
+        with warnings.catch_warnings():  # the integer label column is never missing
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=Path(data_path or packaged_csv()).resolve().as_uri(),
+                name=Path(data_path).name if data_path else "imdb-reviews",
+                targets="label",
+                digest=trained_on.data_digest,
+            )
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_params(
+            {
+                "seed": seed,
+                "max_rows": max_rows,
+                "data_digest": trained_on.data_digest,
+                "split": SPLIT,
+            }
+        )
+        print(
+            f"  {len(frame)} reviews ({int(frame['label'].sum())} positive), data "
+            f"{trained_on.data_digest}; train {len(splits.train)}, val {len(splits.val)}, "
+            f"test {len(splits.test)}"
+        )
+    with phase("clean", "cleaning text with model.preprocess.clean_text"):
+        cleaned = clean(splits)
+    return Prepared(splits, cleaned, trained_on, started)
+
+
+def clean(splits: Splits) -> dict[str, list[str]]:
+    """Every split's texts, cleaned once, as the served model will clean them."""
+    return {name: [clean_text(t) for t in getattr(splits, name)["text"]] for name in SPLITS}
+
+
+@dataclass
+class Fitted:
+    pipeline: Pipeline
+    metrics: dict[str, float]  # fit_seconds and val_*: nothing here has seen the test split
+
+
+def fit(params: dict[str, Any], data: Prepared, seed: int) -> Fitted:
+    """Fit on the training split; score on validation only."""
+    pipeline = build_pipeline(params, seed)
+    start = time.perf_counter()
+    try:
+        pipeline.fit(data.cleaned["train"], data.splits.train["label"].to_numpy())
+    except ValueError as error:
+        if "no terms remain" not in str(error) and "empty vocabulary" not in str(error):
+            raise
+        raise DataError(
+            f"No term appears in at least {params['min_df']} of the {len(data.splits.train)} "
+            "training reviews: the data set is too small to learn from."
+        ) from None
+    metrics = {"fit_seconds": time.perf_counter() - start}
+    p_positive = pipeline.predict_proba(data.cleaned["val"])[:, 1]
+    scores = evaluate.score(data.splits.val["label"], p_positive)
+    metrics |= {f"val_{name}": value for name, value in scores.items()}
+    return Fitted(slim(pipeline), metrics)
+
+
+def estimate(fitted: Fitted, data: Prepared) -> dict[str, float]:
+    """Score the chosen model on the test split, once, and log the evaluation pictures."""
+    test = data.splits.test
+    p_positive = fitted.pipeline.predict_proba(data.cleaned["test"])[:, 1]
+    evaluate.log_report("test", test["text"].tolist(), test["label"], p_positive)
+    return {
+        f"test_{name}": value for name, value in evaluate.score(test["label"], p_positive).items()
+    }
+
+
+def log_model(pipeline: Pipeline) -> tuple[mlflow.models.model.ModelInfo, float]:
+    """Log the pyfunc (model code + fitted pipeline); returns its info and size in MB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pipeline.joblib"
+        joblib.dump(pipeline, path, compress=3)
+        size_mb = path.stat().st_size / 1e6
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts={"pipeline": str(path)},
+            code_paths=[str(ROOT / "model")],
+            signature=SIGNATURE,
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=[f"{name}=={installed(name)}" for name in SERVING_PACKAGES],
+        )
+    return info, size_mb
+
+
+def register(info, name: str, tags: dict[str, str], description: str) -> str:
+    registered = mlflow.register_model(info.model_uri, name, tags=tags)
+    MlflowClient().update_model_version(name, registered.version, description=description)
+    return registered.version
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def publish(fitted: Fitted, data: Prepared, preset: str, promote_mode: str, model_name: str) -> str:
+    """Estimate on test, log, register and maybe promote a fitted model; returns its version."""
+    m = fitted.metrics
+    print(f"  Validation Metrics - Accuracy: {m['val_accuracy']:.4f}, F1: {m['val_f1']:.4f}")
+    with phase("evaluate", "scoring the test split (the final estimate) and drawing its curves"):
+        test = estimate(fitted, data)
+        print(f"  Test Metrics - Accuracy: {test['test_accuracy']:.4f}, F1: {test['test_f1']:.4f}")
+    with phase("log", "logging the pyfunc model"):
+        info, size_mb = log_model(fitted.pipeline)
+    with phase("register", f"registering a new version of {model_name}"):
+        on = data.trained_on
+        tags = {
+            **{k: f"{v:.4f}" for k, v in test.items()},
+            "val_f1": f"{m['val_f1']:.4f}",
+            **on.tags(),
+            "git_commit": git_commit(),
+            "preset": preset,
+        }
+        sample = f"a sample of {on.max_rows}" if on.max_rows else "all rows"
+        description = (
+            f"Preset '{preset}' trained on {len(data.splits.train)} reviews "
+            f"(data {on.data_digest}, {sample}, split seed {on.split_seed}); "
+            f"validation F1 {m['val_f1']:.4f}; "
+            f"test accuracy {test['test_accuracy']:.4f}, F1 {test['test_f1']:.4f}."
+        )
+        version = register(info, model_name, tags, description)
+        print(f"  {model_name} version {version}")
+    seconds = time.perf_counter() - data.started
+    mlflow.log_metrics({**m, **test, "model_size_mb": size_mb, "training_seconds": seconds})
+    print(f"  model {size_mb:.1f} MB; load to registered model in {seconds:.1f}s")
+    with phase("promote", f"champion/challenger on validation (promote={promote_mode})"):
+        promote.champion_challenger(
+            promote_mode, model_name, version, m["val_f1"], on, data.splits.val
+        )
+    return version
+
+
+def whole(value: str) -> int:
+    """MLproject passes numbers as floats ("2000.0")."""
+    return int(float(value))
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options `main` and `tune` share (the MLproject parameters)."""
+    cli = argparse.ArgumentParser(description=description)
+    cli.add_argument(
+        "--data-path", default="", help="Kaggle CSV or aclImdb folder; empty = packaged"
+    )
+    cli.add_argument("--promote", choices=promote.MODES, default="if_better")
+    cli.add_argument("--max-rows", type=whole, default=0, help="stratified sample size; 0 = all")
+    cli.add_argument("--seed", type=whole, default=42)
+    cli.add_argument("--model-name", default=MODEL_NAME)
+    return cli
+
+
+def entry_point(run_name: str, work: Callable[[], str], done: str, model_name: str) -> int:
+    """Run ``work`` in an MLflow run; a bad data set or an unservable model exits non-zero."""
+    if not MLFLOW_RUN_ID.get():  # `mlflow run` has already chosen the experiment and run
+        mlflow.set_experiment(EXPERIMENT)
+    try:
+        with mlflow.start_run(run_name=run_name):
+            version = work()
+    except DataError as error:
+        print(f"Data error: {error} Nothing was registered.", file=sys.stderr)
+        return 2
+    except promote.PromotionError as error:
+        print(f"Not promoted: {error}", file=sys.stderr)
+        return 1
+    print(f"{done} completed successfully! {model_name} version {version}")
+    return 0

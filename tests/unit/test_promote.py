@@ -1,0 +1,101 @@
+"""The champion/challenger rule, with plain values: what is compared, on what, and when not."""
+
+import pytest
+
+from pipelines.promote import Champion, TrainedOn, decide
+
+HERE = TrainedOn(data_digest="5f2a9c1e0b7d4a66", split_seed=42, max_rows=2000)
+
+
+def champion(trained_on: TrainedOn | None = HERE, val_f1: float | None = 0.85, **kw) -> Champion:
+    return Champion(version="3", trained_on=trained_on, val_f1=val_f1, **kw)
+
+
+def test_without_a_champion_the_challenger_is_promoted():
+    decision = decide("if_better", 0.80, HERE, None)
+    assert decision.promote
+    assert decision.reason == "no production model yet"
+
+
+@pytest.mark.parametrize(("challenger", "promoted"), [(0.86, True), (0.85, True), (0.84, False)])
+def test_like_with_like_is_decided_on_validation_f1_ties_to_the_newer(challenger, promoted):
+    decision = decide("if_better", challenger, HERE, champion(val_f1=0.85))
+    assert decision.promote is promoted
+    assert "validation F1" in decision.reason and "test" not in decision.reason
+    assert f"{challenger:.4f}" in decision.reason and "0.8500" in decision.reason
+    assert "production v3" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("other", "named"),
+    [
+        (TrainedOn("5f2a9c1e0b7d4a66", 7, 2000), "seed 7"),
+        (TrainedOn("0000000000000000", 42, 2000), "data 0000000000000000"),
+        (TrainedOn("5f2a9c1e0b7d4a66", 42, 0), "max_rows 0"),
+        (TrainedOn("5f2a9c1e0b7d4a66", 42, 2000, split="stratified 80/10/10"), "80/10/10"),
+    ],
+    ids=["seed", "data", "sample", "split"],
+)
+def test_a_champion_trained_on_other_data_is_not_compared_and_not_replaced(other, named):
+    # Even a champion that looks much worse: its score on these rows means nothing.
+    decision = decide("if_better", 0.99, HERE, champion(trained_on=other, val_f1=None))
+    assert not decision.promote
+    assert decision.reason.startswith("production v3 was trained on other data (")
+    assert named in decision.reason
+    assert "not comparable; use promote=always or the promote entry point" in decision.reason
+
+
+def test_a_champion_that_does_not_record_its_training_data_is_not_comparable():
+    decision = decide("if_better", 0.99, HERE, champion(trained_on=None, val_f1=None))
+    assert not decision.promote
+    assert "does not record what it was trained on" in decision.reason
+    assert "not comparable" in decision.reason
+
+
+def test_a_score_from_other_data_is_ignored_even_if_given():
+    decision = decide(
+        "if_better", 0.99, HERE, champion(trained_on=TrainedOn("x", 7, 0), val_f1=0.5)
+    )
+    assert not decision.promote and "not comparable" in decision.reason
+
+
+def test_a_comparable_champion_that_cannot_score_loses():
+    decision = decide("if_better", 0.80, HERE, champion(val_f1=None, error="no module named x"))
+    assert decision.promote
+    assert "could not be scored" in decision.reason and "no module named x" in decision.reason
+
+
+def test_a_comparable_champion_must_have_been_scored():
+    with pytest.raises(ValueError):
+        decide("if_better", 0.80, HERE, champion(val_f1=None))
+
+
+@pytest.mark.parametrize("other", [None, HERE, TrainedOn("x", 7, 0)])
+def test_never_and_always_ignore_the_champion(other):
+    assert not decide("never", 0.99, HERE, champion(trained_on=other)).promote
+    assert decide("always", 0.01, HERE, champion(trained_on=other)).promote
+    assert decide("always", 0.01, HERE, None).reason == "promotion forced (promote=always)"
+
+
+def test_what_a_version_was_trained_on_round_trips_through_its_tags():
+    tags = HERE.tags()
+    assert tags == {
+        "data_digest": "5f2a9c1e0b7d4a66",
+        "split_seed": "42",
+        "max_rows": "2000",
+        "split": "stratified 70/15/15",
+    }
+    assert TrainedOn.from_tags({**tags, "preset": "best"}) == HERE
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {},
+        {"data_digest": "ab12cd34", "test_f1": "0.9"},  # what older versions record
+        {**HERE.tags(), "split_seed": "seven"},
+    ],
+    ids=["none", "older-version", "garbled"],
+)
+def test_incomplete_tags_mean_unknown_training_data(tags):
+    assert TrainedOn.from_tags(tags) is None
