@@ -65,3 +65,21 @@ class ModelCache:
             log.info("v%s downloaded to %s", version, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def prune(self, keep: set[str]) -> list[Path]:
+        """Delete every copy but those of the versions in ``keep`` (the live and the previous
+        one), so the cache does not grow with each promotion. Returns what was deleted."""
+        deleted = []
+        for path in self.root.glob("*-*"):
+            version = path.name.split("-", 1)[0]
+            if path.name.startswith(".") or not path.is_dir():
+                continue  # a download under way
+            if version in keep and self._known.get(version) == path:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            if self._known.get(version) == path:
+                del self._known[version]
+            deleted.append(path)
+        if deleted:
+            log.info("model cache: deleted %s", ", ".join(p.name for p in deleted))
+        return deleted

@@ -142,3 +142,44 @@ def _register(tracking_uri: str, model_uri: str, alias: bool, tags: dict | None)
     if alias:
         promote(tracking_uri, version)
     return str(version)
+
+
+# Versions that answer 200 with something other than rows: a column-oriented dict, a scalar.
+_DICT = """
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class Dict(PythonModel):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        n = len(model_input)
+        return {"sentiment": ["positive"] * n, "confidence": [0.9] * n}
+
+
+set_model(Dict())
+"""
+
+_SCALAR = """
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class Scalar(PythonModel):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        return 0.5
+
+
+set_model(Scalar())
+"""
+
+BROKEN.update({"dict": _DICT, "scalar": _SCALAR})
+
+
+def confidences(tracking_uri: str, version: str, texts: list[str]) -> dict[str, float]:
+    """What ``version`` answers for each text, loaded in this process (not through a server)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/{version}")
+    rows = model.predict(pandas.DataFrame({"text": texts}))
+    return dict(zip(texts, rows["confidence"].astype(float), strict=True))
