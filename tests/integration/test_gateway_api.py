@@ -37,7 +37,6 @@ def test_before_any_model_it_answers_503_and_serves_once_promoted(served):
         "model_name": "SentimentClassifier",
         "model_version": None,
     }
-    assert served.seconds_to_serve < 60
     assert served.gw.health() == {
         "status": "healthy",
         "model_loaded": True,
@@ -48,15 +47,26 @@ def test_before_any_model_it_answers_503_and_serves_once_promoted(served):
     assert served.gw.http.get("/ready").status_code == 200
 
 
+def direct(gw, *texts: str) -> list[dict]:
+    """The live scoring server's own rows for ``texts``, asked without the gateway."""
+    url = gw.http.get("/info").json()["scoring_server"]
+    split = {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}
+    return httpx.post(f"{url}/invocations", json=split, timeout=30).json()["predictions"]
+
+
 def test_predict_returns_exactly_the_contract(served):
     gw = served.gw
     positive, negative = gw.predict(POSITIVE), gw.predict(NEGATIVE)
     assert positive.status_code == negative.status_code == 200
     assert set(positive.json()) == {"sentiment", "confidence", "model_version"}
-    assert positive.json()["sentiment"] == "positive"
-    assert negative.json()["sentiment"] == "negative"
-    assert 0.5 <= positive.json()["confidence"] <= 1.0
     assert positive.json()["model_version"] == f"v{served.v1}"
+    # The model's own answer, neither recomputed nor rounded nor swapped between requests.
+    want = direct(gw, POSITIVE, NEGATIVE)
+    assert [positive.json()["sentiment"], negative.json()["sentiment"]] == ["positive", "negative"]
+    assert [positive.json()["confidence"], negative.json()["confidence"]] == [
+        row["confidence"] for row in want
+    ]
+    assert positive.json()["confidence"] != negative.json()["confidence"]
 
 
 def test_explain_adds_the_terms_behind_the_decision(served):
@@ -80,6 +90,8 @@ def test_batch_keeps_order_in_one_inference_call(served):
     assert body["model_version"] == f"v{served.v1}"
     assert [p["sentiment"] for p in body["predictions"]] == ["positive", "negative"] * 50
     assert set(body["predictions"][0]) == {"sentiment", "confidence"}
+    want = [row["confidence"] for row in direct(gw, POSITIVE, NEGATIVE)] * 50
+    assert [p["confidence"] for p in body["predictions"]] == want
     assert metric(gw, "gateway_scoring_calls_total") == calls + 1
 
 
@@ -96,6 +108,11 @@ def test_concurrent_predicts_are_coalesced(served):
     assert [a.status_code for a in answers] == [200] * 64
     assert [a.json()["sentiment"] for a in answers] == [
         "positive" if i % 2 else "negative" for i in range(64)
+    ]
+    # Each answer is its own text's, not a neighbour's from the same batch.
+    negative, positive = (row["confidence"] for row in direct(gw, NEGATIVE, POSITIVE))
+    assert [a.json()["confidence"] for a in answers] == [
+        positive if i % 2 else negative for i in range(64)
     ]
     assert metric(gw, "gateway_scoring_calls_total") - calls < 64
 
@@ -165,17 +182,28 @@ def test_invalid_json_is_422(served):
     assert served.gw.http.post("/predict/batch", json={"texts": "one"}).status_code == 422
 
 
-def test_wrong_content_type_is_415(served):
-    for path in ("/predict", "/predict/batch"):
-        response = served.gw.http.post(
-            path,
-            content=b"text=hello",
-            headers={"content-type": "application/x-www-form-urlencoded"},
+@pytest.mark.parametrize(
+    "headers",
+    [{"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"}, {}],
+    ids=["form", "text", "missing"],
+)
+def test_wrong_or_missing_content_type_is_415(served, headers):
+    for path, body in (("/predict", {"text": "hello"}), ("/predict/batch", {"texts": ["hello"]})):
+        request = served.gw.http.build_request(
+            "POST", path, content=json.dumps(body).encode(), headers=headers
         )
+        assert request.headers.get("content-type") == headers.get("content-type")
+        response = served.gw.http.send(request)
         assert (response.status_code, response.json()) == (
             415,
             {"detail": "Content-Type must be application/json."},
-        )
+        ), path
+    with_charset = served.gw.http.post(
+        "/predict",
+        content=b'{"text": "Great film."}',
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    )
+    assert with_charset.status_code == 200
 
 
 def test_body_over_the_limit_is_413_announced_or_streamed(served):
@@ -236,6 +264,44 @@ def test_invocations_pass_mlflow_format_through(served):
     refused = gw.http.post("/invocations", json={"dataframe_records": []})
     assert refused.status_code == 400
     assert "error_code" in refused.json()
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "traced"),
+    [
+        (b'{"dataframe_records": []}', "application/json", False),
+        (b'{"dataframe_split": {"columns": ["x"]}}', "application/json", False),
+        (b'text\n"a quote never closed\n', "text/csv", True),
+    ],
+    ids=["no-records", "no-data", "broken-csv"],
+)
+def test_invocations_errors_keep_code_and_message_but_not_the_stack_trace(
+    served, content, content_type, traced
+):
+    gw = served.gw
+    url = gw.http.get("/info").json()["scoring_server"]
+    headers = {"content-type": content_type}
+    upstream = httpx.post(f"{url}/invocations", content=content, headers=headers, timeout=30)
+    assert ("stack_trace" in upstream.json()) is traced, "MLflow's error body changed"
+    answer = gw.http.post("/invocations", content=content, headers=headers)
+    assert answer.status_code == upstream.status_code == 400
+    assert answer.json() == {k: v for k, v in upstream.json().items() if k != "stack_trace"}
+    assert {"error_code", "message"} <= set(answer.json())
+    assert "Traceback" not in answer.text and "stack_trace" not in answer.text
+
+
+def test_a_text_with_no_known_terms_is_flagged_and_known_terms_never_shown(served):
+    gw = served.gw
+    unknown = "这部电影 😀😀"
+    single = gw.predict(unknown)
+    assert single.status_code == 200
+    assert single.json()["no_known_terms"] is True
+    assert single.json()["confidence"] == 0.5
+    batch = gw.http.post("/predict/batch", json={"texts": [POSITIVE, unknown]}).json()
+    assert "no_known_terms" not in batch["predictions"][0]
+    assert batch["predictions"][1]["no_known_terms"] is True
+    assert all("known_terms" not in row for row in batch["predictions"])
+    assert "known_terms" not in gw.predict(POSITIVE).json()
 
 
 def test_request_id_is_echoed_or_made(served):

@@ -1,19 +1,26 @@
-"""Who may call what: API keys on and off, CORS on and off, in-process (no servers needed).
-
-The app is built but its lifespan never runs, so no model is served: a request that gets
-past authentication answers 503, one that does not answers 401.
+"""Who may call what, and how long: API keys on and off, CORS on and off (in-process: the
+app is built but its lifespan never runs, so no model is served: a request that gets past
+authentication answers 503, one that does not answers 401); and clients that connect and
+send nothing, or half a request, against the real gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
+import selectors
+import socket
+import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.load import REPORT, Load, Row
+from tests.reliability.conftest import AUTH, KEY
 
 KEYS = "first-key-0123456789,second-key-abcdef"
 CLOSED = [
@@ -179,3 +186,88 @@ def test_cors_is_off_unless_origins_are_configured():
         [("GET", "/health", None, {"Origin": "https://evil.example.net"})],
     )[0]
     assert "access-control-allow-origin" not in other.headers
+
+
+# What each held connection sends before it stalls: nothing, half the headers, or whole
+# headers (with the key, so the request reaches the route) and half the body.
+STALLS = [
+    b"",
+    b"POST /predict HTTP/1.1\r\nHost: gateway\r\nContent-Type: appl",
+    (
+        b"POST /predict HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        b"X-API-Key: " + KEY.encode() + b'\r\nContent-Length: 100\r\n\r\n{"text": "half'
+    ),
+]
+
+
+def rollouts(gw) -> tuple[list[str], object]:
+    metrics = gw.http.get("/metrics").text.splitlines()
+    counted = sorted(line for line in metrics if line.startswith("gateway_rollouts_total"))
+    return counted, gw.http.get("/info").json()["last_rollout"]
+
+
+def closed_by_peer(held: list[socket.socket], deadline: float) -> dict[socket.socket, float]:
+    """Wait (until ``deadline``) for the gateway to close each socket; when each was closed."""
+    closed: dict[socket.socket, float] = {}
+    with selectors.DefaultSelector() as selector:
+        for sock in held:
+            selector.register(sock, selectors.EVENT_READ)
+        while len(closed) < len(held) and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)
+                except (ConnectionResetError, BrokenPipeError):
+                    data = b""
+                if not data:  # an answer (a 401 to a request without key) is not a close
+                    closed[sock] = time.monotonic()
+                    selector.unregister(sock)
+    return closed
+
+
+def test_idle_and_half_sent_connections_are_closed_and_never_stop_predictions(gw):
+    """2,000 connections that never send a whole request: the gateway closes them all (the
+    oldest at once past its connection limit, the rest at the read deadline), other clients'
+    requests keep getting 200, and no scoring server is touched."""
+    count = 2000
+    read_timeout = Settings.model_fields["request_read_timeout"].default
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    before = rollouts(gw)
+    address = urlsplit(gw.url)
+    held: list[socket.socket] = []
+    try:
+        with Load(gw.url, headers=AUTH, concurrency=8, max_seconds=120) as load:
+            load.wait(1.0)
+            opened = time.monotonic()
+            for i in range(count):
+                sock = socket.create_connection((address.hostname, address.port), timeout=10)
+                sock.sendall(STALLS[i % len(STALLS)])
+                held.append(sock)
+            opening = time.monotonic() - opened
+            closed = closed_by_peer(held, deadline=time.monotonic() + read_timeout + 60)
+            all_closed = time.monotonic()
+            load.wait(1.0)  # and traffic goes on afterwards
+        during = load.between(opened, all_closed)
+        after = load.between(all_closed)
+    finally:
+        for sock in held:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    at_limit = sum(1 for when in closed.values() if when - opened < read_timeout)
+    last = max(closed.values(), default=opened) - opened
+    REPORT.append(
+        Row.of(
+            f"{count:,} idle or half-sent connections",
+            during + after,
+            note=(
+                f"{len(closed):,} closed by the gateway, {at_limit:,} of them at the connection "
+                f"limit, the last {last:.1f} s after the first opened (read deadline "
+                f"{read_timeout:g} s); opening them took {opening:.1f} s"
+            ),
+        )
+    )
+    assert len(closed) == count, f"{count - len(closed)} connections still held open"
+    assert during, "no request was answered while the connections were held"
+    assert load.statuses(during + after) == {200: len(during + after)}
+    assert rollouts(gw) == before, "a scoring server was restarted or failed over"
