@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import Settings
-from tests.gateways import cmdline, descendants
+from tests.gateways import cmdline, descendants, gateway, misbehaving_scoring_server
 from tests.load import REVIEWS
 from tests.reliability.conftest import KEY
 from tests.reliability.test_hostile_input import SCRIPT
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +131,47 @@ def test_scoring_servers_never_see_a_key(gw):
         text = path.read_text(errors="replace")
         for key in SECRETS["API key"]:
             assert key not in text, path.name
+
+
+PASSWORD = "Tr0ub4dor-n0t-f0r-logs"
+
+
+def test_a_password_in_the_tracking_uri_never_shows(tmp_path):
+    """A tracking URI with a user and password, and a registry that cannot be reached (so
+    MLflow's errors, which quote the URI, reach /info, the logs and rollout decisions): the
+    password is in none of the answers, nor in any log."""
+    uri = f"http://alice:{PASSWORD}@127.0.0.1:{free_port()}"
+    answers = []
+    logs = []
+    # Supervising its own scoring servers: every poll fails and is logged.
+    with gateway(tmp_path / "supervised", uri) as gw:
+        gw.wait_for(
+            lambda: sum("registry unavailable" in line["msg"] for line in gw.log_lines()) >= 2
+        )
+        answers += [gw.http.get(path) for path in ("/health", "/info", "/ready", "/metrics")]
+        answers.append(gw.predict("A fine film."))
+        logs.append(gw.log)
+    # With an external scoring server: it serves, so /info shows the registry's error.
+    with (
+        misbehaving_scoring_server(delay=0.1) as upstream,
+        gateway(tmp_path / "external", uri, GATEWAY_SCORING_URL=upstream) as gw,
+    ):
+        info = gw.wait_for(
+            lambda: (
+                (r := gw.http.get("/info")).status_code == 200 and r.json()["registry_error"] and r
+            )
+        )
+        assert info.json()["registry_error"].startswith("API request to http://127.0.0.1:")
+        answers += [info, gw.http.get("/health"), gw.http.get("/metrics")]
+        answers.append(gw.predict("A fine film."))  # the stand-in fails: a 500 with its reason
+        answers.append(gw.http.post("/invocations", json={"inputs": ["x"]}))
+        logs.append(gw.log)
+    logs += list(tmp_path.rglob("*.log"))
+    for answer in answers:
+        assert PASSWORD not in answer.text, (answer.request.url, answer.text[:300])
+        assert "alice" not in answer.text, (answer.request.url, answer.text[:300])
+    for path in set(logs):
+        text = path.read_text(errors="replace")
+        for form in forms(PASSWORD):
+            assert form not in text, path.name
+    assert "registry unavailable" in logs[0].read_text()
