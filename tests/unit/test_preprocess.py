@@ -1,7 +1,14 @@
+import hashlib
+
 import pytest
 
 from model.ngrams import SentenceNgrams
-from model.preprocess import clean_text, stopwords
+from model.preprocess import MAX_CLEANED_CHARS, clean_text, stopwords
+from pipelines.data import load_reviews
+
+# sha256 of the cleaned packaged reviews, one per line in load_reviews() order. Cleaning is what
+# every logged model learned from: change this only on purpose, with a new model to follow.
+PACKAGED_CLEANED_SHA256 = "e2857525b7d6f00a5bcc9352ec95873e14d355451384bf3ddf8d3f3d76f3dd0d"
 
 
 @pytest.mark.parametrize(
@@ -66,7 +73,59 @@ def test_html_entities_are_decoded_before_cleaning():
     assert clean_text("fun &amp; games &lt;3") == "fun games"
 
 
-@pytest.mark.parametrize("raw", ["", "   \n\t", "!!! ... ???", "12345", "映画は素晴らしい", None, 3.5, ["x"]])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # int() refuses more than 4,300 digits; html.unescape converts references with it.
+        ("fine &#" + "1" * 4998, "fine"),
+        ("&#" + "0" * 4990 + "103;ood", "good"),  # &#103; is "g"
+        ("&#x" + "0" * 4990 + "67;ood", "good"),
+        ("&#x" + "f" * 4990 + ";fine", "fine"),  # past U+10FFFF: U+FFFD, then the word
+        ("&#99999999;fine &#0000000103;ood &#X00000000067ood", "fine good good"),
+    ],
+)
+def test_long_numeric_character_references_decode_like_short_ones(raw, expected):
+    assert clean_text(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # An e-mail is a word with an "@" after its first character and a "." at least two
+        # characters after that, not at the end of the word; the rest keeps its letters.
+        ("mail xx@yy.zz, @a.bc zz@.bc b@b.c q@qq.d rr@b@c.de", "mail | bc zz | bc"),
+        (
+            "<p>one<br/>two< br >three<hr class='x'>four <b>five</b> < six > <<seven> eight<",
+            "one | two | three | four five eight",
+        ),
+        ("<<b>bold> <i>and</i> <<<", "bold"),
+        ("great<brr>film<bring>", "great film"),
+    ],
+    ids=["email", "break-tags", "nested-tags", "not-break-tags"],
+)
+def test_linear_time_patterns_match_what_the_backtracking_ones_matched(raw, expected):
+    assert clean_text(raw) == expected
+
+
+def test_packaged_reviews_clean_as_they_always_have():
+    """Linear-time patterns and the length cap changed nothing for any real review."""
+    texts = load_reviews()["text"].tolist()
+    assert max(map(len, texts)) < MAX_CLEANED_CHARS
+    cleaned = "\n".join(clean_text(text) for text in texts)
+    assert hashlib.sha256(cleaned.encode()).hexdigest() == PACKAGED_CLEANED_SHA256
+
+
+def test_text_beyond_the_cap_is_ignored_and_text_up_to_it_is_read():
+    filler = "fine " * (MAX_CLEANED_CHARS // 5)
+    assert len(filler) == MAX_CLEANED_CHARS
+    assert clean_text(filler[:-5] + "awful").endswith("awful")
+    assert "awful" not in clean_text(filler + "awful")
+    assert clean_text(filler + "awful") == clean_text(filler)
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "   \n\t", "!!! ... ???", "12345", "映画は素晴らしい", None, 3.5, ["x"]]
+)
 def test_degenerate_input_cleans_to_empty_without_raising(raw):
     assert clean_text(raw) == ""
 
