@@ -6,9 +6,8 @@ Logged as "models from code": MLflow runs this file at load time, and
 
 from __future__ import annotations
 
-from typing import Any
-
 import gc
+from typing import Any
 
 import joblib
 import numpy as np
@@ -44,19 +43,15 @@ class SentimentModel(PythonModel):
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         params = params or {}
+        explain = bool(params.get("explain"))
+        if len(model_input) == 0:
+            # scikit-learn refuses zero rows with a stack trace; no texts get no answers.
+            return _answer(np.empty(0), np.empty(0, dtype=np.int64), [] if explain else None)
         cleaned = [clean_text(text) for text in model_input["text"].tolist()]
-        features = self.pipeline[:-1].transform(cleaned)
+        features = self.pipeline[:-1].transform(cleaned).tocsr()
         positive = self.pipeline[-1].predict_proba(features)[:, 1]
-        is_positive = positive >= 0.5
-        result = pd.DataFrame(
-            {
-                "sentiment": np.where(is_positive, LABELS[1], LABELS[0]).astype(object),
-                "confidence": np.where(is_positive, positive, 1.0 - positive).astype(float),
-            }
-        )
-        if params.get("explain"):
-            result["explanation"] = self.explain(features, int(params.get("top_terms", 5)))
-        return result
+        explanations = self.explain(features, int(params.get("top_terms", 5))) if explain else None
+        return _answer(positive, np.diff(features.indptr), explanations)
 
     def explain(self, features, top: int) -> list[list[dict[str, Any]]]:
         """Per row, the ``top`` terms with the largest contribution (feature value × weight).
@@ -79,6 +74,30 @@ class SentimentModel(PythonModel):
                 ]
             )
         return explanations
+
+
+def _answer(
+    positive: np.ndarray, known_terms: np.ndarray, explanations: list | None
+) -> pd.DataFrame:
+    """One row per text: the label, its probability, and how many known terms it rests on.
+
+    A text without a single term of the vocabulary (another language, emoji, only stopwords)
+    leaves the classifier nothing but its intercept: it keeps the label the intercept favours
+    (its prior), with confidence 0.5, so that a guess does not pass for a decision.
+    """
+    is_positive = positive >= 0.5
+    confidence = np.where(is_positive, positive, 1.0 - positive).astype(float)
+    confidence[known_terms == 0] = 0.5
+    result = pd.DataFrame(
+        {
+            "sentiment": np.where(is_positive, LABELS[1], LABELS[0]).astype(object),
+            "confidence": confidence,
+            "known_terms": known_terms.astype(np.int64),
+        }
+    )
+    if explanations is not None:
+        result["explanation"] = explanations
+    return result
 
 
 set_model(SentimentModel())

@@ -12,7 +12,15 @@ __all__ = ["INPUT_EXAMPLE", "LABELS", "SIGNATURE"]
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "text")]),
-    outputs=Schema([ColSpec("string", "sentiment"), ColSpec("double", "confidence")]),
+    # `known_terms`: distinct vocabulary features (words and n-grams) found in the text; at 0
+    # the answer is the training prior with confidence 0.5, not a reading of the text.
+    outputs=Schema(
+        [
+            ColSpec("string", "sentiment"),
+            ColSpec("double", "confidence"),
+            ColSpec("long", "known_terms"),
+        ]
+    ),
     # `explain` adds an `explanation` column: the terms that pushed the decision most.
     params=ParamSchema([ParamSpec("explain", "boolean", False), ParamSpec("top_terms", "long", 5)]),
 )

@@ -1,11 +1,19 @@
 """The pyfunc's predict, on a small model fitted here with the default preset."""
 
+import json
+from pathlib import Path
+
+import joblib
+import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+from mlflow.pyfunc import scoring_server
 
+from model.names import LABELS
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
-from model.signature import INPUT_EXAMPLE
+from model.signature import INPUT_EXAMPLE, SIGNATURE
 from pipelines.data import load_reviews
 from pipelines.features import PRESETS, build_pipeline, slim
 
@@ -19,18 +27,95 @@ def model():
     return SentimentModel(slim(pipeline))
 
 
+@pytest.fixture(scope="module")
+def served(model, tmp_path_factory):
+    """The same pipeline saved and loaded as MLflow serves it (model code, signature)."""
+    tmp = tmp_path_factory.mktemp("pyfunc")
+    joblib.dump(model.pipeline, tmp / "pipeline.joblib")
+    root = Path(__file__).resolve().parents[2]
+    mlflow.pyfunc.save_model(
+        tmp / "model",
+        python_model=str(root / "model" / "sentiment_model.py"),
+        artifacts={"pipeline": str(tmp / "pipeline.joblib")},
+        code_paths=[str(root / "model")],
+        signature=SIGNATURE,
+        input_example=INPUT_EXAMPLE,
+        pip_requirements=[],
+    )
+    return mlflow.pyfunc.load_model(str(tmp / "model"))
+
+
+def invoke(served, body: dict):
+    """What the scoring server's /invocations answers, without its HTTP layer."""
+    schema = served.metadata.get_input_schema()
+    return scoring_server.invocations(json.dumps(body), "application/json", served, schema)
+
+
 def test_predicts_the_input_example(model):
     out = model.predict(None, INPUT_EXAMPLE)
-    assert list(out.columns) == ["sentiment", "confidence"]
+    assert list(out.columns) == ["sentiment", "confidence", "known_terms"]
     assert out["sentiment"].tolist() == ["positive", "negative"]
-    assert ((out["confidence"] > 0.5) & (out["confidence"] <= 1.0)).all()
+    assert (out["confidence"] > 0.9).all() and (out["confidence"] <= 1.0).all()
+    assert (out["known_terms"] > 0).all()
 
 
-@pytest.mark.parametrize("text", ["", "   ", "!!!", "12 34", "这部电影很好", "Ce film est magnifique"])
-def test_degenerate_text_still_gets_a_prediction(model, text):
-    out = model.predict(None, pd.DataFrame({"text": [text]}))
-    assert out["sentiment"].iloc[0] in {"positive", "negative"}
-    assert 0.5 <= out["confidence"].iloc[0] <= 1.0
+def prior(model) -> str:
+    """The label the classifier's intercept favours: its answer when it reads nothing."""
+    return LABELS[int(model.pipeline[-1].intercept_[0] >= 0)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "!!!", "12 34", "这部电影很好", "映画は素晴らしい", "😀🎬👍", "the and is of it"],
+)
+def test_text_with_no_known_terms_is_answered_with_the_prior_at_confidence_one_half(model, text):
+    out = model.predict(None, pd.DataFrame({"text": [text, "A wonderful, moving film."]}))
+    assert out["known_terms"].tolist()[0] == 0
+    assert out["sentiment"].iloc[0] == prior(model)
+    assert out["confidence"].iloc[0] == 0.5
+    # The row next to it is read as usual.
+    assert out["known_terms"].iloc[1] > 0
+    assert out["sentiment"].iloc[1] == "positive" and out["confidence"].iloc[1] > 0.9
+
+
+def test_known_terms_counts_the_vocabulary_features_of_the_text(model):
+    texts = ["Ce film est magnifique", "A wonderful, moving film.", "Dull and boring, a waste."]
+    out = model.predict(None, pd.DataFrame({"text": texts}))
+    vectorizer = model.pipeline.named_steps["tfidf"]
+    expected = [
+        len(set(vectorizer.build_analyzer()(clean_text(text))) & vectorizer.vocabulary_.keys())
+        for text in texts
+    ]
+    assert out["known_terms"].tolist() == expected
+    assert out["known_terms"].dtype == np.int64
+    assert min(expected) > 0
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_an_empty_frame_gets_an_empty_answer(model, explain):
+    out = model.predict(
+        None, pd.DataFrame({"text": pd.Series([], dtype=object)}), {"explain": explain}
+    )
+    expected = ["sentiment", "confidence", "known_terms"] + (["explanation"] if explain else [])
+    assert out.empty and list(out.columns) == expected
+    assert out["confidence"].dtype == float and out["known_terms"].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "body", [{"inputs": []}, {"dataframe_split": {"columns": ["text"], "data": []}}]
+)
+def test_the_scoring_server_answers_an_empty_request_with_no_predictions(served, body):
+    response = invoke(served, body)
+    assert (response.status, json.loads(response.response)) == (200, {"predictions": []})
+
+
+def test_the_scoring_server_answers_known_terms_with_each_prediction(served, model):
+    response = invoke(served, {"inputs": ["A wonderful, moving film.", "这部电影很好"]})
+    assert response.status == 200
+    read, unread = json.loads(response.response)["predictions"]
+    assert read["sentiment"] == "positive" and read["confidence"] > 0.9
+    assert isinstance(read["known_terms"], int) and read["known_terms"] > 0
+    assert unread == {"sentiment": prior(model), "confidence": 0.5, "known_terms": 0}
 
 
 def test_explain_names_the_terms_that_pushed_the_decision(model):
@@ -44,8 +129,10 @@ def test_explain_names_the_terms_that_pushed_the_decision(model):
 
 
 def test_explain_on_text_with_no_known_terms_is_empty(model):
-    out = model.predict(None, pd.DataFrame({"text": [""]}), params={"explain": True})
-    assert out["explanation"].iloc[0] == []
+    out = model.predict(None, pd.DataFrame({"text": ["", "great"]}), params={"explain": True})
+    assert out["explanation"].tolist()[0] == [] and out["known_terms"].tolist()[0] == 0
+    assert out["explanation"].iloc[1][0]["term"] == "great"
+    assert out["confidence"].iloc[0] == 0.5
 
 
 def test_slim_drops_the_pruned_terms(model):
