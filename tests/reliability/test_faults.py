@@ -6,11 +6,14 @@ heavier one marked `soak` (`make soak`).
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections import Counter
 
 import pytest
 
-from tests.gateways import kill_scoring_server
+from tests.gateways import alive, kill_scoring_server, scoring_servers, signal_scoring_server
 from tests.load import REPORT, Load, Row
 from tests.models import promote, register_broken_version
 from tests.reliability.conftest import AUTH, serve, serving
@@ -80,7 +83,8 @@ def test_killed_scoring_server_fails_over_to_its_standby(gw, registry, versions,
     after = [a for a in load.answers if a.ended >= killed_at[0]]
     # None: nothing failed at all, the standby took every request over.
     recoveries = [
-        load.recovery(at, until) or 0.0 for at, until in zip(killed_at, [*killed_at[1:], 1e12])
+        load.recovery(at, until) or 0.0
+        for at, until in zip(killed_at, [*killed_at[1:], 1e12], strict=True)
     ]
     worst = max(recoveries)
     REPORT.append(
@@ -104,7 +108,7 @@ def test_broken_versions_are_never_switched_to(gw, registry, versions):
         kind: register_broken_version(registry.uri, kind=kind)
         for kind in ("raises", "wrong-columns")
     }
-    reasons = {"raises": "smoke test got HTTP", "wrong-columns": "no sentiment column"}
+    reasons = {"raises": "smoke test got HTTP", "wrong-columns": "has no known sentiment"}
 
     def refused(version):
         info = gw.http.get("/info").json()
@@ -197,3 +201,91 @@ def test_registry_outage_keeps_serving_through_a_crash_and_promotions_resume(
     assert load.statuses(back) == {200: len(back)}
     assert load.versions() == {f"v{live}", f"v{other}"}
     assert load.longest() < REQUEST_TIMEOUT
+
+
+def test_a_broken_version_answering_nonsense_leaks_no_scoring_server(gw, registry, versions):
+    """Its predict returns a dict, then a scalar: each is stopped and refused, never retried."""
+    live = serving(gw)
+    gw.wait_for(lambda: standby(gw), timeout=120)
+    broken = {kind: register_broken_version(registry.uri, kind=kind) for kind in ("dict", "scalar")}
+    counts: Counter = Counter()
+    infos = {}
+
+    def refused(version):
+        counts[len(scoring_servers(gw))] += 1
+        info = gw.http.get("/info").json()
+        return info if any(r["version"] == version for r in info["rejected_versions"]) else None
+
+    with Load(gw.url, AUTH) as load:
+        load.wait(1)
+        try:
+            for kind, version in broken.items():
+                promote(registry.uri, version)
+                infos[kind] = gw.wait_for(lambda v=version: refused(v), timeout=120, every=0.1)
+                gw.wait_for(lambda: len(scoring_servers(gw)) == 2, timeout=30)
+                # Five polls more: the refused version is not started again.
+                settled = time.monotonic()
+                while time.monotonic() - settled < 5:
+                    counts[len(scoring_servers(gw))] += 1
+                    time.sleep(0.1)
+        finally:
+            promote(registry.uri, live)
+        gw.wait_for(lambda: not gw.http.get("/info").json()["rejected_versions"], timeout=30)
+    most = max(counts)
+    REPORT.append(
+        Row.of(
+            "leaking broken version: " + " and ".join(f"v{v} ({k})" for k, v in broken.items()),
+            load.answers,
+            note=f"at most {most} scoring servers, live + standby + candidate",
+        )
+    )
+
+    assert most <= 3, counts
+    assert load.statuses() == {200: len(load.answers)}
+    assert load.versions() == {f"v{live}"}
+    for kind, info in infos.items():
+        (rejected,) = info["rejected_versions"]
+        assert rejected["version"] == broken[kind]
+        assert "the answer has no list of predictions" in rejected["reason"], rejected
+    assert len(scoring_servers(gw)) == 2
+
+
+def test_a_hung_scoring_server_fails_over_to_its_standby(gw, registry, versions):
+    """SIGSTOP: the live server keeps its port and accepts connections, but never answers."""
+    live = serving(gw)
+    spare = gw.wait_for(lambda: standby(gw), timeout=120)
+    hung_url = gw.http.get("/info").json()["scoring_server"]
+    with Load(gw.url, AUTH) as load:
+        load.wait(2)
+        hung = signal_scoring_server(gw, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            info = gw.wait_for(
+                lambda: (i := gw.http.get("/info").json())["scoring_server"] != hung_url and i,
+                timeout=60,
+                every=0.1,
+            )
+            detected = time.monotonic() - stopped
+            gw.wait_for(lambda: not alive(hung), timeout=20)
+            load.wait(3)
+        finally:
+            if alive(hung):  # never leave a stopped process behind
+                os.kill(hung, signal.SIGKILL)
+    during = load.between(stopped)
+    REPORT.append(
+        Row.of(
+            "hung scoring server (SIGSTOP), fails over to the standby",
+            during,
+            load.recovery(stopped),
+            note=f"noticed after {detected:.1f} s",
+        )
+    )
+
+    assert info["scoring_server"] == spare
+    assert info["last_rollout"]["kind"] == "failover"
+    late = load.between(stopped + detected)
+    assert load.statuses(late) == {200: len(late)}
+    # Only the requests waiting on the hung server when it was killed may have failed.
+    assert set(load.statuses(during)) <= {200, 504}, load.statuses(during)
+    assert load.versions() == {f"v{live}"}
+    gw.wait_for(lambda: standby(gw), timeout=120)
