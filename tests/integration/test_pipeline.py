@@ -106,7 +106,7 @@ def test_bad_data_fails_clearly_and_touches_nothing(registry, first_run, tmp_pat
     for path in (tmp_path / "missing.csv", bad):
         result = run_training(uri, f"data_path={path}")
         assert result.returncode != 0
-        (line,) = [l for l in result.stderr.splitlines() if l.startswith("Data error:")]
+        (line,) = [s for s in result.stderr.splitlines() if s.startswith("Data error:")]
         assert str(path) in line and "Nothing was registered." in line
     assert {v.version for v in client.search_model_versions(f"name='{NAME}'")} == before
     assert production(client) == "1"

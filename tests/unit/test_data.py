@@ -36,16 +36,16 @@ def test_kaggle_csv(tmp_path):
 
 def test_acl_imdb_folder(tmp_path):
     root = tmp_path / "aclImdb"
-    for part, name, label, text in [
-        ("train", "pos", 1, "A joy."),
-        ("train", "neg", 0, "A bore."),
-        ("test", "pos", 1, "Superb."),
-        ("train", "unsup", None, "No label here."),
+    for part, name, text in [
+        ("train", "pos", "A joy."),
+        ("train", "neg", "A bore."),
+        ("test", "pos", "Superb."),
+        ("train", "unsup", "No label here."),
     ]:
         (root / part / name).mkdir(parents=True)
         (root / part / name / "0_7.txt").write_text(text)
     frame = load_reviews(root)
-    assert sorted(zip(frame["text"], frame["label"])) == [
+    assert sorted(zip(frame["text"], frame["label"], strict=True)) == [
         ("A bore.", 0),
         ("A joy.", 1),
         ("Superb.", 1),
