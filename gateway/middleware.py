@@ -49,6 +49,14 @@ class Observe:
         # for a 500 that was never sent, and no second response follows a started one).
         status: int | None = None
         fields: dict[str, object] = {}
+        gone = False  # the client left before any answer started
+
+        async def receive_noting_departure():
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and status is None:
+                gone = True
+            return message
 
         async def send_with_id(message):
             nonlocal status
@@ -58,12 +66,9 @@ class Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_noting_departure, send_with_id)
         except ClientDisconnect:
-            # The client went away before its request was whole: nobody to answer.
-            fields["client_disconnected"] = True
-            if status is None:
-                status = CLIENT_CLOSED
+            gone = True
         except Exception:
             log.exception("unhandled error")
             if status is None:
@@ -72,6 +77,10 @@ class Observe:
                 # Headers are out: the answer cannot be replaced, only cut short.
                 fields["incomplete"] = True
         finally:
+            if gone:
+                # Whatever the app answered after that (a 400 for the unreadable body) went
+                # nowhere: count it apart from the answers clients got.
+                status, fields["client_disconnected"] = CLIENT_CLOSED, True
             status = 500 if status is None else status
             seconds = time.perf_counter() - started
             route = scope.get("route")

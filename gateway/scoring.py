@@ -301,7 +301,7 @@ class MicroBatcher:
                 if not future.done():
                     future.set_exception(error)
         else:
-            for (_, future), row in zip(batch, rows):
+            for (_, future), row in zip(batch, rows, strict=True):
                 if not future.done():
                     future.set_result((row, version))
         finally:

@@ -11,9 +11,10 @@ scoring server. So:
   deadline here (the scoring deadline is the scorer's).
 - **Connection limit:** at most `GATEWAY_MAX_CLIENT_CONNECTIONS` are open (and never more
   than the open-file limit leaves room for). A new connection over the limit makes room by
-  closing the one that has waited longest without a complete request; a connection whose
-  request is being answered is never closed. Only when all are busy is the newcomer closed.
-  So idle connections cannot lock out clients that send requests.
+  closing one that is waiting for a request: first those that never sent a whole one, the
+  oldest first, then idle keep-alive connections. A connection whose request is being
+  answered is never closed; only when all are busy is the newcomer closed. So idle
+  connections cannot lock out clients that send requests.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class BoundedHttp(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._answering = 0  # complete requests not yet answered: never closed for room
+        self._answered = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting_since = 0.0
         super().connection_made(transport)
@@ -67,6 +69,7 @@ class BoundedHttp(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self._answering = max(0, self._answering - 1)
+        self._answered += 1
         super().on_response_complete()
         if not self._answering and not self.transport.is_closing():
             self._arm()  # waiting for the next request on this connection
@@ -90,13 +93,16 @@ class BoundedHttp(HttpToolsProtocol):
         return not self._answering and not self.transport.is_closing()
 
     def _make_room(self) -> None:
-        """Close the connection that has waited longest for a complete request (maybe this one)."""
+        """Close a waiting connection: one that never sent a whole request first (a client
+        that does is likely to send another), the oldest first; this one if none waits."""
         waiting = [
             other
             for other in self.connections
             if isinstance(other, BoundedHttp) and other is not self and other._waiting()
         ]
-        victim = min(waiting, key=lambda other: other._waiting_since, default=self)
+        victim = min(
+            waiting, key=lambda other: (other._answered > 0, other._waiting_since), default=self
+        )
         now = time.monotonic()
         if now - BoundedHttp._warned_at > 60:
             BoundedHttp._warned_at = now

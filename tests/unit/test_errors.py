@@ -24,12 +24,14 @@ class Recorder:
         self.seen.append((endpoint, status))
 
 
-def run(app) -> tuple[list[dict], list[tuple[str, int]]]:
+def run(app, disconnected: bool = False) -> tuple[list[dict], list[tuple[str, int]]]:
     """One POST /predict through Observe; the messages sent and what the metrics saw."""
     sent, metrics = [], Recorder()
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
 
     async def receive():
+        if disconnected:
+            return {"type": "http.disconnect"}
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message):
@@ -75,6 +77,19 @@ def test_an_error_after_the_answer_started_sends_no_second_answer(app, status, c
     assert seen == [("/predict", status)], "the metric must count the status really sent"
     (line,) = [r for r in caplog.records if r.getMessage() == "request"]
     assert line.fields["status"] == status and line.fields["incomplete"] is True
+
+
+async def answers_400_to_a_body_it_could_not_read(scope, receive, send):
+    assert (await receive())["type"] == "http.disconnect"
+    await ApiError(400, "There was an error parsing the body").send(send)
+
+
+def test_a_client_that_left_before_its_answer_is_counted_apart(caplog):
+    with caplog.at_level(logging.INFO, logger="gateway"):
+        _, seen = run(answers_400_to_a_body_it_could_not_read, disconnected=True)
+    assert seen == [("/predict", 499)], "no 400 was delivered: nobody was there"
+    (line,) = [r for r in caplog.records if r.getMessage() == "request"]
+    assert line.fields["client_disconnected"] is True
 
 
 def test_api_error_sent_from_middleware_is_the_same_body_and_headers():
