@@ -24,10 +24,13 @@ from sklearn.metrics import (
 from model.names import LABELS
 
 
-def score(y_true, p_positive) -> dict[str, float]:
-    """Accuracy, F1, precision and recall of the positive class, and ROC AUC."""
+def score(y_true, p_positive, y_pred=None) -> dict[str, float]:
+    """Accuracy, F1, precision and recall of the positive class, and ROC AUC.
+
+    ``y_pred`` defaults to ``p_positive >= 0.5``; give it when the labels come from elsewhere.
+    """
     y_true = np.asarray(y_true)
-    y_pred = (np.asarray(p_positive) >= 0.5).astype(int)
+    y_pred = (np.asarray(p_positive) >= 0.5).astype(int) if y_pred is None else np.asarray(y_pred)
     return {
         "accuracy": accuracy_score(y_true, y_pred),
         "f1": f1_score(y_true, y_pred),
@@ -37,10 +40,16 @@ def score(y_true, p_positive) -> dict[str, float]:
     }
 
 
-def pyfunc_p_positive(predictions: pd.DataFrame) -> np.ndarray:
-    """P(positive) from the served model's output columns."""
+def score_answers(y_true, predictions: pd.DataFrame) -> dict[str, float]:
+    """``score`` of a served model's answers (``sentiment``, ``confidence``).
+
+    The labels are the answered ones: a text without a known term is answered with the
+    intercept's label at confidence 0.5, which a threshold on P(positive) would misread.
+    """
+    y_pred = (predictions["sentiment"].to_numpy() == LABELS[1]).astype(int)
     confidence = predictions["confidence"].to_numpy(dtype=float)
-    return np.where(predictions["sentiment"].to_numpy() == "positive", confidence, 1 - confidence)
+    p_positive = np.where(y_pred == 1, confidence, 1 - confidence)
+    return score(y_true, p_positive, y_pred)
 
 
 def log_report(split: str, texts: list[str], y_true, p_positive, sample: int = 50) -> None:

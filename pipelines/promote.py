@@ -163,10 +163,9 @@ def find_champion(
         return champion
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-        p_positive = evaluate.pyfunc_p_positive(model.predict(val[["text"]]))
+        f1 = evaluate.score_answers(val["label"], model.predict(val[["text"]]))["f1"]
     except Exception as error:  # noqa: BLE001 - a production model that cannot score loses
         return Champion(version.version, champion.trained_on, error=str(error))
-    f1 = evaluate.score(val["label"], p_positive)["f1"]
     return Champion(version.version, champion.trained_on, val_f1=f1)
 
 
