@@ -192,7 +192,10 @@ def _routes(
     @app.post(
         "/invocations",
         dependencies=auth["dependencies"],
-        responses={**auth["responses"], 413: {"model": Error}, 503: {"model": Error}},
+        responses={
+            **auth["responses"],
+            **{code: {"model": Error} for code in (413, 503, 504)},
+        },
         openapi_extra=INVOCATIONS_OPENAPI,
     )
     async def invocations(request: Request) -> Response:

@@ -75,3 +75,8 @@ class _State:
         yield CounterMetricFamily(
             "gateway_scoring_rows", "Reviews sent to /invocations.", value=self.scorer.rows
         )
+        yield GaugeMetricFamily(
+            "gateway_batch_waiting",
+            "Texts waiting for a call slot (at GATEWAY_MAX_QUEUE, /predict answers 503).",
+            value=self.scorer.waiting,
+        )

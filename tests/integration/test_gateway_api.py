@@ -8,6 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.gateways import gateway, misbehaving_scoring_server
+from tests.servers import free_port
+
 pytestmark = pytest.mark.integration
 
 POSITIVE = "This movie was absolutely amazing! The acting was superb."
@@ -340,3 +343,38 @@ def test_docs_and_root(served):
     assert served.gw.http.get("/docs").status_code == 200
     assert "/predict/batch" in served.gw.http.get("/openapi.json").json()["paths"]
     assert served.gw.http.get("/").status_code == 200
+
+
+def test_a_full_queue_is_503_at_once_and_a_queued_request_meets_its_deadline(tmp_path):
+    """One call slot, room for two waiting texts, a 2 s deadline, and a stand-in scoring
+    server that takes 5 s to answer: the third waiting request is refused at once; those in
+    the queue give up at their deadline, their wait included."""
+    stall = {"text": "Please stall."}
+    with (
+        misbehaving_scoring_server(delay=5) as upstream,
+        gateway(
+            tmp_path,
+            f"http://127.0.0.1:{free_port()}",
+            GATEWAY_SCORING_URL=upstream,
+            GATEWAY_REQUEST_TIMEOUT="2",
+            GATEWAY_BATCH_MAX_CALLS="1",
+            GATEWAY_MAX_QUEUE="2",
+        ) as gw,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        gw.wait_for(lambda: gw.http.get("/ready").status_code == 200, timeout=20)
+        # Whichever comes first takes the slot and stalls; the other two wait.
+        first, *queued = [pool.submit(gw.http.post, "/predict", json=stall) for _ in range(3)]
+        gw.wait_for(lambda: metric(gw, "gateway_batch_waiting") == 2, timeout=10, every=0.01)
+        refused = gw.http.post("/predict", json=stall)
+        assert (refused.status_code, refused.json()) == (
+            503,
+            {"detail": "Too many requests are waiting for the model. Please try again shortly."},
+        )
+        assert refused.headers["retry-after"] == "1"
+        for answer in [first.result(), *(future.result() for future in queued)]:
+            assert (answer.status_code, answer.json()) == (
+                504,
+                {"detail": "Prediction timed out after 2s."},
+            )
+        assert metric(gw, "gateway_batch_waiting") == 0
