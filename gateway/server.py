@@ -15,11 +15,14 @@ scoring server. So:
   oldest first, then idle keep-alive connections. A connection whose request is being
   answered is never closed; only when all are busy is the newcomer closed. So idle
   connections cannot lock out clients that send requests.
+- **Header size:** a request line and headers over 64 KiB get 431 and the connection is
+  closed (uvicorn's httptools parser has no limit of its own).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import resource
 import time
@@ -34,6 +37,12 @@ log = logging.getLogger("gateway.server")
 # File descriptors kept for everything but client connections: the scoring-server pool,
 # the registry client, logs, the scoring servers' pipes.
 RESERVED_FDS = 256
+MAX_HEADER_BYTES = 64 * 1024
+_TOO_LARGE = json.dumps({"detail": "Request headers exceed 64 KiB."}).encode()
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE)
+)
 
 
 class BoundedHttp(HttpToolsProtocol):
@@ -46,6 +55,7 @@ class BoundedHttp(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._answering = 0  # complete requests not yet answered: never closed for room
         self._answered = 0
+        self._header_bytes = 0  # of the request being read, until its headers are complete
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting_since = 0.0
         super().connection_made(transport)
@@ -57,8 +67,24 @@ class BoundedHttp(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        reading_headers = self._header_bytes is not None
+        super().data_received(data)
+        if not reading_headers or self._header_bytes is None or self.transport.is_closing():
+            return  # headers were complete before, or are now (the rest is body)
+        self._header_bytes += len(data)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._disarm()
+            self.transport.write(HEADERS_TOO_LARGE)
+            self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._header_bytes = None
+        super().on_headers_complete()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._header_bytes = 0
         if self._deadline is None:  # a pipelined request behind one being answered
             self._arm()
 

@@ -151,3 +151,23 @@ def test_when_every_connection_is_busy_the_newcomer_is_refused():
         for sock in busy:
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
             sock.close()
+
+
+def test_headers_over_64_kib_get_431_and_the_connection_closes():
+    with server(read_timeout=30, max_connections=100) as port:
+        huge = connect(port, b"GET / HTTP/1.1\r\nHost: t\r\n")
+        for _ in range(20):  # 20 x 8 KiB of one header, never finished
+            try:
+                huge.sendall(b"X-Filler: " + b"a" * 8192 + b"\r\n")
+            except OSError:
+                break
+        answer = huge.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        assert answer.endswith(b'{"detail": "Request headers exceed 64 KiB."}')
+        assert closed_within(huge, 5.0) is not None
+        # A large body is not a large header, even in the same packets.
+        body = b"x" * 1_000_000
+        head = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+        post = connect(port, head + body)
+        assert post.recv(65536).startswith(b"HTTP/1.1 200")
+        post.close()
