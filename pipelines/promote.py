@@ -188,7 +188,8 @@ def champion_challenger(
             try:
                 check(name, version)
             except PromotionError as error:
-                record(Decision(False, f"the new version cannot serve: {error}"), champion)
+                cannot = Decision(False, f"the new version cannot serve: {error}")
+                record(cannot, champion, announce=False)  # the entry point says it
                 raise
             checked = True
         if decision.promote and mode == "if_better":
@@ -206,7 +207,7 @@ def champion_challenger(
     return decision
 
 
-def record(decision: Decision, champion: Champion | None) -> None:
+def record(decision: Decision, champion: Champion | None, announce: bool = True) -> None:
     mlflow.set_tags(
         {
             "promotion.decision": "promoted" if decision.promote else "kept",
@@ -216,6 +217,8 @@ def record(decision: Decision, champion: Champion | None) -> None:
     )
     if champion is not None and champion.val_f1 is not None:
         mlflow.log_metric("champion_val_f1", champion.val_f1)
+    if not announce:
+        return
     if decision.promote:
         print(f"This is the best model! Promoting to production... ({decision.reason})")
     else:
