@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import joblib
@@ -81,7 +81,7 @@ REQUIREMENTS = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def fitted_pipeline_path(sample: int = 0) -> Path:
     """A TF-IDF + logistic regression pipeline fitted on 2,000 packaged reviews, saved once.
 
