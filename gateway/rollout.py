@@ -183,6 +183,7 @@ class Supervisor(Controller):
         self._closing = True
         if self._monitor is not None:
             self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
         self._serving = self._standby = None
         servers = list(self._servers)
         for task in list(self._tasks):
@@ -508,6 +509,11 @@ class External(Controller):
         await super().close()
         if self._client is not None:
             await self._client.close()
+
+    def lost(self, upstream: Upstream) -> None:
+        """Refused: that server is down; the next poll's ping says when it is back."""
+        self._reachable = False
+        self._wake.set()
 
     async def step(self) -> None:
         try:
