@@ -60,7 +60,7 @@ class BoundedHttp(HttpToolsProtocol):
         self._waiting_since = 0.0
         super().connection_made(transport)
         self._arm()
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > connection_limit(self.max_connections):
             self._make_room()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -135,14 +135,15 @@ class BoundedHttp(HttpToolsProtocol):
             log.warning(
                 "%d client connections open (limit %d): closing those that wait longest",
                 len(self.connections),
-                self.max_connections,
+                connection_limit(self.max_connections),
             )
         victim._disarm()
         victim.transport.close()
 
 
 def connection_limit(configured: int) -> int:
-    """The configured limit, lowered to what the open-file limit leaves room for."""
+    """The configured limit, lowered to what the open-file limit leaves room for (read each
+    time: the limit can be changed while the gateway runs, e.g. with prlimit)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return configured
@@ -156,7 +157,10 @@ def bounded_protocol(settings: Settings) -> type[BoundedHttp]:
     return type(
         "BoundedHttp",
         (BoundedHttp,),
-        {"read_timeout": settings.request_read_timeout, "max_connections": limit},
+        {
+            "read_timeout": settings.request_read_timeout,
+            "max_connections": settings.max_client_connections,
+        },
     )
 
 

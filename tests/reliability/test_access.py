@@ -225,14 +225,21 @@ def closed_by_peer(held: list[socket.socket], deadline: float) -> dict[socket.so
     return closed
 
 
+# A common production default for open files (`ulimit -n`), below the 2,000 connections.
+GATEWAY_OPEN_FILES = 1024
+
+
 def test_idle_and_half_sent_connections_are_closed_and_never_stop_predictions(gw):
-    """2,000 connections that never send a whole request: the gateway closes them all (the
-    oldest at once past its connection limit, the rest at the read deadline), other clients'
-    requests keep getting 200, and no scoring server is touched."""
+    """2,000 connections that never send a whole request, to a gateway allowed 1,024 open
+    files: the gateway closes them all (the oldest at once past its connection limit, the
+    rest at the read deadline), other clients' requests keep getting 200, and no scoring
+    server is touched (running out of descriptors must not look like a dead server)."""
     count = 2000
     read_timeout = Settings.model_fields["request_read_timeout"].default
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    gateway_limits = resource.prlimit(gw.proc.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(gw.proc.pid, resource.RLIMIT_NOFILE, (GATEWAY_OPEN_FILES, gateway_limits[1]))
     before = rollouts(gw)
     address = urlsplit(gw.url)
     held: list[socket.socket] = []
@@ -254,6 +261,7 @@ def test_idle_and_half_sent_connections_are_closed_and_never_stop_predictions(gw
         for sock in held:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        resource.prlimit(gw.proc.pid, resource.RLIMIT_NOFILE, gateway_limits)
     at_limit = sum(1 for when in closed.values() if when - opened < read_timeout)
     last = max(closed.values(), default=opened) - opened
     REPORT.append(
@@ -263,7 +271,8 @@ def test_idle_and_half_sent_connections_are_closed_and_never_stop_predictions(gw
             note=(
                 f"{len(closed):,} closed by the gateway, {at_limit:,} of them at the connection "
                 f"limit, the last {last:.1f} s after the first opened (read deadline "
-                f"{read_timeout:g} s); opening them took {opening:.1f} s"
+                f"{read_timeout:g} s); opening them took {opening:.1f} s; gateway allowed "
+                f"{GATEWAY_OPEN_FILES:,} open files"
             ),
         )
     )
