@@ -8,6 +8,8 @@ import signal
 import time
 from contextlib import ExitStack
 
+import httpx
+import psutil
 import pytest
 
 from tests.gateways import (
@@ -16,6 +18,7 @@ from tests.gateways import (
     gateway,
     kill_scoring_server,
     misbehaving_scoring_server,
+    scoring_servers,
     signal_scoring_server,
 )
 from tests.load import Load
@@ -38,15 +41,17 @@ def own(served, tracking_uri, tmp_path_factory):
 def test_killed_scoring_server_gives_503_at_once_then_recovers(own, served):
     kill_scoring_server(own)
     started = time.monotonic()
-    answer = own.wait_for(lambda: (r := own.predict("A fine film.")).status_code == 503 and r, 10)
+    answer = own.wait_for(lambda: (r := own.predict("A fine film.")).status_code == 503 and r, 5)
+    noticed = time.monotonic() - started
     assert answer.json() == {"detail": NOT_LOADED}
-    assert time.monotonic() - started < 5
     slowest = 0.0
     for _ in range(10):
         asked = time.monotonic()
-        assert own.predict("A fine film.").status_code in (200, 503)
+        # Bounded: an answer that hangs while the scoring server is down raises here.
+        answered = own.http.post("/predict", json={"text": "A fine film."}, timeout=2)
+        assert answered.status_code in (200, 503)
         slowest = max(slowest, time.monotonic() - asked)
-    assert slowest < 1.0, "answers must not hang while the scoring server is down"
+    print(f"killed scoring server: 503 after {noticed:.2f} s; slowest answer {slowest:.3f} s")
     assert own.health()["status"] == "degraded"
 
     own.wait_for(lambda: own.serving(f"v{served.v1}"), timeout=90)
@@ -66,10 +71,7 @@ def test_shutdown_stops_every_process_it_started(own):
     # uvicorn shuts down gracefully, then re-raises the signal so the parent sees it.
     assert own.proc.wait(timeout=30) in (0, -signal.SIGTERM)
     assert own.log_lines()[-1]["msg"].startswith("Finished server process")
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [pid for pid in children if alive(pid)] == []
+    own.wait_for(lambda: not any(alive(pid) for pid in children), timeout=10, every=0.1)
 
 
 def test_upstream_errors_are_500_and_timeouts_504(tmp_path):
@@ -84,23 +86,22 @@ def test_upstream_errors_are_500_and_timeouts_504(tmp_path):
         failed = gw.predict("Any review.")
         assert failed.status_code == 500
         assert failed.json() == {"detail": "Prediction failed: Model raised MemoryError"}
-        asked = time.monotonic()
-        stalled = gw.predict("Please stall.")
+        # Bounded: the upstream stalls for 5 s, the gateway must give up after 1 s.
+        stalled = gw.http.post("/predict", json={"text": "Please stall."}, timeout=4)
         assert stalled.status_code == 504
-        assert time.monotonic() - asked < 4
         assert stalled.json() == {"detail": "Prediction timed out after 1s."}
         passed = gw.http.post("/invocations", json={"inputs": ["x"]})
         assert passed.status_code == 500
-        assert "stack_trace" in passed.json()
+        assert "stack_trace" not in passed.json()
+        assert passed.json()["message"].startswith("Model raised MemoryError")
 
 
 def test_starts_with_the_registry_unreachable(tmp_path):
     with gateway(tmp_path, f"http://127.0.0.1:{free_port()}") as gw:
         assert gw.health()["status"] == "degraded"
-        asked = time.monotonic()
-        answer = gw.predict("A fine film.")
+        # Bounded: nothing to wait for, so the answer is immediate.
+        answer = gw.http.post("/predict", json={"text": "A fine film."}, timeout=2)
         assert (answer.status_code, answer.json()) == (503, {"detail": NOT_LOADED})
-        assert time.monotonic() - asked < 1
         assert gw.http.get("/ready").status_code == 503
         assert descendants(gw.proc.pid) == []
 
@@ -114,7 +115,7 @@ def test_losing_the_registry_does_not_stop_predictions(tmp_path):
         gw.wait_for(lambda: gw.serving(f"v{version}"), timeout=90)
 
         registry.close()
-        time.sleep(3)
+        gw.wait_for(lambda: gw.health()["registry_reachable"] is False, timeout=30)
         assert [gw.predict("A fine film.").status_code for _ in range(5)] == [200] * 5
         assert gw.health()["status"] == "healthy"
         info = gw.http.get("/info").json()
@@ -161,3 +162,52 @@ def test_a_hung_scoring_server_is_noticed_and_replaced_by_its_standby(
     assert set(bad) <= {504}, bad
     assert sum(bad.values()) <= 4, "at most one request per client was waiting on it"
     assert load.versions() == {f"v{served.v1}"}
+
+
+def test_the_gateway_out_of_file_descriptors_leaves_the_scoring_server_alone(
+    served, tracking_uri, tmp_path
+):
+    """No file descriptor for a new connection is the gateway's trouble, not the server's:
+    the request fails, and the live scoring server is neither stopped nor replaced."""
+    promote(tracking_uri, served.v1)
+    with gateway(tmp_path, tracking_uri) as gw:
+        gw.wait_for(lambda: gw.serving(f"v{served.v1}"), timeout=90)
+        before = gw.http.get("/info").json()["scoring_server"]
+        (server,) = scoring_servers(gw)
+        process = psutil.Process(gw.proc.pid)
+        limits = process.rlimit(psutil.RLIMIT_NOFILE)
+        # One kept-alive connection carries every request below: the gateway needs no new
+        # descriptor to hear them, only to call the scoring server.
+        with httpx.Client(base_url=gw.url, timeout=30, limits=httpx.Limits(max_connections=1)) as c:
+            # The scorer's idle connections to the scoring server close after 2 s; the
+            # health pings keep one of their own.
+            port = int(before.rsplit(":", 1)[1])
+            gw.wait_for(lambda: len(_connections(process, port)) <= 1, timeout=10, every=0.1)
+            assert c.get("/health").status_code == 200
+            try:
+                process.rlimit(psutil.RLIMIT_NOFILE, (_lowest_free_fd(gw.proc.pid), limits[1]))
+                starved = [c.post("/predict", json={"text": "A fine film."}) for _ in range(3)]
+                info = c.get("/info").json()
+            finally:
+                process.rlimit(psutil.RLIMIT_NOFILE, limits)
+            answer = c.post("/predict", json={"text": "A fine film."})
+        print(f"out of descriptors: {[(r.status_code, r.json()) for r in starved]}")
+        assert {r.status_code for r in starved} == {503}
+        assert info["scoring_server"] == before and info["last_rollout"]["kind"] == "start"
+        assert answer.status_code == 200 and answer.json()["model_version"] == f"v{served.v1}"
+        assert scoring_servers(gw) == [server], "the scoring server was stopped or replaced"
+        assert 'kind="crash"' not in gw.http.get("/metrics").text
+
+
+def _connections(process: psutil.Process, port: int) -> list:
+    return [
+        c
+        for c in process.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    ]
+
+
+def _lowest_free_fd(pid: int) -> int:
+    """The lowest descriptor number the process has free: as a limit, no new one opens."""
+    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    return next(n for n in range(len(used) + 1) if n not in used)
