@@ -57,7 +57,9 @@ class Registry:
         return str(found.version)
 
     async def describe(self, version: str) -> VersionInfo | None:
-        """Run id, metric-like tags, other tags, registration time and source; None if unreachable."""
+        """Run id, metric-like tags, other tags, registration time and source.
+
+        None if the registry is unreachable."""
         try:
             found = await asyncio.to_thread(self._client.get_model_version, self.name, version)
         except (MlflowException, OSError):

@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 
 from gateway.cache import ModelCache
+from gateway.redact import scrub
 from gateway.registry import Registry, RegistryUnavailable, VersionInfo
 from gateway.scoring import Upstream
 from gateway.scoring_server import Factory, Ports, ScoringServer, StartFailed, factory, ping
@@ -44,8 +45,9 @@ Smoke = Callable[[aiohttp.ClientSession | None, ScoringServer], Awaitable[None]]
 
 
 def _event(version: str, kind: str, outcome: str, reason: str | None = None) -> Event:
-    """One attempt to bring a version up, as /info shows it."""
+    """One attempt to bring a version up, as /info shows it (a reason may quote a URL)."""
     at = datetime.now(UTC).isoformat(timespec="seconds")
+    reason = scrub(reason) if reason else reason
     return {"version": version, "kind": kind, "outcome": outcome, "reason": reason, "at": at}
 
 
