@@ -34,6 +34,9 @@ class Answer:
     ended: float
     status: int | str  # an HTTP status, or the name of the transport error
     version: str | None
+    # For a single review answered 200: the review and the confidence it got.
+    text: str | None = None
+    confidence: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -104,12 +107,16 @@ class Load:
             else:
                 path, body = "/predict", {"text": REVIEWS[i % len(REVIEWS)]}
             started = time.monotonic()
+            text = confidence = None
             try:
                 response = await client.post(path, json=body)
                 status, version = response.status_code, _version(path, response)
+                if path == "/predict" and status == 200:
+                    text, confidence = body["text"], response.json()["confidence"]
             except httpx.HTTPError as error:
                 status, version = type(error).__name__, None
-            self.answers.append(Answer(path, started, time.monotonic(), status, version))
+            ended = time.monotonic()
+            self.answers.append(Answer(path, started, ended, status, version, text, confidence))
             i += 1
             await asyncio.sleep(self.pause)
 
@@ -124,6 +131,17 @@ class Load:
 
     def versions(self) -> set[str | None]:
         return {a.version for a in self.answers if a.status == 200}
+
+    def mislabelled(self, expected: dict[str, dict[str, float]]) -> list[Answer]:
+        """Single-review answers whose confidence is not what the version they name gives.
+
+        ``expected`` maps a version label (`v3`) to that version's confidence per review.
+        """
+        return [
+            a
+            for a in self.answers
+            if a.confidence is not None and abs(expected[a.version][a.text] - a.confidence) > 1e-9
+        ]
 
     def longest(self) -> float:
         return max((a.seconds for a in self.answers), default=0.0)

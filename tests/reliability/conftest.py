@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.gateways import Gateway, gateway
-from tests.load import REPORT, Row
-from tests.models import promote, register_version
+from tests.load import REPORT, REVIEWS, Row
+from tests.models import confidences, promote, register_version
 from tests.servers import ROOT, free_port, tracking_server
 
 KEY = "reliability-key-4c1f9a7e2b"
@@ -57,10 +57,19 @@ def registry(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def versions(registry) -> tuple[str, str]:
-    """Two good versions; the first is production."""
+    """Two good versions, fitted on different reviews; the first is production."""
     v1 = register_version(registry.uri, alias=True, tags={"test_accuracy": "0.84"})
-    v2 = register_version(registry.uri, tags={"test_accuracy": "0.85"})
+    v2 = register_version(registry.uri, tags={"test_accuracy": "0.85"}, sample=1)
     return v1, v2
+
+
+@pytest.fixture(scope="session")
+def answers(registry, versions) -> dict[str, dict[str, float]]:
+    """Each version's confidence for each review the load sends, asked in this process:
+    an answer labelled with the wrong version shows up as the wrong confidence."""
+    expected = {f"v{v}": confidences(registry.uri, v, REVIEWS) for v in versions}
+    assert expected[f"v{versions[0]}"] != expected[f"v{versions[1]}"]
+    return expected
 
 
 @pytest.fixture(scope="session")

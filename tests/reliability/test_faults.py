@@ -40,7 +40,7 @@ def standby(gw) -> str | None:
 
 
 @pytest.mark.parametrize("mode", [DEFAULT, SOAK])
-def test_promotions_under_load_lose_nothing(gw, registry, versions, mode):
+def test_promotions_under_load_lose_nothing(gw, registry, versions, answers, mode):
     v1, v2 = versions
     serve(gw, registry, v1)
     soak = mode == "soak"
@@ -60,6 +60,7 @@ def test_promotions_under_load_lose_nothing(gw, registry, versions, mode):
     assert seconds >= least
     assert load.statuses() == {200: len(load.answers)}
     assert load.versions() == {f"v{v1}", f"v{v2}"}
+    assert load.mislabelled(answers) == []
     assert {a.path for a in load.answers} == {"/predict", "/predict/batch", "/invocations"}
     assert len(load.answers) >= 100
 
