@@ -19,9 +19,7 @@ from tests.gateways import (
     kill_scoring_server,
     misbehaving_scoring_server,
     scoring_servers,
-    signal_scoring_server,
 )
-from tests.load import Load
 from tests.models import promote, register_version
 from tests.servers import free_port, tracking_server
 
@@ -121,47 +119,6 @@ def test_losing_the_registry_does_not_stop_predictions(tmp_path):
         info = gw.http.get("/info").json()
         assert (info["model_version"], info["metrics"]) == (f"v{version}", {"test_accuracy": 0.8})
         assert any(line["msg"].startswith("registry unavailable") for line in gw.log_lines())
-
-
-def test_a_hung_scoring_server_is_noticed_and_replaced_by_its_standby(
-    served, tracking_uri, tmp_path
-):
-    """SIGSTOP: the server keeps its port and accepts connections, but never answers."""
-    promote(tracking_uri, served.v1)
-    settings = {"GATEWAY_STANDBY": "true", "GATEWAY_REQUEST_TIMEOUT": "10"}
-    with gateway(tmp_path, tracking_uri, **settings) as gw:
-        gw.wait_for(lambda: gw.serving(f"v{served.v1}"), timeout=90)
-        spare = gw.wait_for(lambda: gw.http.get("/info").json()["standby_server"], timeout=90)
-        hung_url = gw.http.get("/info").json()["scoring_server"]
-        with Load(gw.url, concurrency=4, pause=0.05, timeout=30) as load:
-            load.wait(1)
-            hung = signal_scoring_server(gw, signal.SIGSTOP)
-            stopped = time.monotonic()
-            try:
-                info = gw.wait_for(
-                    lambda: (i := gw.http.get("/info").json())["scoring_server"] != hung_url and i,
-                    timeout=60,
-                    every=0.1,
-                )
-                detected = time.monotonic() - stopped
-                gw.wait_for(lambda: not alive(hung), timeout=20)
-                load.wait(2)
-            finally:
-                if alive(hung):  # never leave a stopped process behind
-                    os.kill(hung, signal.SIGKILL)
-    late = load.between(stopped + detected)
-    bad = {s: n for s, n in load.statuses().items() if s != 200}
-    print(
-        f"hung server: failover after {detected:.1f} s; {len(load.answers)} requests, "
-        f"non-2xx {bad}; recovery {load.recovery(stopped)}"
-    )
-    assert info["scoring_server"] == spare
-    assert info["last_rollout"]["kind"] == "failover"
-    # Only requests that were waiting on the hung server may fail (a timeout at most).
-    assert load.statuses(late) == {200: len(late)}
-    assert set(bad) <= {504}, bad
-    assert sum(bad.values()) <= 4, "at most one request per client was waiting on it"
-    assert load.versions() == {f"v{served.v1}"}
 
 
 def test_the_gateway_out_of_file_descriptors_leaves_the_scoring_server_alone(
