@@ -83,9 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Model-Version"],
+            expose_headers=["X-Request-ID", "X-Model-Version", "X-Gateway-Replica"],
         )
-    app.add_middleware(Observe, metrics=metrics)
+    app.add_middleware(Observe, metrics=metrics, replica=settings.replica)
     return app
 
 
@@ -133,6 +133,7 @@ def _routes(
         if described is not None and _label(described.version) != version:
             described = None
         return Info(
+            replica=settings.replica,
             model_name=settings.model_name,
             model_version=version,
             model_stage=settings.model_alias,

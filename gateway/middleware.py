@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id, a JSON log line and metrics for every request; a body limit."""
+"""ASGI middleware: a request id, the replica's name, a JSON log line and metrics for every
+request; a body limit."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ CLIENT_CLOSED = 499
 
 class Observe:
     """Request id, one JSON log line and metrics for every request; 500 for anything unhandled
-    before an answer started."""
+    before an answer started. Every answer names the replica that gave it (X-Gateway-Replica),
+    so a client behind a load balancer can tell the gateways apart."""
 
-    def __init__(self, app, metrics: Metrics):
+    def __init__(self, app, metrics: Metrics, replica: str = ""):
         self.app, self.metrics = app, metrics
+        self.replica = replica
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -62,7 +65,10 @@ class Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+                headers = MutableHeaders(scope=message)
+                headers.append("X-Request-ID", request_id)
+                if self.replica:
+                    headers.append("X-Gateway-Replica", self.replica)
             await send(message)
 
         try:

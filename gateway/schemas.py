@@ -67,6 +67,10 @@ class Rollout(BaseModel):
 
 
 class Info(BaseModel):
+    replica: str = Field(
+        description="The gateway that answered (GATEWAY_REPLICA; by default <host name>:<port>), "
+        "also in the X-Gateway-Replica header of every answer."
+    )
     model_name: str
     model_version: str
     model_stage: str

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 from tempfile import gettempdir
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.names import ALIAS, MODEL_NAME
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # This gateway's name among several behind one address, in /info and the X-Gateway-Replica
+    # header of every answer; empty: <host name>:<port>.
+    replica: str = Field("", max_length=128, pattern=r"^[A-Za-z0-9._:@/-]*$")
     # Seconds a client has to send a whole request, from connecting or from its last answer.
     request_read_timeout: float = Field(10.0, gt=0)
     # Open client connections; over it, the one waiting longest for a request is closed.
@@ -85,6 +89,12 @@ class Settings(BaseSettings):
         if {k.lower() for k in _split(keys.get_secret_value())} & PLACEHOLDER_KEYS:
             raise ValueError("GATEWAY_API_KEYS holds a placeholder key; set your own key(s)")
         return keys
+
+    @model_validator(mode="after")
+    def _name_the_replica(self) -> Settings:
+        if not self.replica:
+            self.replica = f"{socket.gethostname()}:{self.port}"
+        return self
 
     @property
     def batch_calls(self) -> int:

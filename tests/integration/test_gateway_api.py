@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -249,6 +250,24 @@ def test_info_describes_the_served_version(served):
     assert info["scoring_server"].startswith("http://127.0.0.1:")
     assert (info["registry_reachable"], info["registry_error"]) == (True, None)
     assert info["last_rollout"]["outcome"] == "succeeded"
+
+
+def test_every_answer_names_the_replica_that_gave_it(served):
+    """Behind a load balancer, /info and a header on every answer (errors too) say which
+    gateway answered; unnamed, a gateway is <host name>:<port>."""
+    gw = served.gw
+    name = f"{socket.gethostname()}:{gw.url.rsplit(':', 1)[1]}"
+    assert gw.http.get("/info").json()["replica"] == name
+    answers = [
+        gw.http.get("/info"),
+        gw.predict(POSITIVE),
+        gw.http.post("/predict", json={"text": ""}),
+        gw.http.get("/health"),
+        gw.http.get("/nope"),
+        gw.http.post("/invocations", content=b"x", headers={"content-type": "text/plain"}),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 400, 200, 404, 415]
+    assert [a.headers.get("x-gateway-replica") for a in answers] == [name] * len(answers)
 
 
 def test_invocations_pass_mlflow_format_through(served):

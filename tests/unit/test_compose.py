@@ -111,3 +111,10 @@ def test_env_example_lists_every_gateway_setting():
     example = (ROOT / ".env.example").read_text()
     for name in Settings.model_fields:
         assert f"GATEWAY_{name.upper()}" in example or name == "tracking_uri", name
+
+
+def test_a_replica_is_named_by_its_host_and_port_unless_named():
+    assert Settings(port=8123).replica.endswith(":8123")
+    assert Settings(replica="gateway-2").replica == "gateway-2"
+    with pytest.raises(ValidationError):
+        Settings(replica="two words")  # it goes into a response header as it is
