@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from model.names import ALIAS, MODEL_NAME
@@ -19,6 +20,18 @@ class StackSettings(BaseSettings):
     experiment_name: str = "Sentiment-Analysis"
     # Seconds to wait for each server to answer its health check.
     start_timeout: float = 120.0
+    # Gateways behind one nginx on gateway_port (`make up GATEWAY_REPLICAS=3`); 1: the gateway
+    # itself listens on gateway_port and nginx is not needed.
+    gateway_replicas: int = Field(1, ge=1)
+    # With several: replica i listens on replica_port + i - 1 (0: free ports), its scoring
+    # servers on scoring_port + 3(i - 1) to + 3(i - 1) + 2.
+    replica_port: int = Field(8001, ge=0)
+    # The nginx executable, looked up on PATH and then in /usr/sbin.
+    nginx_bin: str = "nginx"
+    # A replica that exits is started again after this many seconds, doubling up to the
+    # maximum while it keeps failing before it is ready.
+    replica_restart_backoff: float = Field(1.0, gt=0)
+    replica_restart_backoff_max: float = Field(30.0, gt=0)
 
     @property
     def tracking_uri(self) -> str:
