@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from model.names import ALIAS, MODEL_NAME
@@ -15,6 +15,11 @@ class StackSettings(BaseSettings):
     gateway_port: int = 8000
     scoring_port: int = 5001
     state_dir: Path = Path("mlruns")
+    # The tracking server's stores (the variables `mlflow server` reads). Unset: a SQLite file
+    # and an artifact folder under state_dir. A database URI may hold a password: it reaches
+    # the tracking server through its environment only, and is shown without the password.
+    mlflow_backend_store_uri: SecretStr = SecretStr("")
+    mlflow_artifacts_destination: str = ""
     model_name: str = MODEL_NAME
     model_alias: str = ALIAS
     experiment_name: str = "Sentiment-Analysis"
@@ -36,3 +41,12 @@ class StackSettings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def backend_store_uri(self) -> str:
+        uri = self.mlflow_backend_store_uri.get_secret_value()
+        return uri or f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    @property
+    def artifacts_destination(self) -> str:
+        return self.mlflow_artifacts_destination or str(self.state_dir.resolve() / "artifacts")

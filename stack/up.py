@@ -24,8 +24,11 @@ class Stack:
     def __init__(self, settings: StackSettings):
         self.settings = settings
         self.procs: list[subprocess.Popen] = []
-        # MLflow runs `python` and `uvicorn` from PATH: this venv's must come first.
-        self.env = processes.environment(MLFLOW_TRACKING_URI=settings.tracking_uri)
+        # MLflow runs `python` and `uvicorn` from PATH: this venv's must come first. The store
+        # URI (it may hold a password) goes to the tracking server alone.
+        self.env = processes.environment(
+            drop=("MLFLOW_BACKEND_STORE_URI",), MLFLOW_TRACKING_URI=settings.tracking_uri
+        )
 
     def start(self, args: list[str], log: str | None = None, **env: str) -> subprocess.Popen:
         """Start a child in its own session; a server's output goes to its log file."""
@@ -59,9 +62,14 @@ class Stack:
         s = self.settings
         state = s.state_dir.resolve()
         state.mkdir(parents=True, exist_ok=True)
-        step(f"1/3 MLflow tracking server on {s.tracking_uri} (store: {state})")
+        step(
+            f"1/3 MLflow tracking server on {s.tracking_uri} "
+            f"(store: {tracking.shown(s.backend_store_uri)}; artifacts: {s.artifacts_destination})"
+        )
         proc = self.start(
-            tracking.command(state, s.mlflow_port), "mlflow.log", **tracking.SERVER_ENV
+            tracking.command(s.mlflow_port),
+            "mlflow.log",
+            **tracking.server_env(s.backend_store_uri, s.artifacts_destination),
         )
         self.wait_healthy("The tracking server", f"{s.tracking_uri}/health", proc)
 
@@ -126,6 +134,8 @@ The stack is up. Ctrl-C stops everything.
   Gateway         {gateway}
   API docs        {gateway}/docs
   MLflow UI       {s.tracking_uri}
+  Tracking store  {tracking.shown(s.backend_store_uri)}
+  Artifacts       {s.artifacts_destination} (proxied by the tracking server)
   Scoring server  http://127.0.0.1:{s.scoring_port}/invocations
   Logs            {s.state_dir.resolve() / "logs"}/{{mlflow,gateway}}.log
 
