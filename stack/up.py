@@ -2,6 +2,11 @@
 
 Every process is started in its own session so that Ctrl-C or SIGTERM here
 stops it and all its children; nothing is left running afterwards.
+
+With GATEWAY_REPLICAS=N (N > 1), N gateways run behind nginx on GATEWAY_PORT, each with its
+own port, scoring servers, model cache and logs. The stack checks each one's /ready every
+second and tells nginx which are ready (stack/balancer.py), and starts a gateway that exits
+again, after a back-off that doubles while it keeps failing.
 """
 
 from __future__ import annotations
@@ -10,20 +15,47 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import psutil
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from stack import processes, tracking
+from stack.balancer import Balancer, find_nginx
 from stack.processes import BIN
 from stack.settings import StackSettings
+
+
+@dataclass
+class Replica:
+    """One of several gateways, and its process now."""
+
+    name: str
+    port: int
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    # Processes it started, seen while it ran: stopped with it if it dies (its scoring
+    # servers run in sessions of their own and outlive it).
+    seen: set[psutil.Process] = field(default_factory=set)
+    ready: bool = False
+    failures: int = 0  # exits in a row without being ready in between
+    restart_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 class Stack:
     def __init__(self, settings: StackSettings):
         self.settings = settings
         self.procs: list[subprocess.Popen] = []
+        self.replicas: list[Replica] = []
+        self.balancer: Balancer | None = None
+        self.balancer_proc: subprocess.Popen | None = None
         # MLflow runs `python` and `uvicorn` from PATH: this venv's must come first. The store
         # URI (it may hold a password) goes to the tracking server alone.
         self.env = processes.environment(
@@ -102,6 +134,8 @@ class Stack:
 
     def gateway(self) -> None:
         s = self.settings
+        if s.gateway_replicas > 1:
+            return self.gateways()
         gateway = f"http://127.0.0.1:{s.gateway_port}"
         step(f"3/3 Gateway on {gateway}, scoring servers from port {s.scoring_port}")
         proc = self.start(
@@ -115,6 +149,115 @@ class Stack:
         )
         self.wait_healthy("The gateway", f"{gateway}/ready", proc)
 
+    def gateways(self) -> None:
+        """Several gateways, each with its own scoring servers, model cache and logs, behind
+        nginx on the gateway port."""
+        s = self.settings
+        count, url = s.gateway_replicas, f"http://127.0.0.1:{s.gateway_port}"
+        nginx = find_nginx(s.nginx_bin)
+        if nginx is None:
+            raise SystemExit(
+                f"GATEWAY_REPLICAS={count} needs nginx as the load balancer, and {s.nginx_bin!r} "
+                "was not found (on PATH or in /usr/sbin). Install it (Debian/Ubuntu: apt-get "
+                "install nginx), set NGINX_BIN to its path, or run one gateway: GATEWAY_REPLICAS=1."
+            )
+        state = s.state_dir.resolve()
+        step(f"3/3 {count} gateways behind nginx on {url}")
+        for i in range(1, count + 1):
+            name = f"gateway-{i}"
+            port = s.replica_port + i - 1 if s.replica_port else processes.free_port()
+            if port == s.gateway_port:
+                raise SystemExit(
+                    f"{name} would listen on GATEWAY_PORT {port}: change REPLICA_PORT."
+                )
+            scoring = s.scoring_port + 3 * (i - 1) if s.scoring_port else 0
+            env = {
+                "GATEWAY_REPLICA": name,
+                "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_SCORING_PORT": str(scoring),
+                "GATEWAY_MODEL_NAME": s.model_name,
+                "GATEWAY_MODEL_ALIAS": s.model_alias,
+                "GATEWAY_SCORING_LOG_DIR": str(state / "logs" / name),
+                "GATEWAY_MODEL_CACHE_DIR": str(state / "gateways" / name / "models"),
+            }
+            replica = Replica(name, port, env)
+            print(f"    {name} on {replica.url}, scoring servers from port {scoring or 'free'}")
+            self.start_replica(replica)
+            self.replicas.append(replica)
+        for replica in self.replicas:
+            self.wait_healthy(f"Gateway {replica.name}", f"{replica.url}/ready", replica.proc)
+            replica.ready = True
+        self.balancer = Balancer(
+            nginx,
+            "127.0.0.1",
+            s.gateway_port,
+            [r.port for r in self.replicas],
+            state / "balancer",
+            state / "logs",
+        )
+        problem = self.balancer.check()
+        if problem:
+            raise SystemExit(f"nginx refused {self.balancer.config}: {problem}")
+        self.balancer_proc = self.start(self.balancer.command(), log="nginx.log")
+        self.wait_healthy("nginx", f"{url}/ready", self.balancer_proc)
+
+    def start_replica(self, replica: Replica) -> None:
+        replica.proc = self.start(
+            [str(BIN / "python"), "-m", "gateway"], log=f"{replica.name}.log", **replica.env
+        )
+        replica.seen = set()
+
+    def supervise(self) -> int:
+        """Run until a server the stack cannot do without exits (the tracking server, nginx,
+        a lone gateway): start replicas again that exit, keep nginx's list of ready ones."""
+        while True:
+            replicas = {id(r.proc) for r in self.replicas}
+            if any(p.poll() is not None for p in self.procs if id(p) not in replicas):
+                print(
+                    f"A server exited unexpectedly; {self.logs_hint} Stopping the stack.",
+                    file=sys.stderr,
+                )
+                return 1
+            for replica in self.replicas:
+                self.watch(replica)
+            if self.balancer is not None and self.balancer_proc is not None:
+                ready = {r.port: r.ready for r in self.replicas}
+                if self.balancer.update(ready, self.balancer_proc):
+                    down = [r.name for r in self.replicas if not r.ready]
+                    print(f"Balancer: not ready, no traffic: {', '.join(down) or 'none'}")
+            time.sleep(1)
+
+    def watch(self, replica: Replica) -> None:
+        """Note a running replica's readiness and children; stop what a dead one left behind
+        and start it again after its back-off."""
+        s, proc = self.settings, replica.proc
+        if proc.poll() is None:
+            alive = {p for p in replica.seen if processes.running(p)}
+            replica.seen = alive | set(processes.descendants(proc.pid))
+            replica.ready = answers(f"{replica.url}/ready")
+            if replica.ready:
+                replica.failures = 0
+        elif replica.restart_at is None:
+            replica.ready = False
+            processes.stop(proc, also=replica.seen)
+            self.procs.remove(proc)
+            delay = min(
+                s.replica_restart_backoff * 2**replica.failures, s.replica_restart_backoff_max
+            )
+            replica.failures += 1
+            replica.restart_at = time.monotonic() + delay
+            print(
+                f"Gateway {replica.name} exited with status {proc.returncode}; starting it again "
+                f"in {delay:.0f} s (log: {self.log_path(replica.name + '.log')}).",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif time.monotonic() >= replica.restart_at:
+            replica.restart_at = None
+            print(f"Starting gateway {replica.name} again.", flush=True)
+            self.start_replica(replica)
+
     def stop(self) -> None:
         """Stop every child, the last started first, with whatever each started."""
         for proc in reversed(self.procs):
@@ -125,13 +268,26 @@ def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
+def answers(url: str) -> bool:
+    """True if GET ``url`` answers 200 within 2 s."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def banner(s: StackSettings) -> None:
     gateway = f"http://127.0.0.1:{s.gateway_port}"
+    replicas = (
+        f" (nginx in front of {s.gateway_replicas} gateways; logs gateway-N.log, nginx-*.log)"
+        if s.gateway_replicas > 1
+        else ""
+    )
     print(
         f"""
 The stack is up. Ctrl-C stops everything.
 
-  Gateway         {gateway}
+  Gateway         {gateway}{replicas}
   API docs        {gateway}/docs
   MLflow UI       {s.tracking_uri}
   Tracking store  {tracking.shown(s.backend_store_uri)}
@@ -162,12 +318,7 @@ def main() -> int:
         stack.train_if_needed()
         stack.gateway()
         banner(settings)
-        while all(proc.poll() is None for proc in stack.procs):
-            time.sleep(1)
-        print(
-            f"A server exited unexpectedly; {stack.logs_hint} Stopping the stack.", file=sys.stderr
-        )
-        return 1
+        return stack.supervise()
     except KeyboardInterrupt:
         print("\nStopping...", flush=True)
         return 0

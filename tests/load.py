@@ -37,6 +37,8 @@ class Answer:
     # For a single review answered 200: the review and the confidence it got.
     text: str | None = None
     confidence: float | None = None
+    # The X-Gateway-Replica header: which of several gateways answered (None: no answer).
+    replica: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -107,16 +109,19 @@ class Load:
             else:
                 path, body = "/predict", {"text": REVIEWS[i % len(REVIEWS)]}
             started = time.monotonic()
-            text = confidence = None
+            text = confidence = replica = None
             try:
                 response = await client.post(path, json=body)
                 status, version = response.status_code, _version(path, response)
+                replica = response.headers.get("x-gateway-replica")
                 if path == "/predict" and status == 200:
                     text, confidence = body["text"], response.json()["confidence"]
             except httpx.HTTPError as error:
                 status, version = type(error).__name__, None
             ended = time.monotonic()
-            self.answers.append(Answer(path, started, ended, status, version, text, confidence))
+            self.answers.append(
+                Answer(path, started, ended, status, version, text, confidence, replica)
+            )
             i += 1
             await asyncio.sleep(self.pause)
 
