@@ -99,7 +99,7 @@ http {{
         }}
         location @too_large {{
             default_type application/json;
-            return 413 '{{"detail": "Request body exceeds the limit of {max_body}B."}}\\n';
+            return 413 '{{"detail": "Request body is too large."}}\\n';
         }}
     }}
 }}

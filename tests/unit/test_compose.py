@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.settings import Settings
+from stack.balancer import render
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -17,10 +18,14 @@ SERVICES = COMPOSE["services"]
 INTERPOLATED = re.compile(r"\$\{[A-Z_]+(?::?[-?][^}]*)?\}")
 
 
+# The services built from this repository; the others run official images.
+OWN = {"mlflow", "trainer", "gateway"}
+
+
 def test_the_three_services_share_one_image_built_from_the_dockerfile():
-    assert set(SERVICES) == {"mlflow", "trainer", "gateway"}
-    assert {s["image"] for s in SERVICES.values()} == {"sentiment-mlops-service:latest"}
-    assert all(s["build"] == "." for s in SERVICES.values())
+    assert set(SERVICES) >= OWN
+    assert {SERVICES[s]["image"] for s in OWN} == {"sentiment-mlops-service:latest"}
+    assert all(SERVICES[s]["build"] == "." for s in OWN)
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.startswith("#") and "FROM python:3.11.7-slim" in dockerfile
     for copied in re.findall(r"^COPY (?:--chown=\w+ )?(\S+)", dockerfile, re.M):
@@ -64,13 +69,14 @@ def test_gateway_environment_names_are_settings():
     )
 
 
-def test_only_the_gateway_and_the_tracking_ui_are_published_and_on_loopback():
+def test_only_the_balancer_and_the_tracking_ui_are_published_and_on_loopback():
     published = {
-        name: [p.rsplit(":", 1)[-1] for p in service.get("ports", [])]
+        name: [p.rsplit(":", 1)[-1] for p in service["ports"]]
         for name, service in SERVICES.items()
+        if service.get("ports")
     }
     gateway_port = SERVICES["gateway"]["environment"]["GATEWAY_PORT"]
-    assert published == {"mlflow": ["5000"], "trainer": [], "gateway": [gateway_port]}
+    assert published == {"mlflow": ["5000"], "nginx": [gateway_port]}
     for service in SERVICES.values():
         assert all(p.startswith("127.0.0.1:") for p in service.get("ports", [])), service["ports"]
     # The scoring servers answer without a key: only the gateway in their container reaches them.
@@ -104,7 +110,10 @@ def test_health_checks_use_get_with_tools_the_slim_image_has(name):
     assert test[:2] == ["CMD", "python"], "no curl or wget in python:slim"
     assert "urlopen(" in test[-1], "urlopen sends GET; HEAD /ping answers 405"
     port = re.search(r"127\.0\.0\.1:(\d+)", test[-1]).group(1)
-    assert any(p.endswith(f":{port}") for p in SERVICES[name]["ports"]), port
+    if name == "gateway":  # not published: reached through nginx
+        assert port == SERVICES[name]["environment"]["GATEWAY_PORT"], port
+    else:
+        assert any(p.endswith(f":{port}") for p in SERVICES[name]["ports"]), port
 
 
 def test_env_example_lists_every_gateway_setting():
@@ -118,3 +127,38 @@ def test_a_replica_is_named_by_its_host_and_port_unless_named():
     assert Settings(replica="gateway-2").replica == "gateway-2"
     with pytest.raises(ValidationError):
         Settings(replica="two words")  # it goes into a response header as it is
+
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+
+
+def directives(text: str) -> set[str]:
+    """A config's directives, one per entry, without comments or extra spaces."""
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return {" ".join(line.split()) for line in lines if line}
+
+
+def test_gateway_replicas_are_reached_only_through_the_nginx_service():
+    gateway, nginx = SERVICES["gateway"], SERVICES["nginx"]
+    replicas = gateway["deploy"]["replicas"]
+    assert re.fullmatch(r"\$\{GATEWAY_REPLICAS:-([2-9]|\d\d+)\}", replicas), replicas
+    assert "ports" not in gateway and "container_name" not in gateway
+    assert "GATEWAY_REPLICA" not in gateway["environment"], "each names itself: <container>:8000"
+    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+(-alpine)?", nginx["image"]), "official, pinned"
+    source, target, mode = nginx["volumes"][0].split(":")
+    assert (ROOT / source).resolve() == NGINX_CONF and target == "/etc/nginx/nginx.conf"
+    assert mode == "ro"
+    assert nginx["depends_on"]["gateway"]["condition"] == "service_healthy"
+
+
+def test_the_compose_balancer_spreads_retries_and_errors_as_the_stack_does():
+    """Both configs: least_conn (no stickiness by client address), passive checks, one retry
+    on another gateway (POSTs included), the gateway's error format."""
+    compose = directives(NGINX_CONF.read_text())
+    stack = directives(render("127.0.0.1", 8000, {8001: True, 8002: True}, ROOT, ROOT))
+    shared = {d for d in stack if not re.search(r"/|127\.0\.0\.1|daemon|master_process", d)}
+    assert shared - compose == set(), shared - compose
+    port = SERVICES["gateway"]["environment"]["GATEWAY_PORT"]
+    assert f"listen {port};" in compose
+    assert "server gateway:8000 resolve max_fails=2 fail_timeout=5s;" in compose
+    assert not [d for d in compose | stack if d.startswith(("ip_hash", "hash ", "sticky"))]

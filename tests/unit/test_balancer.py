@@ -1,0 +1,56 @@
+"""The nginx config the stack writes for several gateways."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from stack.balancer import Balancer, find_nginx, render
+
+
+def servers(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("server 127")]
+
+
+def test_gateways_that_are_not_ready_are_marked_down(tmp_path):
+    text = render("127.0.0.1", 8000, {8002: False, 8001: True}, tmp_path, tmp_path)
+    assert servers(text) == [
+        "server 127.0.0.1:8001 max_fails=2 fail_timeout=5s;",
+        "server 127.0.0.1:8002 max_fails=2 fail_timeout=5s down;",
+    ]
+
+
+def test_with_no_gateway_ready_every_one_gets_its_chance(tmp_path):
+    """Clients then get a gateway's own answer (503: no model yet), not nginx's."""
+    text = render("127.0.0.1", 8000, {8001: False, 8002: False}, tmp_path, tmp_path)
+    assert not [line for line in servers(text) if "down" in line]
+
+
+def test_every_path_nginx_writes_is_in_the_state_dir(tmp_path):
+    balancer = Balancer("nginx", "127.0.0.1", 8000, [8001], tmp_path / "run", tmp_path / "logs")
+    text = balancer.config.read_text()
+    paths = [word.rstrip(";") for word in text.split() if word.startswith("/") and word != "/"]
+    assert paths and all(path.startswith(str(tmp_path)) for path in paths), paths
+    assert "daemon off;" in text
+    assert balancer.command()[1:] == [
+        "-p", str(tmp_path / "run"), "-c", str(balancer.config),
+        "-e", str(tmp_path / "logs" / "nginx-error.log"),
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (.ci/run installs it)")
+def test_nginx_accepts_the_config_and_reloads_on_a_change(tmp_path):
+    nginx = find_nginx()
+    balancer = Balancer(nginx, "127.0.0.1", 8000, [8001, 8002], tmp_path, tmp_path / "logs")
+    assert balancer.check() is None
+    done = subprocess.Popen(["sleep", "30"])  # stands in for nginx: only the signal matters
+    try:
+        assert balancer.update({8001: True, 8002: True}, done) is False, "nothing changed"
+        assert balancer.update({8001: True, 8002: False}, done) is True
+        assert done.wait(10) == -1  # SIGHUP ends `sleep`; nginx reloads instead
+        assert "8002 max_fails=2 fail_timeout=5s down;" in balancer.config.read_text()
+        assert balancer.check() is None
+    finally:
+        done.kill()
+        done.wait()
