@@ -154,13 +154,7 @@ class Stack:
         nginx on the gateway port."""
         s = self.settings
         count, url = s.gateway_replicas, f"http://127.0.0.1:{s.gateway_port}"
-        nginx = find_nginx(s.nginx_bin)
-        if nginx is None:
-            raise SystemExit(
-                f"GATEWAY_REPLICAS={count} needs nginx as the load balancer, and {s.nginx_bin!r} "
-                "was not found (on PATH or in /usr/sbin). Install it (Debian/Ubuntu: apt-get "
-                "install nginx), set NGINX_BIN to its path, or run one gateway: GATEWAY_REPLICAS=1."
-            )
+        nginx = self.nginx()
         state = s.state_dir.resolve()
         step(f"3/3 {count} gateways behind nginx on {url}")
         for i in range(1, count + 1):
@@ -201,6 +195,21 @@ class Stack:
             raise SystemExit(f"nginx refused {self.balancer.config}: {problem}")
         self.balancer_proc = self.start(self.balancer.command(), log="nginx.log")
         self.wait_healthy("nginx", f"{url}/ready", self.balancer_proc)
+
+    def nginx(self) -> str | None:
+        """The nginx executable when several gateways need it (checked before anything starts)."""
+        s = self.settings
+        if s.gateway_replicas == 1:
+            return None
+        nginx = find_nginx(s.nginx_bin)
+        if nginx is None:
+            raise SystemExit(
+                f"GATEWAY_REPLICAS={s.gateway_replicas} needs nginx as the load balancer, and "
+                f"{s.nginx_bin!r} was not found (on PATH or in /usr/sbin). Install it "
+                "(Debian/Ubuntu: apt-get install nginx), set NGINX_BIN to its path, or run one "
+                "gateway: GATEWAY_REPLICAS=1."
+            )
+        return nginx
 
     def start_replica(self, replica: Replica) -> None:
         replica.proc = self.start(
@@ -314,6 +323,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
     try:
+        stack.nginx()
         stack.tracking_server()
         stack.train_if_needed()
         stack.gateway()

@@ -7,6 +7,8 @@ import subprocess
 import pytest
 
 from stack.balancer import Balancer, find_nginx, render
+from stack.settings import StackSettings
+from stack.up import Stack
 
 
 def servers(text: str) -> list[str]:
@@ -54,3 +56,12 @@ def test_nginx_accepts_the_config_and_reloads_on_a_change(tmp_path):
     finally:
         done.kill()
         done.wait()
+
+
+def test_several_gateways_without_nginx_stop_make_up_before_anything_starts():
+    settings = StackSettings(gateway_replicas=2, nginx_bin="no-such-nginx")
+    with pytest.raises(SystemExit) as refused:
+        Stack(settings).nginx()
+    assert "apt-get install nginx" in str(refused.value)
+    assert "GATEWAY_REPLICAS=1" in str(refused.value)
+    assert Stack(StackSettings(gateway_replicas=1, nginx_bin="no-such-nginx")).nginx() is None
