@@ -24,7 +24,8 @@ import boto3
 import psycopg
 import pytest
 
-from tests.servers import BIN, free_port, spawn, stop, wait_until_up
+from stack.tracking import tracking_server
+from tests.servers import BIN, env, free_port, spawn, stop, wait_until_up
 
 # The server binaries refuse to run as root: as root, they run as this user.
 SERVER_USER = "postgres"
@@ -191,3 +192,29 @@ def s3_server(state: Path, bucket: str = "mlflow") -> Iterator[S3]:
         yield s3
     finally:
         stop(proc)
+
+
+@dataclass
+class SharedStores:
+    """A tracking server on PostgreSQL and S3, as a team would run it."""
+
+    postgres: Postgres
+    s3: S3
+    uri: str  # the tracking server
+    artifacts: str  # its artifacts destination, s3://bucket/prefix
+    state: Path
+
+
+@pytest.fixture(scope="session")
+def shared_stores(tmp_path_factory) -> Iterator[SharedStores]:
+    """One PostgreSQL server, one S3 server and one tracking server on them, for the session.
+
+    Only the tracking server gets the S3 endpoint and keys: every client (training, the
+    gateway, its scoring servers) reads and writes artifacts through it."""
+    state = tmp_path_factory.mktemp("shared-stores")
+    with postgres_server() as postgres, s3_server(state / "s3") as s3:
+        artifacts = f"s3://{s3.bucket}/mlflow-artifacts"
+        with tracking_server(
+            state / "tracking", env=env(**s3.env), stores=(postgres.uri, artifacts)
+        ) as uri:
+            yield SharedStores(postgres, s3, uri, artifacts, state)
