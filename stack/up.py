@@ -233,8 +233,7 @@ class Stack:
             if self.balancer is not None and self.balancer_proc is not None:
                 ready = {r.port: r.ready for r in self.replicas}
                 if self.balancer.update(ready, self.balancer_proc):
-                    down = [r.name for r in self.replicas if not r.ready]
-                    print(f"Balancer: not ready, no traffic: {', '.join(down) or 'none'}")
+                    print(f"Balancer: {balance(self.replicas)}", flush=True)
             time.sleep(1)
 
     def watch(self, replica: Replica) -> None:
@@ -275,6 +274,15 @@ class Stack:
 
 def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
+
+
+def balance(replicas: list[Replica]) -> str:
+    down = [r.name for r in replicas if not r.ready]
+    if not down:
+        return "every gateway is ready"
+    if len(down) == len(replicas):
+        return "no gateway is ready; each still gets requests (503 until it serves a model)"
+    return f"no traffic to {', '.join(down)} (not ready)"
 
 
 def answers(url: str) -> bool:
