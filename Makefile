@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test lint format soak train tune bench bench-training bench-serving clean
+.PHONY: help install up test lint format soak train tune batch bench bench-training bench-serving bench-batch clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,10 @@ train: install ## Train a new model against the running stack (ARGS="-P preset=s
 
 tune: install ## Grid-search the vectorizer and classifier against the running stack
 	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/mlflow run . -e tune \
+		--env-manager local --experiment-name Sentiment-Analysis $(ARGS)
+
+batch: install ## Score a corpus on Spark (ARGS="-P input=reviews.csv -P output=scored")
+	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/mlflow run . -e batch_score \
 		--env-manager local --experiment-name Sentiment-Analysis $(ARGS)
 
 test: install ## Run the whole test suite (unit, integration, reliability)
@@ -57,6 +61,9 @@ bench-serving: install ## Latency and throughput: gateway vs direct scoring serv
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| { echo "wrk is needed: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m benchmarks.serving
+
+bench-batch: install ## Batch scoring: one process vs Spark local[1] vs local[*] (needs Java 17+)
+	$(BIN)/python -m benchmarks.batch
 
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) mlruns .pytest_cache .ruff_cache
