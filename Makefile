@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements.txt $(wildcard requirements/*.txt)
 
 install: $(VENV)/.installed ## Create .venv and install everything for development (pinned)
 
-up: install ## Run the whole stack in the foreground (Ctrl-C stops it all)
+up: install ## Run the whole stack in the foreground (GATEWAY_REPLICAS=N: N gateways behind nginx)
 	$(BIN)/python -m stack.up
 
 train: install ## Train a new model against the running stack (ARGS="-P preset=seed")
