@@ -32,15 +32,101 @@ def test_the_three_services_share_one_image_built_from_the_dockerfile():
         assert (ROOT / copied).exists(), copied
 
 
-def test_tracking_server_keeps_its_store_on_a_named_volume_and_serves_artifacts():
+def test_tracking_server_runs_on_postgres_and_minio_and_serves_artifacts():
+    from mlflow.cli import server
+
     mlflow = SERVICES["mlflow"]
     args = shlex.split(mlflow["command"])
     assert args[:2] == ["mlflow", "server"] and "--serve-artifacts" in args
-    assert args[args.index("--backend-store-uri") + 1].startswith("sqlite:////data/")
-    volume, mount = mlflow["volumes"][0].split(":")
-    assert volume in COMPOSE["volumes"] and mount == "/data"
+    assert "--backend-store-uri" not in args and "--artifacts-destination" not in args
+    env = mlflow["environment"]
+    # `mlflow server` reads its stores from these variables.
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"} <= {
+        p.envvar for p in server.params
+    }
+    assert re.fullmatch(
+        r"postgresql://mlflow:\$\{POSTGRES_PASSWORD:\?[^}]+\}@postgres:5432/mlflow",
+        env["MLFLOW_BACKEND_STORE_URI"],
+    )
+    assert SERVICES["postgres"]["environment"]["POSTGRES_USER"] == "mlflow"
+    assert SERVICES["postgres"]["environment"]["POSTGRES_DB"] == "mlflow"
+    bucket = shlex.split(" ".join(SERVICES["minio-bucket"]["command"]))[-1].split("/")[1]
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://{bucket}/artifacts"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["AWS_SECRET_ACCESS_KEY"] == SERVICES["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+    assert env["AWS_ACCESS_KEY_ID"] == SERVICES["minio"]["environment"]["MINIO_ROOT_USER"]
+    assert "volumes" not in mlflow, "its state lives in the stores"
     hosts = args[args.index("--allowed-hosts") + 1].split(",")
     assert "mlflow:5000" in hosts, "other services reach it as mlflow:5000"
+
+
+def test_the_tracking_server_starts_after_the_schema_upgrade_and_the_bucket():
+    conditions = {k: v["condition"] for k, v in SERVICES["mlflow"]["depends_on"].items()}
+    assert conditions == {
+        "mlflow-db-upgrade": "service_completed_successfully",
+        "minio-bucket": "service_completed_successfully",
+    }
+    upgrade, bucket = SERVICES["mlflow-db-upgrade"], SERVICES["minio-bucket"]
+    assert upgrade["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert bucket["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert upgrade["restart"] == bucket["restart"] == "no"
+    env = upgrade["environment"]
+    assert (
+        env["MLFLOW_BACKEND_STORE_URI"]
+        == SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    )
+    assert bucket["entrypoint"] == ["mc"] and bucket["command"][:2] == ["mb", "--ignore-existing"]
+    assert bucket["environment"]["MC_HOST_store"].endswith("@minio:9000")
+
+
+def test_the_schema_upgrade_command_creates_the_tables(tmp_path):
+    """The one-shot's command as compose runs it, on an empty SQLite file instead of
+    PostgreSQL: it takes the URI from the environment and creates MLflow's tables."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    database = tmp_path / "mlflow.db"
+    command = SERVICES["mlflow-db-upgrade"]["command"]
+    assert command[:2] == ["python", "-c"]
+    uri = f"sqlite:///{database}"
+    result = subprocess.run(
+        [sys.executable, *command[1:]],
+        env={"MLFLOW_BACKEND_STORE_URI": uri, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with sqlite3.connect(database) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert {"alembic_version", "runs", "registered_model_aliases"} <= tables
+
+
+def test_the_stores_keep_their_data_on_named_volumes_behind_health_checks():
+    for name, mount in (("postgres", "/var/lib/postgresql/data"), ("minio", "/data")):
+        service = SERVICES[name]
+        (volume,) = service["volumes"]
+        assert volume.split(":")[0] in COMPOSE["volumes"] and volume.split(":")[1] == mount
+        assert service["healthcheck"]["test"][0] == "CMD"
+        assert "ports" not in service, f"{name} is reached by the tracking server only"
+    assert SERVICES["postgres"]["healthcheck"]["test"][1] == "pg_isready"
+    assert SERVICES["minio"]["healthcheck"]["test"][1:] == ["mc", "ready", "local"]
+
+
+def test_compose_refuses_to_start_without_the_store_passwords_and_shows_them_nowhere():
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"):
+        uses = re.findall(rf"\$\{{{name}[^}}]*\}}", text)
+        assert uses and all(re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", use) for use in uses), uses
+    for name, service in SERVICES.items():
+        for key in ("command", "entrypoint"):
+            words = service.get(key, [])
+            line = words if isinstance(words, str) else " ".join(words)
+            assert "${" not in line and "://" not in line, (name, key, line)
+        healthcheck = " ".join(service.get("healthcheck", {}).get("test", []))
+        assert "PASSWORD" not in healthcheck, name
 
 
 def test_trainer_runs_the_mlproject_after_the_tracking_server_is_healthy():
