@@ -1,6 +1,6 @@
 # One image for every service: tracking server, trainer and gateway (+ scoring servers).
-# It installs what training and the gateway need (requirements/training.txt and
-# requirements/gateway.txt, both on top of requirements/model.txt), and no test tools.
+# It installs what training, the gateway and the tracking server need (requirements/
+# training.txt, gateway.txt and tracking.txt, each on top of model.txt), and no test tools.
 FROM python:3.11.7-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -8,8 +8,10 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY requirements/model.txt requirements/training.txt requirements/gateway.txt requirements/
-RUN pip install -r requirements/training.txt -r requirements/gateway.txt
+COPY requirements/model.txt requirements/training.txt requirements/gateway.txt \
+     requirements/tracking.txt requirements/
+RUN pip install -r requirements/training.txt -r requirements/gateway.txt \
+    -r requirements/tracking.txt
 
 RUN useradd --create-home --uid 1000 app && mkdir -p /data && chown app /data
 COPY --chown=app MLproject conda.yaml ./

@@ -115,6 +115,7 @@ def test_the_served_model_needs_no_web_framework_and_the_image_no_test_tools():
         image |= pins(ROOT / path)
     assert set(pins(REQUIREMENTS / "training.txt")) <= set(image), "the trainer runs in it"
     assert set(pins(REQUIREMENTS / "gateway.txt")) <= set(image), "the gateway runs in it"
+    assert set(pins(REQUIREMENTS / "tracking.txt")) <= set(image), "the tracking server runs in it"
     assert not DEVELOPMENT_ONLY & set(image)
 
 
