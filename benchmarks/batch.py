@@ -232,9 +232,10 @@ def markdown(r: dict) -> str:
         f"{p['vectorize_us']:.0f} µs, classifying {p['classify_us']:.1f} µs (model "
         f"{p['model_us']:.0f} µs); Spark's share at local[1] (reading Parquet, Arrow to and "
         f"from the Python worker, writing Parquet): {_overhead(p['spark_overhead_us'])}.",
-        "- Memory: the corpus never reaches the driver (only per-label counts do); what grows "
-        "from the small to the large job is the JVM heap (up to `spark.driver.memory`) and "
-        "one Arrow batch per Python worker.",
+        "- Memory: the corpus never reaches the driver (only per-label counts do); the growth "
+        "from the small to the large job is in the JVM (its heap is bounded by "
+        "`spark.driver.memory`, 1 GB by default) and the Python workers (one Arrow batch "
+        "each). Only these two sizes were measured.",
         f"- A cluster of N executors with c cores each: about N × c × "
         f"{per_core:,.0f} rows/s after a fixed cost of {t['local[*]']['fixed_s']:.0f}-"
         f"{t['local[1]']['fixed_s']:.0f} s (plus the cluster's own scheduling), e.g. "
