@@ -257,9 +257,12 @@ def with_predictions(spark: SparkSession, frame: DataFrame, job: Job, model: Mod
     frame = frame.withColumn("skip_reason", reason)
     names = [spec.name for spec in model.result_type.fields]
     if isinstance(frame.schema[job.text_column].dataType, T.StringType):
-        predict = mlflow.pyfunc.spark_udf(
-            spark, model.uri, result_type=model.result_type, env_manager="local"
-        )
+        try:
+            predict = mlflow.pyfunc.spark_udf(
+                spark, model.uri, result_type=model.result_type, env_manager="local"
+            )
+        except Exception as error:  # e.g. the version's artifacts cannot be downloaded
+            raise BatchError(f"Model {model.uri} cannot be loaded: {_first_line(error)}.") from None
         # Skipped rows reach the model as "" (cheap, and the model never sees a null).
         text_in = F.when(F.col("skip_reason").isNull(), text).otherwise(F.lit(""))
         frame = frame.withColumn("_prediction", predict(F.struct(text_in.alias("text"))))
