@@ -318,7 +318,7 @@ def _lineage(run, job: Job, model: Model, digest: str) -> dict:
     return {
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
-        "tracking_uri": mlflow.get_tracking_uri(),
+        "tracking_uri": _without_credentials(mlflow.get_tracking_uri()),
         "model_uri": model.uri,
         "model_version": model.label,
         "model_run_id": model.run_id,
@@ -392,6 +392,14 @@ def _absolute(path: str) -> str:
     if urlparse(path).scheme and len(urlparse(path).scheme) > 1:
         return path
     return os.path.abspath(os.path.expanduser(path))
+
+
+def _without_credentials(uri: str) -> str:
+    """The lineage file travels with the data: no user name or password from the URI."""
+    parts = urlparse(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _exists(output: str) -> str:

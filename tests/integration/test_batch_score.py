@@ -148,6 +148,7 @@ def test_each_format_scores_as_pyfunc_predict_does(
     assert lineage["run_id"] == result.run_id
     assert lineage["model_version"] == f"v{version}"
     assert lineage["model_uri"] == f"models:/{MODEL_NAME}/{version}", "pinned to one version"
+    assert lineage["tracking_uri"] == uri
     run = MlflowClient(uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["model_version"] == version
