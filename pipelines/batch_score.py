@@ -103,6 +103,8 @@ class Model:
 
 def session(master: str = "local[*]", batch_size: int = DEFAULT_BATCH_SIZE, **conf: str):
     """A Spark session whose Python workers run this interpreter, with stage progress shown."""
+    # Local workers are started from the environment, not only from the session's conf.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(master)
         .appName("batch_score")

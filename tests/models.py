@@ -99,7 +99,7 @@ def register_version(
     tracking_uri: str, *, alias: bool = False, tags: dict | None = None, sample: int = 0
 ) -> str:
     """Log the real SentimentModel (fitted on ``sample``), register it, return its version."""
-    mlflow.set_tracking_uri(tracking_uri)
+    _use(tracking_uri)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -118,7 +118,7 @@ def register_broken_version(
 ) -> str:
     """Register a version that loads and serves but must never get traffic: by default one
     that answers "positive" to everything; see BROKEN for the other kinds."""
-    mlflow.set_tracking_uri(tracking_uri)
+    _use(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
         code = Path(tmp) / f"{kind.replace('-', '_')}.py"
         code.write_text(BROKEN[kind])
@@ -179,7 +179,14 @@ BROKEN.update({"dict": _DICT, "scalar": _SCALAR})
 
 def confidences(tracking_uri: str, version: str, texts: list[str]) -> dict[str, float]:
     """What ``version`` answers for each text, loaded in this process (not through a server)."""
-    mlflow.set_tracking_uri(tracking_uri)
+    _use(tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}/{version}")
     rows = model.predict(pandas.DataFrame({"text": texts}))
     return dict(zip(texts, rows["confidence"].astype(float), strict=True))
+
+
+def _use(tracking_uri: str) -> None:
+    """Point this process's MLflow at ``tracking_uri`` and its Default experiment: a test
+    that ran before may have left another server's experiment active."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("Default")
