@@ -205,11 +205,16 @@ def test_registry_outage_keeps_serving_through_a_crash_and_promotions_resume(
 
 
 def test_a_broken_version_answering_nonsense_leaks_no_scoring_server(gw, registry, versions):
-    """Its predict returns a dict, then a scalar: each is stopped and refused, never retried."""
+    """Its predict returns a dict, then a scalar: each is stopped and refused, never retried.
+
+    While a candidate is brought up, a fourth may show for a moment: the child that
+    `mlflow models serve` forks to exec uvicorn carries its parent's command line until the
+    exec. Once refused, only the live server and its standby run, poll after poll."""
     live = serving(gw)
     gw.wait_for(lambda: standby(gw), timeout=120)
     broken = {kind: register_broken_version(registry.uri, kind=kind) for kind in ("dict", "scalar")}
-    counts: Counter = Counter()
+    counts: Counter = Counter()  # while each candidate is brought up and refused
+    settled: Counter = Counter()  # over five polls after each refusal
     infos = {}
 
     def refused(version):
@@ -225,9 +230,9 @@ def test_a_broken_version_answering_nonsense_leaks_no_scoring_server(gw, registr
                 infos[kind] = gw.wait_for(lambda v=version: refused(v), timeout=120, every=0.1)
                 gw.wait_for(lambda: len(scoring_servers(gw)) == 2, timeout=30)
                 # Five polls more: the refused version is not started again.
-                settled = time.monotonic()
-                while time.monotonic() - settled < 5:
-                    counts[len(scoring_servers(gw))] += 1
+                since = time.monotonic()
+                while time.monotonic() - since < 5:
+                    settled[len(scoring_servers(gw))] += 1
                     time.sleep(0.1)
         finally:
             promote(registry.uri, live)
@@ -237,11 +242,13 @@ def test_a_broken_version_answering_nonsense_leaks_no_scoring_server(gw, registr
         Row.of(
             "leaking broken version: " + " and ".join(f"v{v} ({k})" for k, v in broken.items()),
             load.answers,
-            note=f"at most {most} scoring servers, live + standby + candidate",
+            note=f"at most {most} scoring servers while a candidate came up, "
+            f"{max(settled)} in the {sum(settled)} samples after each refusal",
         )
     )
 
-    assert most <= 3, counts
+    assert set(settled) == {2}, settled  # live + standby: nothing retried, nothing leaked
+    assert most <= 4, counts  # live + standby + candidate (+ its child before the exec)
     assert load.statuses() == {200: len(load.answers)}
     assert load.versions() == {f"v{live}"}
     for kind, info in infos.items():
