@@ -243,7 +243,7 @@ def test_a_broken_version_answering_nonsense_leaks_no_scoring_server(gw, registr
             "leaking broken version: " + " and ".join(f"v{v} ({k})" for k, v in broken.items()),
             load.answers,
             note=f"at most {most} scoring servers while a candidate came up, "
-            f"{max(settled)} in the {sum(settled)} samples after each refusal",
+            f"{max(settled)} in {settled.total()} samples over five polls after each refusal",
         )
     )
 
