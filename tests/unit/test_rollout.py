@@ -142,6 +142,17 @@ async def serving(sup: Supervisor, version: str, standby: bool = True) -> None:
     raise AssertionError(f"v{version} not served: live {sup.live}, standby {sup.standby}")
 
 
+async def standby_starting(sup: Supervisor, world: World, version: str):
+    """``version`` live without a standby, then its standby started and held before ready:
+    returns (live, starting)."""
+    await serving(sup, version, standby=False)
+    world.hold[version] = True
+    await sup.step()
+    await settle()
+    live, starting = world.servers(version)
+    return live, starting
+
+
 def run(test):
     """Run an async test body on a fresh loop, and stop everything it left running."""
 
@@ -170,11 +181,7 @@ async def test_serves_the_alias_version_with_a_standby(sup, world):
 
 @run
 async def test_a_crash_while_the_standby_starts_promotes_it_when_ready(sup, world):
-    await serving(sup, "1", standby=False)
-    world.hold["1"] = True
-    await sup.step()
-    await settle()
-    (live, starting) = world.servers("1")
+    live, starting = await standby_starting(sup, world, "1")
     assert sup.standby is None
 
     live.exit(-9)
@@ -216,11 +223,7 @@ async def test_a_crash_during_the_drain_does_not_block_or_disturb_the_switch(sup
 
 @run
 async def test_a_promotion_does_not_wait_for_a_standby_that_is_starting(sup, world):
-    await serving(sup, "1", standby=False)
-    world.hold["1"] = True
-    await sup.step()
-    await settle()
-    starting = world.servers("1")[1]
+    _, starting = await standby_starting(sup, world, "1")
 
     sup.registry.alias = "2"
     await sup.step()
