@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,13 +79,41 @@ def worker_spark(corpus: str, model_uri: str, batch_size: int, master: str, out:
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     from pipelines import batch_score
 
+    gc_log = f"{out}.gc.log"
+    conf = {
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.extraJavaOptions": f"-Xlog:gc:file={gc_log}",
+    }
     started = time.perf_counter()
-    spark = batch_score.session(master, batch_size, **{"spark.ui.showConsoleProgress": "false"})
+    spark = batch_score.session(master, batch_size, **conf)
     ready = time.perf_counter()
     result = batch_score.score(spark, batch_score.Job(corpus, out, model_uri=model_uri))
     done = time.perf_counter()
     spark.stop()
-    return {"rows": result.rows_read, "session_s": ready - started, "job_s": done - ready}
+    heap = heap_after_gc(Path(gc_log).read_text())
+    return {"rows": result.rows_read, "session_s": ready - started, "job_s": done - ready, **heap}
+
+
+_GC = re.compile(r"GC\(\d+\) (.*?) (\d+)([KMG])->(\d+)([KMG])\((\d+)([KMG])\)")
+
+
+def heap_after_gc(log: str) -> dict:
+    """The JVM's heap from its GC log: the most left after a collection, the most committed.
+
+    What a collection leaves bounds what the JVM holds on to; its RSS also carries garbage not
+    yet collected, which grows with the time run and says nothing about what is retained.
+    """
+    mb = {"K": 1 / 1024, "M": 1, "G": 1024}
+    after = committed = 0.0
+    count = 0
+    for match in _GC.finditer(log):
+        kind, _, _, left, left_unit, size, size_unit = match.groups()
+        if not kind.startswith(("Pause Young", "Pause Full")):  # a remark frees nothing yet
+            continue
+        after = max(after, int(left) * mb[left_unit])
+        committed = max(committed, int(size) * mb[size_unit])
+        count += 1
+    return {"heap_after_gc_mb": after, "heap_committed_mb": committed, "gcs": count}
 
 
 def breakdown(corpus: str, model_uri: str, sample: int = 10_000) -> dict:
@@ -120,20 +150,41 @@ def measure(args_list: list[str], env: dict) -> dict:
         text=True,
     )
     root = psutil.Process(proc.pid)
-    peak = 0
+    peaks = dict.fromkeys(("total", *PARTS), 0)
+    kinds: dict[int, str] = {}
     while proc.poll() is None:
+        sample = dict.fromkeys(peaks, 0)
         try:
-            tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            for p in [root, *root.children(recursive=True)]:
+                if p.pid not in kinds:
+                    kinds[p.pid] = _kind(p, root.pid)
+                rss = p.memory_info().rss
+                sample["total"] += rss
+                sample[kinds[p.pid]] += rss
         except psutil.Error:
             pass
+        peaks = {part: max(peaks[part], sample[part]) for part in peaks}
         time.sleep(0.2)
     wall = time.perf_counter() - started
     out = proc.stdout.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{args_list} failed with {proc.returncode}: {out[-2000:]}")
     report = json.loads(out.strip().splitlines()[-1])
-    return {**report, "wall_s": wall, "peak_mb": peak / 2**20}
+    parts = {f"{part}_peak_mb": peaks[part] / 2**20 for part in PARTS}
+    return {**report, "wall_s": wall, "peak_mb": peaks["total"] / 2**20, **parts}
+
+
+# Where a process tree's memory is: the driver Python, Spark's JVM, the Python workers it forks.
+PARTS = ("driver", "jvm", "workers", "other")
+
+
+def _kind(process: psutil.Process, root: int) -> str:
+    if process.pid == root:
+        return "driver"
+    name = process.name()
+    if name == "java":
+        return "jvm"
+    return "workers" if name.startswith("python") else "other"
 
 
 def run(rows: int, batch_size: int) -> dict:
@@ -169,6 +220,82 @@ def run(rows: int, batch_size: int) -> dict:
         report["per_row"] = breakdown(str(big), model_uri)  # train() set the tracking URI
     report["load_after"] = os.getloadavg()
     return summarise(report)
+
+
+def scan(sizes: list[int], batch_size: int) -> dict:
+    """Peak memory of the one process and of Spark local[*] at each corpus size, in one run."""
+    from pipelines.batch_score import MODEL_NAME
+
+    report: dict = {
+        "sizes": sizes,
+        "batch_size": batch_size,
+        "cores": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        tmp = Path(tmp)
+        tracking_uri = f"sqlite:///{tmp}/mlflow.db"
+        print("Training the best preset...", flush=True)
+        model_uri = f"models:/{MODEL_NAME}/{train(tracking_uri)}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        points = []
+        for rows in sizes:
+            corpus = build_corpus(tmp / f"corpus-{rows}", rows).as_posix()
+            point: dict = {"rows": rows, "files": len(list(Path(corpus).glob("*.parquet")))}
+            for name, extra in [("pyfunc", []), ("local[*]", ["local[*]"])]:
+                print(f"{name} on {rows:,} rows...", flush=True)
+                out = str(tmp / f"out-{rows}-{len(point)}")
+                cli = ["--worker", corpus, model_uri, str(batch_size), *extra, out]
+                point[name] = measure(cli, env)
+                print(f"  {point[name]}", flush=True)
+            points.append(point)
+            shutil.rmtree(corpus)
+        report["points"] = points
+    report["load_after"] = os.getloadavg()
+    return report
+
+
+def scan_markdown(r: dict) -> str:
+    points = r["points"]
+    first, last = points[0], points[-1]
+
+    def growth(name: str, key: str = "peak_mb") -> str:
+        return f"{last[name][key] - first[name][key]:+,.0f} MB"
+
+    lines = [
+        f"### Peak memory by corpus size (one run, {r['date']}; load average before "
+        f"{r['load_before'][0]:.2f}, after {r['load_after'][0]:.2f})",
+        "",
+        "Resident memory of the whole process tree, sampled every 0.2 s; Arrow batches of "
+        f"{r['batch_size']:,} rows. Spark's share is split into its JVM, the Python workers it "
+        "forks (their RSS counts pages shared with the worker daemon once per process) and the "
+        "driver Python; the JVM's heap left after a collection (from its GC log) bounds what it "
+        "holds on to. Rates are not shown: other work was using the CPU.",
+        "",
+        "| rows | one process MB | Spark `local[*]` MB | JVM MB | Python workers MB | "
+        "driver Python MB | JVM heap after GC, most MB | JVM heap committed, most MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for x in points:
+        s = x["local[*]"]
+        lines.append(
+            f"| {x['rows']:,} | {x['pyfunc']['peak_mb']:,.0f} | {s['peak_mb']:,.0f} | "
+            f"{s['jvm_peak_mb']:,.0f} | {s['workers_peak_mb']:,.0f} | "
+            f"{s['driver_peak_mb']:,.0f} | {s['heap_after_gc_mb']:,.0f} | "
+            f"{s['heap_committed_mb']:,.0f} |"
+        )
+    ratio = last["rows"] / first["rows"]
+    lines += [
+        "",
+        f"- From {first['rows']:,} to {last['rows']:,} rows ({ratio:.0f}× the corpus): one "
+        f"process {growth('pyfunc')}; Spark `local[*]` {growth('local[*]')} (JVM "
+        f"{growth('local[*]', 'jvm_peak_mb')}, Python workers "
+        f"{growth('local[*]', 'workers_peak_mb')}, JVM heap after GC "
+        f"{growth('local[*]', 'heap_after_gc_mb')}).",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def summarise(report: dict) -> dict:
@@ -267,19 +394,36 @@ def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__)
     cli.add_argument("--rows", type=int, default=200_000)
     cli.add_argument("--batch-size", type=int, default=10_000)
+    cli.add_argument(
+        "--memory-scan",
+        type=lambda value: [int(rows) for rows in value.split(",")],
+        metavar="ROWS,ROWS,...",
+        help="measure peak memory at these corpus sizes only; the rate results are kept",
+    )
     cli.add_argument("--table-only", action="store_true", help="rewrite batch.md from batch.json")
     args = cli.parse_args()
-    if args.table_only:
-        print(markdown(json.loads((RESULTS / "batch.json").read_text())))
-        (RESULTS / "batch.md").write_text(
-            markdown(json.loads((RESULTS / "batch.json").read_text()))
-        )
-        return
-    report = run(args.rows, args.batch_size)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "batch.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "batch.md").write_text(markdown(report))
-    print(markdown(report))
+    saved = RESULTS / "batch.json"
+    if args.table_only:
+        report = json.loads(saved.read_text())
+    elif args.memory_scan:
+        report = json.loads(saved.read_text()) if saved.exists() else {}
+        report["memory_scan"] = scan(args.memory_scan, args.batch_size)
+    else:
+        report = run(args.rows, args.batch_size)
+        if saved.exists() and "memory_scan" in (kept := json.loads(saved.read_text())):
+            report["memory_scan"] = kept["memory_scan"]
+    saved.write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "batch.md").write_text(page(report))
+    print(page(report))
+
+
+def page(report: dict) -> str:
+    """batch.md: the rate run, then the memory scan, whichever of them has been run."""
+    parts = [markdown(report)] if "targets" in report else []
+    if "memory_scan" in report:
+        parts.append(scan_markdown(report["memory_scan"]))
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":
