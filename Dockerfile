@@ -18,6 +18,7 @@ COPY --chown=app MLproject conda.yaml ./
 COPY --chown=app model ./model
 COPY --chown=app pipelines ./pipelines
 COPY --chown=app gateway ./gateway
+COPY --chown=app monitoring ./monitoring
 USER app
 
 # The tracking server (5000) and the gateway (8000). The scoring servers listen on the

@@ -13,10 +13,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements"
-LOCAL = {"model", "gateway", "pipelines", "stack", "tests", "benchmarks"}
+LOCAL = {"model", "gateway", "pipelines", "stack", "tests", "benchmarks", "monitoring"}
 # Which requirements cover the third-party imports of each top-level package.
 COVERS = {
     "model": "requirements/model.txt",
+    # Statistics shared by the gateway, training and the monitor job.
+    "monitoring": "requirements/model.txt",
     "pipelines": "requirements/training.txt",
     "gateway": "requirements/gateway.txt",
     "stack": "requirements.txt",

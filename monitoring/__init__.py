@@ -1,0 +1,1 @@
+"""Watching a served model: the statistics the gateway, training and the monitor job share."""
