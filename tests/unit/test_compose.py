@@ -155,14 +155,14 @@ def test_gateway_environment_names_are_settings():
     )
 
 
-def test_only_the_balancer_and_the_tracking_ui_are_published_and_on_loopback():
+def test_only_the_balancer_and_the_uis_are_published_and_on_loopback():
     published = {
         name: [p.rsplit(":", 1)[-1] for p in service["ports"]]
         for name, service in SERVICES.items()
         if service.get("ports")
     }
     gateway_port = SERVICES["gateway"]["environment"]["GATEWAY_PORT"]
-    assert published == {"mlflow": ["5000"], "nginx": [gateway_port]}
+    assert published == {"mlflow": ["5000"], "nginx": [gateway_port], "grafana": ["3000"]}
     for service in SERVICES.values():
         assert all(p.startswith("127.0.0.1:") for p in service.get("ports", [])), service["ports"]
     # The scoring servers answer without a key: only the gateway in their container reaches them.
@@ -172,9 +172,13 @@ def test_only_the_balancer_and_the_tracking_ui_are_published_and_on_loopback():
 
 
 def test_compose_refuses_to_start_without_an_api_key():
-    keys = SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS"]
-    assert INTERPOLATED.fullmatch(keys), keys
-    assert re.fullmatch(r"\$\{GATEWAY_API_KEYS:\?[^}]+\}", keys), "no default: unset or empty fails"
+    """The operator's keys, and Prometheus's key for /metrics added to them."""
+    keys = SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS"].split(",")
+    assert all(INTERPOLATED.fullmatch(key) for key in keys), keys
+    assert re.fullmatch(r"\$\{GATEWAY_API_KEYS:\?[^}]+\}", keys[0]), (
+        "no default: unset or empty fails"
+    )
+    assert re.fullmatch(r"\$\{METRICS_API_KEY:\?[^}]+\}", keys[1]), keys
 
 
 @pytest.mark.parametrize("keys", ["change-me", "a-real-key-of-mine, change-me", " CHANGEME "])
@@ -248,3 +252,95 @@ def test_the_compose_balancer_spreads_retries_and_errors_as_the_stack_does():
     assert f"listen {port};" in compose
     assert "server gateway:8000 resolve max_fails=2 fail_timeout=5s;" in compose
     assert not [d for d in compose | stack if d.startswith(("ip_hash", "hash ", "sticky"))]
+
+
+def mounted(service: str, path: str) -> Path:
+    """The file or folder of this repository that ``path`` shows inside ``service``."""
+    for volume in SERVICES[service].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith(".") and (path == target or path.startswith(f"{target}/")):
+            return ROOT / source / path.removeprefix(target).lstrip("/")
+    raise AssertionError(f"{path} is not mounted from the repository into {service}")
+
+
+def test_every_service_runs_a_pinned_image():
+    for name, service in SERVICES.items():
+        if "build" in service:  # this repository's image
+            assert service["image"] == "sentiment-mlops-service:latest", name
+            continue
+        repository, _, tag = service["image"].rpartition(":")
+        assert repository and re.search(r"\d", tag) and "latest" not in tag, (name, tag)
+
+
+def test_every_folder_or_file_mounted_from_the_repository_exists():
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), (name, source)
+            else:
+                assert source in COMPOSE["volumes"], (name, source)
+
+
+def test_no_secret_has_a_default():
+    """Passwords and keys come from the operator: compose stops when one is unset or empty."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    secret = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN")
+    for use in re.findall(r"\$\{([A-Z_]+)([^}]*)\}", text):
+        if secret.search(use[0]):
+            assert use[1].startswith(":?"), use
+    for name, service in SERVICES.items():
+        environment = service.get("environment", {})
+        for key, value in environment.items() if isinstance(environment, dict) else ():
+            if secret.search(key):
+                assert all(INTERPOLATED.fullmatch(v) for v in str(value).split(",")), (name, key)
+    for name, source in COMPOSE["secrets"].items():
+        assert re.search(rf"\$\{{{source['environment']}:\?", text), (name, "required elsewhere")
+
+
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+
+
+def test_prometheus_scrapes_every_gateway_replica_with_the_metrics_key():
+    prometheus = SERVICES["prometheus"]
+    flags = dict(flag.removeprefix("--").split("=", 1) for flag in prometheus["command"])
+    assert mounted("prometheus", flags["config.file"]) == PROMETHEUS
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    for pattern in config["rule_files"]:
+        assert list(PROMETHEUS.parent.glob(pattern)), pattern
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "gateway"]
+    # One target per replica from Docker's DNS, never the balancer's single address.
+    assert "static_configs" not in job
+    (discovery,) = job["dns_sd_configs"]
+    assert discovery["names"] == ["gateway"] and discovery["type"] == "A"
+    assert str(discovery["port"]) == SERVICES["gateway"]["environment"]["GATEWAY_PORT"]
+    assert job["metrics_path"] == "/metrics"
+    authorization = job["authorization"]
+    assert authorization["type"] == "Bearer"
+    (secret,) = prometheus["secrets"]
+    assert authorization["credentials_file"] == f"/run/secrets/{secret}"
+    assert COMPOSE["secrets"][secret] == {"environment": "METRICS_API_KEY"}
+    assert "${METRICS_API_KEY:?" in SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS"]
+    assert prometheus["volumes"][1].split(":") == ["prometheus-data", flags["storage.tsdb.path"]]
+    assert "ports" not in prometheus, "reached through Grafana"
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard():
+    grafana = SERVICES["grafana"]
+    env = grafana["environment"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "${GRAFANA_ANONYMOUS:-false}"
+    provisioning = mounted("grafana", "/etc/grafana/provisioning")
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090" and source["uid"] == "prometheus"
+    assert "web.listen-address" not in " ".join(SERVICES["prometheus"]["command"])
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "sentiment.yml").read_text())[
+        "providers"
+    ]
+    dashboards = mounted("grafana", provider["options"]["path"])
+    assert sorted(p.name for p in dashboards.glob("*.json")) == ["sentiment.json"]
+    assert mounted("grafana", env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).is_file()
+    assert grafana["volumes"][-1] == "grafana-data:/var/lib/grafana"
