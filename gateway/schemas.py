@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictStr
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 MAX_TEXT_CHARS = 5000
 MAX_BATCH = 1000
@@ -66,6 +66,36 @@ class Rollout(BaseModel):
     at: str
 
 
+class Monitoring(BaseModel):
+    """The live version's monitoring figures (the sentiment_* gauges of /metrics)."""
+
+    model_version: str
+    window_size: int = Field(description="Predictions of this version in the live window.")
+    window_limit: int = Field(description="GATEWAY_MONITOR_WINDOW.")
+    positive_ratio: float | None
+    confidence_mean: float | None
+    known_term_ratio: float | None = Field(
+        description="Mean share of a text's words the model knows (null: not reported)."
+    )
+    reference: bool = Field(description="Whether the version carries a monitoring reference.")
+    drift_score: float | None = Field(description="Largest PSI over the features.")
+    drift_detected: bool | None
+    drift_by_feature: dict[str, float]
+    drift_threshold: float | None
+    estimated_accuracy: float | None = Field(
+        description="Label-free estimate from calibrated confidence (CBPE)."
+    )
+    feedback_total: int
+    feedback_accuracy: float | None = Field(description="Measured from POST /feedback.")
+    prediction_log_dropped: int
+    verdict: str | None = Field(
+        description="The monitor job's last verdict on this version: ok, drift or degraded "
+        "(its model version tag `monitoring.verdict`)."
+    )
+    checked_at: str | None
+    note: str | None = None
+
+
 class Info(BaseModel):
     replica: str = Field(
         description="The gateway that answered (GATEWAY_REPLICA; by default <host name>:<port>), "
@@ -94,6 +124,32 @@ class Info(BaseModel):
         "known yet). With an external scoring server (GATEWAY_SCORING_URL) this is what the "
         "alias names, not necessarily what that server runs: its answers say `unknown`.",
     )
+    monitoring: Monitoring | None = Field(
+        None, description="The live version's monitoring figures, as in /metrics."
+    )
+
+
+class FeedbackRequest(BaseModel):
+    request_id: StrictStr = Field(
+        min_length=1, max_length=128, description="The X-Request-ID of the answer."
+    )
+    label: Literal["positive", "negative"] = Field(description="The true sentiment.")
+    item: StrictInt = Field(0, ge=0, description="The row of a batch answer (0 for /predict).")
+    text: StrictStr | None = Field(
+        None,
+        max_length=MAX_TEXT_CHARS,
+        description="The review, if it may be kept (for retraining on labelled feedback).",
+    )
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str
+    item: int
+    label: str
+    model_version: str = Field(description="The version that gave the answer.")
+    sentiment: str = Field(description="What it answered.")
+    confidence: float
+    correct: bool = Field(description="Whether the answer was the true label.")
 
 
 class Error(BaseModel):

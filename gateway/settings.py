@@ -83,6 +83,20 @@ class Settings(BaseSettings):
     max_queue: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1)
 
+    # Monitoring: the prediction log (predictions/<replica>/*.sqlite) and feedback.sqlite.
+    monitor_dir: Path = Path(gettempdir()) / "sentiment-gateway" / "monitoring"
+    # Predictions per model version in the live window the sentiment_* gauges describe.
+    monitor_window: int = Field(1000, ge=1)
+    # Review text in the prediction log: off, so that no file the gateway writes holds any.
+    log_texts: bool = False
+    # A new log file once the current one reaches this size or age (seconds); files last
+    # written more than the retention ago are deleted (feedback can only name what is kept).
+    monitor_log_max_bytes: int = Field(50_000_000, ge=10_000)
+    monitor_log_max_age: float = Field(86_400.0, gt=0)
+    monitor_log_retention_days: float = Field(30.0, gt=0)
+    # Answers waiting to be logged; past it they are dropped (and counted), never waited for.
+    monitor_queue: int = Field(10_000, ge=1)
+
     @field_validator("api_keys")
     @classmethod
     def _no_placeholder_key(cls, keys: SecretStr) -> SecretStr:

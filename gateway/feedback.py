@@ -1,0 +1,131 @@
+"""True labels for earlier answers, and the accuracy measured from them.
+
+One SQLite file (`<monitor dir>/feedback.sqlite`) is shared by every replica: a label may
+come to another gateway than the one that answered, so the prediction it is about is looked
+up in every replica's log. One label per prediction: the primary key refuses a second one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway import prediction_log
+from gateway.prediction_log import PredictionLog
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    text TEXT,
+    time TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    sentiment TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    replica TEXT NOT NULL,
+    PRIMARY KEY (request_id, item)
+);
+"""
+# Several gateways write the file; a writer waits this long for another's transaction.
+BUSY_TIMEOUT = 5.0
+# How long a label waits for this replica's log to write what it has queued (a label sent
+# right after its answer).
+FLUSH_TIMEOUT = 2.0
+
+
+class NotInLog(LookupError):
+    """No prediction log file holds the request id (and item)."""
+
+
+class AlreadyLabelled(Exception):
+    """The prediction has a label already."""
+
+
+@dataclass(frozen=True)
+class Feedback:
+    request_id: str
+    item: int
+    label: str
+    text: str | None
+    time: str
+    model_version: str
+    sentiment: str
+    confidence: float
+    replica: str
+
+    @property
+    def correct(self) -> bool:
+        return self.label == self.sentiment
+
+
+class FeedbackStore:
+    def __init__(self, monitor_dir: Path, log: PredictionLog | None = None):
+        self.monitor_dir = monitor_dir
+        self.path = monitor_dir / "feedback.sqlite"
+        self._log = log
+        self._ready = False
+
+    def submit(self, request_id: str, item: int, label: str, text: str | None) -> Feedback:
+        """Record the true ``label`` of a logged prediction.
+
+        Raises NotInLog for a prediction no log file holds, AlreadyLabelled for a second
+        label. ``text`` is stored as given (a client sends it to have it kept, for
+        retraining); without it, the logged text if the log keeps texts (GATEWAY_LOG_TEXTS).
+        """
+        if self._log is not None:
+            self._log.flush(FLUSH_TIMEOUT)
+        found = prediction_log.find(self.monitor_dir, request_id, item)
+        if found is None:
+            raise NotInLog(request_id, item)
+        record = Feedback(
+            request_id=request_id,
+            item=item,
+            label=label,
+            text=text if text is not None else found.text,
+            time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            model_version=found.model_version,
+            sentiment=found.sentiment,
+            confidence=found.confidence,
+            replica=found.replica,
+        )
+        values = asdict(record)
+        with self._connect() as db:
+            try:
+                db.execute(
+                    f"INSERT INTO feedback ({', '.join(values)}) "
+                    f"VALUES ({', '.join('?' * len(values))})",
+                    list(values.values()),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyLabelled(request_id, item) from None
+        return record
+
+    def accuracy(self) -> dict[str, tuple[int, int]]:
+        """Per model version: (labels received, of them where the model was right)."""
+        if not self.path.exists():
+            return {}
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT model_version, COUNT(*), SUM(label = sentiment) "
+                "FROM feedback GROUP BY model_version"
+            ).fetchall()
+        return {version: (int(total), int(right or 0)) for version, total, right in rows}
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.monitor_dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        try:
+            if not self._ready:
+                # Readers (scrapes, the monitor job) then never wait for a writer.
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(SCHEMA)
+                self._ready = True
+            yield db
+        finally:
+            db.close()

@@ -1,0 +1,50 @@
+"""`POST /feedback`: the true label of an earlier answer, named by its request id."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI
+
+from gateway.errors import ApiError
+from gateway.feedback import AlreadyLabelled, FeedbackStore, NotInLog
+from gateway.schemas import Error, FeedbackRequest, FeedbackResponse
+
+
+def add_feedback_route(app: FastAPI, store: FeedbackStore, auth: dict[str, Any]) -> None:
+    @app.post(
+        "/feedback",
+        status_code=201,
+        response_model=FeedbackResponse,
+        dependencies=auth["dependencies"],
+        responses={**auth["responses"], **{code: {"model": Error} for code in (404, 409, 422)}},
+    )
+    async def feedback(request: FeedbackRequest) -> FeedbackResponse:
+        """Record the true label of an answer still in the prediction log (`X-Request-ID`;
+        `item` is the row of a batch). One label per answer."""
+        try:
+            # SQLite files, and a short wait for this gateway's log to write what it holds.
+            record = await asyncio.to_thread(
+                store.submit, request.request_id, request.item, request.label, request.text
+            )
+        except NotInLog:
+            raise ApiError(
+                404,
+                f"Request id {request.request_id!r} (item {request.item}) is not in the "
+                "prediction log.",
+            ) from None
+        except AlreadyLabelled:
+            raise ApiError(
+                409,
+                f"Request id {request.request_id!r} (item {request.item}) has a label already.",
+            ) from None
+        return FeedbackResponse(
+            request_id=record.request_id,
+            item=record.item,
+            label=record.label,
+            model_version=record.model_version,
+            sentiment=record.sentiment,
+            confidence=record.confidence,
+            correct=record.correct,
+        )

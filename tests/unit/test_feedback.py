@@ -1,0 +1,110 @@
+"""Feedback rules on real SQLite files: which answer a label is for, one label each, accuracy."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from gateway.feedback import AlreadyLabelled, FeedbackStore, NotInLog
+from gateway.logs import REQUEST_ID
+from gateway.prediction_log import PredictionLog
+
+POSITIVE = {"sentiment": "positive", "confidence": 0.8}
+NEGATIVE = {"sentiment": "negative", "confidence": 0.7}
+
+
+@pytest.fixture
+def logged(tmp_path):
+    """A started log; ``answer(id, version, rows, texts)`` records one answer."""
+    logs: dict[str, PredictionLog] = {}
+
+    def answer(request_id, version, rows, texts=None, replica="gw", keep_texts=False):
+        if replica not in logs:
+            logs[replica] = PredictionLog(tmp_path, replica, keep_texts=keep_texts)
+            logs[replica].start()
+        token = REQUEST_ID.set(request_id)
+        try:
+            logs[replica].record("/predict/batch", version, rows, texts or ["t"] * len(rows))
+        finally:
+            REQUEST_ID.reset(token)
+        return logs[replica]
+
+    yield answer
+    for log in logs.values():
+        log.close()
+
+
+def test_a_label_is_stored_with_what_the_model_answered(tmp_path, logged):
+    log = logged("r1", "v2", [POSITIVE, NEGATIVE])
+    store = FeedbackStore(tmp_path, log)
+    right = store.submit("r1", 0, "positive", None)
+    wrong = store.submit("r1", 1, "positive", None)
+    assert (right.model_version, right.sentiment, right.correct) == ("v2", "positive", True)
+    assert (wrong.sentiment, wrong.correct) == ("negative", False)
+    assert wrong.confidence == 0.7 and wrong.replica == "gw"
+    assert store.accuracy() == {"v2": (2, 1)}
+
+
+def test_a_label_sent_right_after_its_answer_finds_it(tmp_path, logged):
+    # No flush here: the store waits for its own replica's writer.
+    for index in range(50):
+        log = logged(f"r{index}", "v1", [POSITIVE] * 20)
+    store = FeedbackStore(tmp_path, log)
+    assert store.submit("r49", 19, "negative", None).correct is False
+
+
+def test_unknown_ids_and_items_are_not_in_the_log(tmp_path, logged):
+    log = logged("r1", "v1", [POSITIVE])
+    store = FeedbackStore(tmp_path, log)
+    with pytest.raises(NotInLog):
+        store.submit("nope", 0, "positive", None)
+    with pytest.raises(NotInLog):
+        store.submit("r1", 1, "positive", None)
+    assert store.accuracy() == {}
+
+
+def test_a_second_label_is_refused(tmp_path, logged):
+    store = FeedbackStore(tmp_path, logged("r1", "v1", [POSITIVE]))
+    store.submit("r1", 0, "positive", None)
+    with pytest.raises(AlreadyLabelled):
+        store.submit("r1", 0, "negative", None)
+    assert store.accuracy() == {"v1": (1, 1)}
+
+
+def test_an_answer_of_another_replica_can_be_labelled(tmp_path, logged):
+    other = logged("elsewhere", "v3", [NEGATIVE], replica="gateway-2")
+    assert other.flush()
+    here = logged("here", "v3", [POSITIVE], replica="gateway-1")
+    record = FeedbackStore(tmp_path, here).submit("elsewhere", 0, "negative", None)
+    assert record.replica == "gateway-2" and record.correct
+
+
+def test_text_is_stored_only_when_sent_or_logged(tmp_path, logged):
+    log = logged("r1", "v1", [POSITIVE, POSITIVE], ["first review", "second review"])
+    store = FeedbackStore(tmp_path, log)
+    store.submit("r1", 0, "positive", None)
+    store.submit("r1", 1, "positive", "sent with the label")
+    kept = logged("r2", "v1", [POSITIVE], ["kept review"], replica="texts", keep_texts=True)
+    FeedbackStore(tmp_path, kept).submit("r2", 0, "negative", None)
+    db = sqlite3.connect(store.path)
+    texts = dict(db.execute("SELECT request_id || ':' || item, text FROM feedback"))
+    db.close()
+    assert texts == {"r1:0": None, "r1:1": "sent with the label", "r2:0": "kept review"}
+
+
+def test_accuracy_is_per_version(tmp_path, logged):
+    logged("a", "v1", [POSITIVE] * 4)
+    log = logged("b", "v2", [NEGATIVE] * 2)
+    store = FeedbackStore(tmp_path, log)
+    for item, label in enumerate(["positive", "positive", "positive", "negative"]):
+        store.submit("a", item, label, None)
+    store.submit("b", 0, "positive", None)
+    store.submit("b", 1, "positive", None)
+    assert store.accuracy() == {"v1": (4, 3), "v2": (2, 0)}
+
+
+def test_no_store_file_means_no_feedback(tmp_path):
+    store = FeedbackStore(tmp_path / "missing")
+    assert store.accuracy() == {}
+    assert not store.path.exists()

@@ -1,0 +1,213 @@
+"""The prediction log on real SQLite files: what a row holds, rotation, restarts, drops."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from gateway.logs import REQUEST_ID
+from gateway.prediction_log import PredictionLog, find, replica_folder
+
+ROW = {"sentiment": "positive", "confidence": 0.9, "known_terms": 3, "known_term_ratio": 0.75}
+
+
+@contextmanager
+def request(request_id: str):
+    """Records made inside are for this request id, as inside a request handler."""
+    token = REQUEST_ID.set(request_id)
+    try:
+        yield
+    finally:
+        REQUEST_ID.reset(token)
+
+
+def rows(path: Path) -> list[dict]:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM predictions ORDER BY rowid")]
+    finally:
+        db.close()
+
+
+def files(log: PredictionLog) -> list[Path]:
+    return sorted(log.folder.glob("*.sqlite"))
+
+
+@pytest.fixture
+def started(tmp_path):
+    logs = []
+
+    def start(**options) -> PredictionLog:
+        log = PredictionLog(tmp_path, options.pop("replica", "host:8000"), **options)
+        log.start()
+        logs.append(log)
+        return log
+
+    yield start
+    for log in logs:
+        log.close()
+
+
+def test_a_batch_is_logged_row_by_row_without_its_text(started, tmp_path):
+    log = started()
+    with request("req-1"):
+        log.record("/predict/batch", "v3", [ROW, {**ROW, "sentiment": "negative"}], ["ab", "abcd"])
+    assert log.flush()
+    assert log.folder == tmp_path / "predictions" / "host_8000"
+    [path] = files(log)
+    assert len(path.stem) == len("20261127T180000Z") and path.stem.endswith("Z")
+    logged = rows(path)
+    assert [(r["request_id"], r["item"], r["sentiment"]) for r in logged] == [
+        ("req-1", 0, "positive"),
+        ("req-1", 1, "negative"),
+    ]
+    first = logged[0]
+    assert first["route"] == "/predict/batch" and first["model_version"] == "v3"
+    assert first["replica"] == "host:8000" and first["confidence"] == 0.9
+    assert first["text_length"] == 2 and first["known_term_ratio"] == 0.75
+    assert first["time"].endswith("+00:00")
+    assert [r["text"] for r in logged] == [None, None]
+    assert b"abcd" not in path.read_bytes()
+
+
+def test_texts_are_kept_only_when_asked_for(started):
+    log = started(keep_texts=True)
+    log.record("/predict", "v1", [ROW], ["a fine film"])
+    assert log.flush()
+    assert [r["text"] for r in rows(files(log)[0])] == ["a fine film"]
+
+
+def test_a_version_without_the_ratio_is_logged_with_null(started):
+    log = started()
+    log.record("/predict", "v1", [{"sentiment": "negative", "confidence": 0.6}], ["text"])
+    assert log.flush()
+    assert rows(files(log)[0])[0]["known_term_ratio"] is None
+
+
+@pytest.mark.parametrize(
+    "body, content_type, lengths",
+    [
+        ({"dataframe_split": {"columns": ["text"], "data": [["abc"], ["de"]]}}, "", [3, 2]),
+        ({"dataframe_records": [{"text": "abc"}, {"text": "de"}]}, "application/json", [3, 2]),
+        ({"inputs": {"text": ["abc", "de"]}}, "application/json", [3, 2]),
+        ({"inputs": ["abc", "de"]}, "application/json", [3, 2]),
+        ({"instances": [{"text": "abc"}, {"text": "de"}]}, "application/json", [3, 2]),
+        ("text\nabc\nde\n", "text/csv", [3, 2]),
+        # Formats it cannot read: the predictions are logged all the same, lengths unknown.
+        ({"something": ["abc", "de"]}, "application/json", [None, None]),
+        ("not json", "application/json", [None, None]),
+        ({"dataframe_records": [{"text": "abc"}]}, "application/json", [None, None]),
+    ],
+)
+def test_invocations_rows_are_read_from_every_format(started, body, content_type, lengths):
+    log = started()
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    answer = json.dumps({"predictions": [ROW, ROW]}).encode()
+    log.record_invocation("v2", raw, content_type, answer)
+    assert log.flush()
+    logged = rows(files(log)[0])
+    assert [r["text_length"] for r in logged] == lengths
+    assert {r["route"] for r in logged} == {"/invocations"}
+    assert [r["item"] for r in logged] == [0, 1]
+
+
+def test_an_answer_that_is_not_predictions_is_skipped(started):
+    log = started()
+    log.record_invocation("v2", b"{}", "application/json", b'{"predictions": 0.5}')
+    log.record("/predict", "v2", [ROW], ["x"])
+    assert log.flush()
+    assert len(rows(files(log)[0])) == 1
+
+
+def test_the_file_rotates_by_size(started):
+    log = started(max_bytes=20_000)
+    for _ in range(12):
+        log.record("/predict/batch", "v1", [ROW] * 100, ["x" * 50] * 100)
+        assert log.flush()
+    assert len(files(log)) > 1
+    assert sum(len(rows(p)) for p in files(log)) == 1200
+
+
+def test_the_file_rotates_by_age(started):
+    log = started(max_age=0.05)
+    log.record("/predict", "v1", [ROW], ["x"])
+    assert log.flush()
+    first = log.path
+    time.sleep(0.1)  # the age the rotation is about, not a wait for something to happen
+    log.record("/predict", "v1", [ROW], ["x"])
+    assert log.flush()
+    assert log.path != first and len(files(log)) == 2
+
+
+def test_a_restart_writes_a_new_file_and_keeps_the_old_one(tmp_path):
+    before = PredictionLog(tmp_path, "gw")
+    before.start()
+    with request("old"):
+        before.record("/predict", "v1", [ROW], ["x"])
+    before.close()
+    after = PredictionLog(tmp_path, "gw")
+    after.start()
+    with request("new"):
+        after.record("/predict", "v1", [ROW], ["x"])
+    assert after.flush()
+    after.close()
+    assert len(files(after)) == 2
+    assert find(tmp_path, "old") is not None and find(tmp_path, "new") is not None
+
+
+def test_replicas_write_side_by_side(started, tmp_path):
+    one, two = started(replica="gateway-1"), started(replica="gateway-2")
+    with request("a"):
+        one.record("/predict", "v1", [ROW], ["x"])
+    with request("b"):
+        two.record("/predict", "v1", [ROW], ["x"])
+    assert one.flush() and two.flush()
+    assert one.folder != two.folder
+    assert find(tmp_path, "a").replica == "gateway-1"
+    assert find(tmp_path, "b").replica == "gateway-2"
+    assert find(tmp_path, "c") is None and find(tmp_path, "a", item=1) is None
+
+
+def test_a_full_queue_drops_and_counts_without_waiting(tmp_path):
+    log = PredictionLog(tmp_path, "gw", queue_size=2)  # not started: nothing drains the queue
+    for _ in range(5):
+        log.record("/predict", "v1", [ROW], ["x"])  # returns at once: no thread to wait for
+    assert log.dropped == 3
+    log.start()
+    assert log.flush()
+    log.close()
+    assert len(rows(files(log)[0])) == 2
+
+
+def test_files_past_the_retention_are_deleted(tmp_path):
+    folder = tmp_path / "predictions" / "gw"
+    folder.mkdir(parents=True)
+    old, recent = folder / "20200101T000000Z.sqlite", folder / "20990101T000000Z.sqlite"
+    for path in (old, recent):
+        sqlite3.connect(path).close()
+    os.utime(old, (time.time() - 3 * 86_400,) * 2)
+    log = PredictionLog(tmp_path, "gw", retention=2 * 86_400)
+    log.start()
+    log.close()
+    assert not old.exists() and recent.exists()
+
+
+def test_listeners_see_what_was_written(started):
+    seen = []
+    log = started(listeners=[seen.extend])
+    log.record("/predict", "v4", [ROW], ["x"])
+    assert log.flush()
+    assert [(p.model_version, p.text_length) for p in seen] == [("v4", 1)]
+
+
+def test_replica_folder_names():
+    assert replica_folder("host:8000") == "host_8000"
+    assert replica_folder("gateway-1") == "gateway-1"
+    assert replica_folder("a/b@c") == "a_b_c"
