@@ -27,10 +27,15 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = 300
+# The one-process baseline reads a file at a time: a bound on the file bounds its memory.
+ROWS_PER_FILE = 25_000
 
 
-def build_corpus(folder: Path, rows: int, seed: int = 42) -> Path:
-    """The packaged reviews repeated and shuffled to ``rows``, as 8 Parquet files."""
+def build_corpus(
+    folder: Path, rows: int, seed: int = 42, rows_per_file: int = ROWS_PER_FILE
+) -> Path:
+    """The packaged reviews repeated and shuffled to ``rows``, in Parquet files of at most
+    ``rows_per_file`` rows (as Spark writes a large corpus: many parts, none of them huge)."""
     import numpy as np
     import pandas as pd
 
@@ -40,7 +45,7 @@ def build_corpus(folder: Path, rows: int, seed: int = 42) -> Path:
     picks = np.random.default_rng(seed).permutation(np.resize(np.arange(len(texts)), rows))
     frame = pd.DataFrame({"id": np.arange(rows), "text": texts[picks]})
     folder.mkdir(parents=True)
-    for part, rows_of in enumerate(np.array_split(np.arange(rows), 8 if rows > 8 * SMALL else 1)):
+    for part, rows_of in enumerate(np.array_split(np.arange(rows), -(-rows // rows_per_file))):
         frame.iloc[rows_of].to_parquet(folder / f"part-{part}.parquet", row_group_size=10_000)
     return folder
 
@@ -68,7 +73,7 @@ def worker_baseline(corpus: str, model_uri: str, batch_size: int) -> dict:
     model = mlflow.pyfunc.load_model(model_uri)
     loaded = time.perf_counter()
     rows = 0
-    for path in sorted(Path(corpus).glob("*.parquet")):  # one file (1/8 of the corpus) at a time
+    for path in sorted(Path(corpus).glob("*.parquet")):  # one file (<= ROWS_PER_FILE) at a time
         texts = pd.read_parquet(path, columns=["text"])
         for start in range(0, len(texts), batch_size):
             rows += len(model.predict(texts.iloc[start : start + batch_size]))
@@ -151,16 +156,13 @@ def measure(args_list: list[str], env: dict) -> dict:
     )
     root = psutil.Process(proc.pid)
     peaks = dict.fromkeys(("total", *PARTS), 0)
-    kinds: dict[int, str] = {}
     while proc.poll() is None:
         sample = dict.fromkeys(peaks, 0)
         try:
             for p in [root, *root.children(recursive=True)]:
-                if p.pid not in kinds:
-                    kinds[p.pid] = _kind(p, root.pid)
                 rss = p.memory_info().rss
                 sample["total"] += rss
-                sample[kinds[p.pid]] += rss
+                sample[_kind(p, root.pid)] += rss  # not cached: spark-submit's bash execs java
         except psutil.Error:
             pass
         peaks = {part: max(peaks[part], sample[part]) for part in peaks}
