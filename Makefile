@@ -22,6 +22,10 @@ $(VENV)/.installed: requirements.txt $(wildcard requirements/*.txt)
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv and install everything for development (pinned)
+	@# The page tests drive Debian's chromium (as root, installed when missing).
+	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x /usr/bin/chromium || echo "The page tests need Debian's chromium: apt-get install chromium" >&2
 
 up: install ## Run the whole stack in the foreground (GATEWAY_REPLICAS=N: N gateways behind nginx)
 	$(BIN)/python -m stack.up

@@ -15,6 +15,7 @@ from gateway.errors import ApiError, install_error_handlers, not_loaded
 from gateway.logs import configure_logging
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.middleware import BodyLimit, Observe
+from gateway.page import install_page
 from gateway.redact import scrub, without_credentials
 from gateway.registry import Registry
 from gateway.rollout import Controller, controller
@@ -99,9 +100,7 @@ def _routes(
             raise not_loaded()
         return _label(router.live.version)
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> dict:
-        return {"service": "sentiment gateway", "docs": "/docs", "health": "/health"}
+    install_page(app)  # GET /: the page for browsers, the JSON summary for clients
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:

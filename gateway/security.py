@@ -20,6 +20,8 @@ from gateway.schemas import Error
 
 # Liveness, readiness and the documentation stay reachable without a key.
 OPEN = {"/", "/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+# The page's own files (gateway/page.py): the page loads without a key, then asks for one.
+OPEN_PREFIXES = ("/page/",)
 UNAUTHORIZED = "Missing or invalid API key."
 
 _bearer = HTTPBearer(
@@ -56,7 +58,12 @@ class RequireApiKey:
         self._keys = [key.encode() for key in keys]
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in OPEN or self.allowed(scope["headers"]):
+        if (
+            scope["type"] != "http"
+            or scope["path"] in OPEN
+            or scope["path"].startswith(OPEN_PREFIXES)
+            or self.allowed(scope["headers"])
+        ):
             return await self.app(scope, receive, send)
         await ApiError(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"}).send(send)
 

@@ -25,7 +25,7 @@ COVERS = {
     "tests": "requirements.txt",
     "benchmarks": "requirements.txt",
 }
-DEVELOPMENT_ONLY = {"pytest", "schemathesis", "hypothesis", "ruff", "psutil", "httpx"}
+DEVELOPMENT_ONLY = {"pytest", "schemathesis", "hypothesis", "ruff", "psutil", "httpx", "playwright"}
 WEB = {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx"}
 
 
