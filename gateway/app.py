@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -142,6 +143,7 @@ def _routes(
             metrics=described.metrics if described else {},
             tags=described.tags if described else {},
             registered_at=described.registered_at if described else None,
+            model_card=_version_page(settings, router.live.version),
             scoring_server=router.live.url,
             standby_server=router.standby.url if router.standby else None,
             registry_reachable=router.registry_reachable,
@@ -248,3 +250,11 @@ def _public(row: Row) -> dict[str, Any]:
 
 def _label(version: str) -> str:
     return f"v{version}" if version.isdigit() else version
+
+
+def _version_page(settings: Settings, version: str) -> str | None:
+    """The version's page in the MLflow UI, where its model card is its description."""
+    tracking = without_credentials(settings.tracking_uri).rstrip("/")
+    if not version.isdigit() or not tracking.startswith(("http://", "https://")):
+        return None
+    return f"{tracking}/#/models/{quote(settings.model_name, safe='')}/versions/{version}"

@@ -110,6 +110,11 @@ class Info(BaseModel):
     metrics: dict[str, float]
     tags: dict[str, str]
     registered_at: str | None
+    model_card: str | None = Field(
+        None,
+        description="The version's page in the MLflow UI, whose description is its model card "
+        "(null with a tracking URI that is not http(s)).",
+    )
     scoring_server: str
     standby_server: str | None = Field(
         description="A ready server of the same version that takes over if the live one dies."

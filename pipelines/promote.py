@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     move_alias(args.model_name, args.version)
     was = f" (was version {before.version})" if before else ""
     print(f"{args.model_name}@{ALIAS} -> version {args.version}{was}")
+    from pipelines.model_card import location  # the card module imports this one
+
+    print(f"Model card: {location(args.model_name, args.version)}")
     return 0
 
 

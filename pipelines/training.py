@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline
 from model.names import MODEL_NAME
 from model.preprocess import clean_text
 from model.signature import INPUT_EXAMPLE, SIGNATURE
-from pipelines import evaluate, promote
+from pipelines import evaluate, model_card, promote
 from pipelines.data import SPLIT, DataError, Splits, fingerprint, load_reviews, packaged_csv, split
 from pipelines.features import build_pipeline, slim
 
@@ -58,6 +58,7 @@ class Prepared:
     cleaned: dict[str, list[str]]
     trained_on: promote.TrainedOn
     started: float
+    data_path: str | None = None
 
 
 def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepared:
@@ -92,7 +93,7 @@ def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepare
         )
     with phase("clean", "cleaning text with model.preprocess.clean_text"):
         cleaned = clean(splits)
-    return Prepared(splits, cleaned, trained_on, started)
+    return Prepared(splits, cleaned, trained_on, started, data_path or None)
 
 
 def clean(splits: Splits) -> dict[str, list[str]]:
@@ -126,14 +127,18 @@ def fit(params: dict[str, Any], data: Prepared, seed: int) -> Fitted:
     return Fitted(slim(pipeline), metrics)
 
 
-def estimate(fitted: Fitted, data: Prepared) -> dict[str, float]:
-    """Score the chosen model on the test split, once, and log the evaluation pictures."""
+def estimate(fitted: Fitted, data: Prepared) -> tuple[dict[str, float], model_card.Evidence]:
+    """Score the chosen model on the test split, once, and log the evaluation pictures; the
+    same answers, slices and probe sets are the model card's evidence."""
     test = data.splits.test
     p_positive = fitted.pipeline.predict_proba(data.cleaned["test"])[:, 1]
     evaluate.log_report("test", test["text"].tolist(), test["label"], p_positive)
-    return {
-        f"test_{name}": value for name, value in evaluate.score(test["label"], p_positive).items()
-    }
+    rows = {name: len(getattr(data.splits, name)) for name in SPLITS}
+    evidence = model_card.measure(
+        fitted.pipeline, test["text"].tolist(), test["label"], p_positive, rows
+    )
+    scores = evaluate.score(test["label"], p_positive)
+    return {f"test_{name}": value for name, value in scores.items()}, evidence
 
 
 def log_model(pipeline: Pipeline) -> tuple[mlflow.models.model.ModelInfo, float]:
@@ -180,7 +185,7 @@ def publish(fitted: Fitted, data: Prepared, preset: str, promote_mode: str, mode
     m = fitted.metrics
     print(f"  Validation Metrics - Accuracy: {m['val_accuracy']:.4f}, F1: {m['val_f1']:.4f}")
     with phase("evaluate", "scoring the test split (the final estimate) and drawing its curves"):
-        test = estimate(fitted, data)
+        test, evidence = estimate(fitted, data)
         print(f"  Test Metrics - Accuracy: {test['test_accuracy']:.4f}, F1: {test['test_f1']:.4f}")
     with phase("log", "logging the pyfunc model"):
         info, size_mb = log_model(fitted.pipeline)
@@ -204,8 +209,13 @@ def publish(fitted: Fitted, data: Prepared, preset: str, promote_mode: str, mode
         print(f"  {model_name} version {version}")
     seconds = time.perf_counter() - data.started
     mlflow.log_metrics({**m, **test, "model_size_mb": size_mb, "training_seconds": seconds})
+    mlflow.log_metrics(evidence.metrics)
     print(f"  model {size_mb:.1f} MB; load to registered model in {seconds:.1f}s")
-    with phase("promote", f"champion/challenger on validation (promote={promote_mode})"):
+    rerun = model_card.rerun(preset, promote_mode, data.data_path, on)
+    with (
+        phase("promote", f"champion/challenger on validation (promote={promote_mode})"),
+        model_card.written(model_name, version, evidence, rerun),
+    ):
         promote.champion_challenger(
             promote_mode, model_name, version, m["val_f1"], on, data.splits.val
         )

@@ -126,6 +126,11 @@ async function refreshModel() {
   const verdict = tags["monitoring.verdict"] || (monitoring && monitoring.verdict);
   $("model-verdict-item").hidden = !verdict;
   if (verdict) show("model-verdict", verdict, `verdict-${verdict}`);
+  // The version's page in the MLflow UI, where its model card is its description.
+  const card = typeof info.data.model_card === "string" ? info.data.model_card : "";
+  const linked = /^https?:\/\//.test(card);
+  $("model-card-item").hidden = !linked;
+  if (linked) $("model-card").href = card;
 }
 
 // --- one review -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -50,6 +51,24 @@ def test_run_registers_and_promotes_the_first_version(registry, first_run):
     assert run.data.params["data_digest"] == version.tags["data_digest"]
     assert "test accuracy" in version.description
     assert version.source.startswith("models:/m-")
+
+
+def test_the_version_description_is_its_model_card_with_the_decision(registry, first_run, tmp_path):
+    uri, client = registry
+    version = client.get_model_version(NAME, "1")
+    assert version.tags["model_card"] == f"runs:/{version.run_id}/model_card.md"
+    logged = client.download_artifacts(version.run_id, "model_card.md", str(tmp_path))
+    card = Path(logged).read_text()
+    assert version.description == card
+    assert len(card) <= 5000  # a version description longer than this is refused on PostgreSQL
+    decision = card.split("## Decision", 1)[1]
+    assert "**Promoted** to `production`" in decision and "no production model yet" in decision
+    assert "-e main --env-manager local --experiment-name Sentiment-Analysis" in card
+    assert "-P preset=best -P promote=if_better -P max_rows=1500 -P seed=42" in card
+    run = client.get_run(version.run_id)
+    assert f"{run.data.metrics['test_accuracy']:.4f}" in card
+    page = f"{uri}/#/models/{NAME}/versions/1"
+    assert f"model card: {page} (artifact runs:/{version.run_id}/model_card.md)" in first_run.stdout
 
 
 def test_run_logs_metrics_figures_and_dataset(registry, first_run):
@@ -121,6 +140,8 @@ def test_promote_never_registers_without_moving_the_alias(registry, first_run):
     (latest,) = client.search_model_versions(f"name='{NAME}' and tag.preset='seed'")
     run = client.get_run(latest.run_id)
     assert run.data.tags["promotion.decision"] == "kept"
+    decision = latest.description.split("## Decision", 1)[1]
+    assert "**Not promoted**" in decision and "promotion disabled (promote=never)" in decision
 
 
 def test_promote_entry_point_checks_then_moves_the_alias(registry, first_run):
@@ -133,6 +154,8 @@ def test_promote_entry_point_checks_then_moves_the_alias(registry, first_run):
     moved = run_training(uri, f"version={seed_version}", entry="promote")
     assert moved.returncode == 0, moved.stderr[-3000:]
     assert production(client) == seed_version
+    page = f"{uri}/#/models/{NAME}/versions/{seed_version}"
+    assert f"Model card: {page} (artifact runs:/" in moved.stdout
     back = run_training(uri, "version=1", entry="promote")
     assert back.returncode == 0 and production(client) == "1"
 
