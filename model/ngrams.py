@@ -30,5 +30,10 @@ class SentenceNgrams:
                 grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
         return grams
 
+    @staticmethod
+    def words(doc: str) -> set[str]:
+        """The distinct single words of ``doc``: its unigrams, without building a list."""
+        return {token for token in doc.replace(SENTENCE_BREAK, " ").split() if len(token) > 1}
+
     def __repr__(self) -> str:
         return f"SentenceNgrams(ngram_range={self.ngram_range})"

@@ -6,6 +6,7 @@ Logged as "models from code": MLflow runs this file at load time, and
 
 from __future__ import annotations
 
+import copy
 import gc
 from typing import Any
 
@@ -16,6 +17,7 @@ from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.model import PythonModelContext
 
+from model.ngrams import SentenceNgrams
 from model.preprocess import clean_text
 from model.signature import LABELS
 
@@ -28,9 +30,11 @@ class SentimentModel(PythonModel):
     def __init__(self, pipeline=None):
         self.pipeline = pipeline
         self._terms: np.ndarray | None = None
+        self._words = None
 
     def load_context(self, context: PythonModelContext) -> None:
         self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
+        self._words = _Words(self.pipeline[0])
         # The vocabulary (hundreds of thousands of terms) never changes once loaded; frozen,
         # the garbage collector stops walking it, and a full collection in a scoring server
         # stops being a 200 ms pause in the middle of requests.
@@ -46,12 +50,24 @@ class SentimentModel(PythonModel):
         explain = bool(params.get("explain"))
         if len(model_input) == 0:
             # scikit-learn refuses zero rows with a stack trace; no texts get no answers.
-            return _answer(np.empty(0), np.empty(0, dtype=np.int64), [] if explain else None)
+            empty = np.empty(0)
+            return _answer(empty, np.empty(0, dtype=np.int64), empty, [] if explain else None)
         cleaned = [clean_text(text) for text in model_input["text"].tolist()]
         features = self.pipeline[:-1].transform(cleaned).tocsr()
         positive = self.pipeline[-1].predict_proba(features)[:, 1]
         explanations = self.explain(features, int(params.get("top_terms", 5))) if explain else None
-        return _answer(positive, np.diff(features.indptr), explanations)
+        ratio = self.known_term_ratio(cleaned, features)
+        return _answer(positive, np.diff(features.indptr), ratio, explanations)
+
+    def known_term_ratio(self, cleaned: list[str], features) -> np.ndarray:
+        """Per text, the share of its distinct words that the vocabulary knows (0 without
+        words): text of another kind than the training reviews shows as a falling share long
+        before the answers look wrong. Words only, not n-grams: a new phrase of known words is
+        not unknown vocabulary. The known words are the text's word columns in ``features``
+        (no second vocabulary lookup); only the distinct words are counted again."""
+        if self._words is None:
+            self._words = _Words(self.pipeline[0])
+        return self._words.ratio(cleaned, features)
 
     def explain(self, features, top: int) -> list[list[dict[str, Any]]]:
         """Per row, the ``top`` terms with the largest contribution (feature value × weight).
@@ -76,10 +92,41 @@ class SentimentModel(PythonModel):
         return explanations
 
 
+class _Words:
+    """Counts a text's distinct words, and those of them in the vocabulary, as the
+    vectorizer tokenizes them."""
+
+    def __init__(self, vectorizer):
+        vocabulary = vectorizer.vocabulary_
+        self.is_word = np.zeros(len(vocabulary), dtype=np.int64)
+        columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
+        self.is_word[columns] = np.fromiter(
+            (" " not in term for term in vocabulary), dtype=bool, count=len(vocabulary)
+        )
+        analyzer = vectorizer.analyzer
+        if isinstance(analyzer, SentenceNgrams):
+            self.words = SentenceNgrams.words
+        else:
+            single = copy.copy(vectorizer)
+            single.ngram_range = (1, 1)
+            analyze = single.build_analyzer()
+            self.words = lambda text: set(analyze(text))
+
+    def ratio(self, cleaned: list[str], features) -> np.ndarray:
+        words = np.fromiter((len(self.words(text)) for text in cleaned), float, len(cleaned))
+        running = np.concatenate([[0], np.cumsum(self.is_word[features.indices])])
+        known = running[features.indptr[1:]] - running[features.indptr[:-1]]
+        return np.divide(known, words, out=np.zeros(len(cleaned)), where=words > 0)
+
+
 def _answer(
-    positive: np.ndarray, known_terms: np.ndarray, explanations: list | None
+    positive: np.ndarray,
+    known_terms: np.ndarray,
+    known_term_ratio: np.ndarray,
+    explanations: list | None,
 ) -> pd.DataFrame:
-    """One row per text: the label, its probability, and how many known terms it rests on.
+    """One row per text: the label, its probability, how many known terms it rests on, and
+    the share of its words the model knows.
 
     A text without a single term of the vocabulary (another language, emoji, only stopwords)
     leaves the classifier nothing but its intercept: it keeps the label the intercept favours
@@ -93,6 +140,7 @@ def _answer(
             "sentiment": np.where(is_positive, LABELS[1], LABELS[0]).astype(object),
             "confidence": confidence,
             "known_terms": known_terms.astype(np.int64),
+            "known_term_ratio": known_term_ratio.astype(float),
         }
     )
     if explanations is not None:

@@ -19,6 +19,9 @@ SIGNATURE = ModelSignature(
             ColSpec("string", "sentiment"),
             ColSpec("double", "confidence"),
             ColSpec("long", "known_terms"),
+            # `known_term_ratio`: share of the text's distinct words in the vocabulary (0 without
+            # words); what the monitoring watches for text unlike the training reviews.
+            ColSpec("double", "known_term_ratio"),
         ]
     ),
     # `explain` adds an `explanation` column: the terms that pushed the decision most.

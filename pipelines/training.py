@@ -31,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from model.names import MODEL_NAME
 from model.preprocess import clean_text
 from model.signature import INPUT_EXAMPLE, SIGNATURE
+from monitoring import reference as monitoring_reference
 from pipelines import evaluate, model_card, promote
 from pipelines.data import SPLIT, DataError, Splits, fingerprint, load_reviews, packaged_csv, split
 from pipelines.features import build_pipeline, slim
@@ -141,8 +142,11 @@ def estimate(fitted: Fitted, data: Prepared) -> tuple[dict[str, float], model_ca
     return {f"test_{name}": value for name, value in scores.items()}, evidence
 
 
-def log_model(pipeline: Pipeline) -> tuple[mlflow.models.model.ModelInfo, float]:
-    """Log the pyfunc (model code + fitted pipeline); returns its info and size in MB."""
+def log_model(
+    pipeline: Pipeline, reference: Callable[[Path], dict[str, str]] | None = None
+) -> tuple[mlflow.models.model.ModelInfo, float]:
+    """Log the pyfunc (model code + fitted pipeline, + the monitoring reference that
+    ``reference`` writes into a folder); returns its info and size in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.joblib"
         joblib.dump(pipeline, path, compress=3)
@@ -150,7 +154,7 @@ def log_model(pipeline: Pipeline) -> tuple[mlflow.models.model.ModelInfo, float]
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
-            artifacts={"pipeline": str(path)},
+            artifacts={"pipeline": str(path), **(reference(Path(tmp)) if reference else {})},
             code_paths=[str(ROOT / "model")],
             signature=SIGNATURE,
             input_example=INPUT_EXAMPLE,
@@ -187,8 +191,14 @@ def publish(fitted: Fitted, data: Prepared, preset: str, promote_mode: str, mode
     with phase("evaluate", "scoring the test split (the final estimate) and drawing its curves"):
         test, evidence = estimate(fitted, data)
         print(f"  Test Metrics - Accuracy: {test['test_accuracy']:.4f}, F1: {test['test_f1']:.4f}")
-    with phase("log", "logging the pyfunc model"):
-        info, size_mb = log_model(fitted.pipeline)
+    with phase("log", "logging the pyfunc model and its monitoring reference (validation)"):
+        val = data.splits.val
+        info, size_mb = log_model(
+            fitted.pipeline,
+            lambda folder: monitoring_reference.write(
+                folder, fitted.pipeline, val["text"], val["label"], test["test_accuracy"]
+            ),
+        )
     with phase("register", f"registering a new version of {model_name}"):
         on = data.trained_on
         tags = {

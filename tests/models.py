@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 from model.names import ALIAS, MODEL_NAME
 from model.preprocess import clean_text
 from model.signature import INPUT_EXAMPLE, SIGNATURE
+from monitoring import reference
 from pipelines.data import load_reviews
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,16 +96,37 @@ def fitted_pipeline_path(sample: int = 0) -> Path:
     return path
 
 
+@cache
+def reference_paths(sample: int = 0) -> dict[str, str]:
+    """The monitoring reference of ``fitted_pipeline_path(sample)``, as training logs it, on
+    1,000 packaged reviews it was not fitted on (its stand-in for a validation split)."""
+    trained = set(load_reviews(max_rows=2000, seed=42 + sample)["text"])
+    others = load_reviews(max_rows=4000, seed=1042 + sample)
+    held_out = others[~others["text"].isin(trained)].head(1000)
+    folder = Path(tempfile.mkdtemp(prefix="sentiment-reference-"))
+    pipeline = joblib.load(fitted_pipeline_path(sample))
+    return reference.write(folder, pipeline, held_out["text"], held_out["label"], 0.8)
+
+
 def register_version(
-    tracking_uri: str, *, alias: bool = False, tags: dict | None = None, sample: int = 0
+    tracking_uri: str,
+    *,
+    alias: bool = False,
+    tags: dict | None = None,
+    sample: int = 0,
+    with_reference: bool = False,
 ) -> str:
-    """Log the real SentimentModel (fitted on ``sample``), register it, return its version."""
+    """Log the real SentimentModel (fitted on ``sample``), register it, return its version.
+    ``with_reference``: with the monitoring reference inside, as training logs it."""
     _use(tracking_uri)
+    artifacts = {"pipeline": str(fitted_pipeline_path(sample))}
+    if with_reference:
+        artifacts |= reference_paths(sample)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(ROOT / "model" / "sentiment_model.py"),
-            artifacts={"pipeline": str(fitted_pipeline_path(sample))},
+            artifacts=artifacts,
             code_paths=[str(ROOT / "model")],
             signature=SIGNATURE,
             input_example=INPUT_EXAMPLE,

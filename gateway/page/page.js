@@ -342,7 +342,9 @@ async function scoreFile(file) {
       return;
     }
     if (texts.length > MAX_ROWS) {
-      showError("batch-error", `${file.name} holds ${texts.length} reviews; at most ${MAX_ROWS} at a time.`);
+      const count = texts.length.toLocaleString("en");
+      const most = MAX_ROWS.toLocaleString("en");
+      showError("batch-error", `${file.name} holds ${count} reviews; at most ${most} at a time.`);
       return;
     }
     busy.textContent = `Analyzing ${texts.length} reviews…`;
@@ -451,7 +453,9 @@ function start() {
     scoreFile(event.dataTransfer.files[0]);
   });
   refreshModel();
-  setInterval(refreshModel, POLL_MS);
+  // A tab in the background does not poll; it catches up when shown again.
+  setInterval(() => document.hidden || refreshModel(), POLL_MS);
+  document.addEventListener("visibilitychange", () => document.hidden || refreshModel());
 }
 
 start();

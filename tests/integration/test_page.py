@@ -204,6 +204,24 @@ def test_a_batch_file_gives_a_table_a_filter_and_a_download(tab, tmp_path):
     page.set_input_files("#batch-file", str(csv))
     expect(rows).to_have_count(2)
     assert rows.nth(1).locator("td.text").text_content() == "Bad, bad.\nBoring."
+
+    # Dropped on the drop zone; and over 1,000 reviews, refused before anything is sent.
+    page.evaluate(
+        """() => {
+            const files = new DataTransfer();
+            files.items.add(new File(["Great.\\nAwful.\\nFine film.\\n"], "dropped.txt"));
+            document.getElementById("drop").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true}));
+        }"""
+    )
+    expect(rows).to_have_count(3)
+    many = tmp_path / "many.txt"
+    many.write_text("A fine film.\n" * 1001)
+    page.set_input_files("#batch-file", str(many))
+    expect(page.locator("#batch-error")).to_have_text(
+        "many.txt holds 1,001 reviews; at most 1,000 at a time."
+    )
+    expect(page.locator("#batch-result")).to_be_hidden()
     assert tab.errors == []
     assert tab.leaving_the_machine() == []
 

@@ -9,8 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.pyfunc import scoring_server
+from sklearn.base import clone
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 
 from model.names import LABELS
+from model.ngrams import SentenceNgrams
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
 from model.signature import INPUT_EXAMPLE, SIGNATURE
@@ -53,7 +58,7 @@ def invoke(served, body: dict):
 
 def test_predicts_the_input_example(model):
     out = model.predict(None, INPUT_EXAMPLE)
-    assert list(out.columns) == ["sentiment", "confidence", "known_terms"]
+    assert list(out.columns) == ["sentiment", "confidence", "known_terms", "known_term_ratio"]
     assert out["sentiment"].tolist() == ["positive", "negative"]
     assert (out["confidence"] > 0.9).all() and (out["confidence"] <= 1.0).all()
     assert (out["known_terms"] > 0).all()
@@ -71,6 +76,7 @@ def prior(model) -> str:
 def test_text_with_no_known_terms_is_answered_with_the_prior_at_confidence_one_half(model, text):
     out = model.predict(None, pd.DataFrame({"text": [text, "A wonderful, moving film."]}))
     assert out["known_terms"].tolist()[0] == 0
+    assert out["known_term_ratio"].tolist()[0] == 0.0
     assert out["sentiment"].iloc[0] == prior(model)
     assert out["confidence"].iloc[0] == 0.5
     # The row next to it is read as usual.
@@ -91,14 +97,54 @@ def test_known_terms_counts_the_vocabulary_features_of_the_text(model):
     assert min(expected) > 0
 
 
+RATIO_TEXTS = [
+    "A wonderful, moving film.",
+    "Ce film est magnifique, vraiment un chef-d'oeuvre",
+    "Dull and boring. A waste of a good cast! <br /><br />Flibbertigibbet zyzzyva.",
+    "这部电影很好 great",
+    "",
+    "the and is of it",
+]
+
+
+def expected_ratio(vectorizer, cleaned: str) -> float:
+    """The definition: distinct single words (as the vectorizer tokenizes them) that its
+    vocabulary holds, over all distinct single words; 0 without words."""
+    single = clone(vectorizer).set_params(ngram_range=(1, 1))
+    if isinstance(vectorizer.analyzer, SentenceNgrams):
+        single.set_params(analyzer=SentenceNgrams((1, 1)))
+    words = set(single.build_analyzer()(cleaned))
+    return len(words & vectorizer.vocabulary_.keys()) / len(words) if words else 0.0
+
+
+def test_known_term_ratio_is_the_share_of_distinct_words_in_the_vocabulary(model):
+    out = model.predict(None, pd.DataFrame({"text": RATIO_TEXTS}))
+    vectorizer = model.pipeline.named_steps["tfidf"]
+    expected = [expected_ratio(vectorizer, clean_text(text)) for text in RATIO_TEXTS]
+    assert out["known_term_ratio"].tolist() == expected
+    assert expected[0] == 1.0 and 0 < expected[1] < 0.5 and 0 < expected[2] < 1
+    assert expected[4:] == [0.0, 0.0]
+
+
+def test_known_term_ratio_with_the_default_word_analyzer():
+    # The test models' pipeline: scikit-learn's own tokenizer, unigrams only.
+    frame = load_reviews(max_rows=300)
+    pipeline = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())])
+    pipeline.fit([clean_text(t) for t in frame["text"]], frame["label"])
+    out = SentimentModel(pipeline).predict(None, pd.DataFrame({"text": RATIO_TEXTS}))
+    expected = [expected_ratio(pipeline[0], clean_text(text)) for text in RATIO_TEXTS]
+    assert out["known_term_ratio"].tolist() == expected and 0 < expected[2] < 1
+
+
 @pytest.mark.parametrize("explain", [False, True])
 def test_an_empty_frame_gets_an_empty_answer(model, explain):
     out = model.predict(
         None, pd.DataFrame({"text": pd.Series([], dtype=object)}), {"explain": explain}
     )
-    expected = ["sentiment", "confidence", "known_terms"] + (["explanation"] if explain else [])
-    assert out.empty and list(out.columns) == expected
+    expected = ["sentiment", "confidence", "known_terms", "known_term_ratio"]
+    assert out.empty and list(out.columns) == expected + (["explanation"] if explain else [])
     assert out["confidence"].dtype == float and out["known_terms"].dtype == np.int64
+    assert out["known_term_ratio"].dtype == float
 
 
 @pytest.mark.parametrize(
@@ -115,7 +161,13 @@ def test_the_scoring_server_answers_known_terms_with_each_prediction(served, mod
     read, unread = json.loads(response.response)["predictions"]
     assert read["sentiment"] == "positive" and read["confidence"] > 0.9
     assert isinstance(read["known_terms"], int) and read["known_terms"] > 0
-    assert unread == {"sentiment": prior(model), "confidence": 0.5, "known_terms": 0}
+    assert 0 < read["known_term_ratio"] <= 1
+    assert unread == {
+        "sentiment": prior(model),
+        "confidence": 0.5,
+        "known_terms": 0,
+        "known_term_ratio": 0.0,
+    }
 
 
 def test_explain_names_the_terms_that_pushed_the_decision(model):
