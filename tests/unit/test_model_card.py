@@ -52,8 +52,16 @@ def carded(tmp_path_factory):
             metrics = client.get_run(run.info.run_id).data.metrics
     finally:
         mlflow.set_tracking_uri(None)
-    return {"pending": pending, "card": final.description, "version": final, "logged": logged,
-            "metrics": metrics, "evidence": evidence, "run_id": run.info.run_id}  # fmt: skip
+    return {
+        "pending": pending,
+        "card": final.description,
+        "version": final,
+        "logged": logged,
+        "metrics": metrics,
+        "evidence": evidence,
+        "run_id": run.info.run_id,
+        "rerun": rerun,
+    }
 
 
 def section(card: str, title: str) -> str:
@@ -126,8 +134,10 @@ def test_known_failures_are_misclassified_test_reviews_most_confident_first(card
 
 def test_reproduce_names_the_command_and_commit(carded):
     reproduce = section(carded["card"], "## Reproduce")
-    assert re.search(r"Commit `[0-9a-f]{40}", reproduce)
-    assert re.search(r"git checkout [0-9a-f]{40}\n", reproduce)
+    commit = carded["rerun"].commit
+    assert re.fullmatch(r"[0-9a-f]{40}( \(with uncommitted changes\))?|unknown", commit)
+    assert f"Commit `{commit}`" in reproduce
+    assert f"git checkout {commit.split()[0]}\n" in reproduce
     assert (
         "mlflow run . -e main --env-manager local --experiment-name cards -P preset=seed "
         "-P promote=if_better -P max_rows=0 -P seed=42"
