@@ -224,8 +224,11 @@ def run(rows: int, batch_size: int) -> dict:
     return summarise(report)
 
 
-def scan(sizes: list[int], batch_size: int) -> dict:
-    """Peak memory of the one process and of Spark local[*] at each corpus size, in one run."""
+def scan(sizes: list[int], batch_size: int, keep=lambda report: None) -> dict:
+    """Peak memory of the one process and of Spark local[*] at each corpus size, in one run.
+
+    ``keep`` is handed the report after each size: a long scan cut short keeps what it measured.
+    """
     from pipelines.batch_score import MODEL_NAME
 
     report: dict = {
@@ -242,7 +245,7 @@ def scan(sizes: list[int], batch_size: int) -> dict:
         model_uri = f"models:/{MODEL_NAME}/{train(tracking_uri)}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-        points = []
+        points = report["points"] = []
         for rows in sizes:
             corpus = build_corpus(tmp / f"corpus-{rows}", rows).as_posix()
             point: dict = {"rows": rows, "files": len(list(Path(corpus).glob("*.parquet")))}
@@ -254,8 +257,8 @@ def scan(sizes: list[int], batch_size: int) -> dict:
                 print(f"  {point[name]}", flush=True)
             points.append(point)
             shutil.rmtree(corpus)
-        report["points"] = points
-    report["load_after"] = os.getloadavg()
+            report["load_after"] = os.getloadavg()
+            keep(report)
     return report
 
 
@@ -410,14 +413,20 @@ def main() -> None:
         report = json.loads(saved.read_text())
     elif args.memory_scan:
         report = json.loads(saved.read_text()) if saved.exists() else {}
-        report["memory_scan"] = scan(args.memory_scan, args.batch_size)
+        report["memory_scan"] = scan(
+            args.memory_scan, args.batch_size, lambda part: _save({**report, "memory_scan": part})
+        )
     else:
         report = run(args.rows, args.batch_size)
         if saved.exists() and "memory_scan" in (kept := json.loads(saved.read_text())):
             report["memory_scan"] = kept["memory_scan"]
-    saved.write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "batch.md").write_text(page(report))
+    _save(report)
     print(page(report))
+
+
+def _save(report: dict) -> None:
+    (RESULTS / "batch.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "batch.md").write_text(page(report))
 
 
 def page(report: dict) -> str:
