@@ -121,6 +121,20 @@ def test_the_served_model_needs_no_web_framework_and_the_image_no_test_tools():
     assert not DEVELOPMENT_ONLY & set(image)
 
 
+def test_the_image_carries_the_page():
+    """The gateway serves its page from gateway/page/: the image must copy those files."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^COPY (--chown=\S+ )?gateway \./gateway$", dockerfile, re.MULTILINE)
+    ignored = [
+        line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+    ]
+    page = ["gateway", "gateway/page", "gateway/page/*", "gateway/**"]
+    assert not set(ignored) & set(page)
+    assert {"index.html", "page.js", "page.css"} <= {
+        f.name for f in (ROOT / "gateway/page").iterdir()
+    }
+
+
 @pytest.mark.parametrize("package", sorted(COVERS))
 def test_every_third_party_import_is_pinned_where_it_runs(package):
     """An import that only works because something else happens to pull its package in
