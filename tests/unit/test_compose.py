@@ -344,3 +344,16 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard():
     assert sorted(p.name for p in dashboards.glob("*.json")) == ["sentiment.json"]
     assert mounted("grafana", env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).is_file()
     assert grafana["volumes"][-1] == "grafana-data:/var/lib/grafana"
+
+
+def test_every_gateway_replica_logs_to_one_shared_monitoring_folder():
+    """Feedback sent through nginx reaches any replica: the prediction logs and the feedback
+    store must be one folder for all, on a named volume that outlives the containers. The
+    image's /data belongs to its user, so a new volume mounted there does too."""
+    gateway = SERVICES["gateway"]
+    folder = Path(gateway["environment"]["GATEWAY_MONITOR_DIR"])
+    (volume,) = gateway["volumes"]
+    name, mount = volume.split(":")
+    assert name in COMPOSE["volumes"] and folder.is_relative_to(mount)
+    assert "mkdir -p /data && chown app /data" in (ROOT / "Dockerfile").read_text()
+    assert mount == "/data"
