@@ -86,7 +86,7 @@ class FeedbackStore:
             request_id=request_id,
             item=item,
             label=label,
-            text=text if text is not None else found.text,
+            text=prediction_log.storable(text) if text is not None else found.text,
             time=datetime.now(UTC).isoformat(timespec="milliseconds"),
             model_version=found.model_version,
             sentiment=found.sentiment,

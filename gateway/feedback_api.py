@@ -18,7 +18,10 @@ def add_feedback_route(app: FastAPI, store: FeedbackStore, auth: dict[str, Any])
         status_code=201,
         response_model=FeedbackResponse,
         dependencies=auth["dependencies"],
-        responses={**auth["responses"], **{code: {"model": Error} for code in (404, 409, 422)}},
+        responses={
+            **auth["responses"],
+            **{code: {"model": Error} for code in (400, 404, 409, 413, 422)},
+        },
     )
     async def feedback(request: FeedbackRequest) -> FeedbackResponse:
         """Record the true label of an answer still in the prediction log (`X-Request-ID`;

@@ -212,7 +212,7 @@ class PredictionLog:
                     f"VALUES ({', '.join('?' * len(COLUMNS))})",
                     [astuple(p) for p in predictions],
                 )
-        except (sqlite3.Error, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - the writer must outlive any failure
             log.error("prediction log: %d answers not written: %s", len(answers), error)
             self._drop(len(answers))
             self._close_file()
@@ -292,7 +292,7 @@ class PredictionLog:
                     confidence=confidence,
                     text_length=len(text) if text is not None else None,
                     known_term_ratio=_number(row.get("known_term_ratio")),
-                    text=text if self.keep_texts else None,
+                    text=storable(text) if self.keep_texts and text is not None else None,
                 )
             )
         return predictions
@@ -304,6 +304,11 @@ _STOP = object()
 def replica_folder(replica: str) -> str:
     """The replica's folder name: anything but [A-Za-z0-9._-] becomes `_`."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", replica) or "_"
+
+
+def storable(text: str) -> str:
+    """``text`` as SQLite can store it: a lone surrogate (valid JSON) becomes "?"."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def find(folder: Path, request_id: str, item: int = 0) -> Prediction | None:
@@ -319,7 +324,7 @@ def find(folder: Path, request_id: str, item: int = 0) -> Prediction | None:
             row = db.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM predictions "
                 "WHERE request_id = ? AND item = ? ORDER BY time DESC LIMIT 1",
-                (request_id, item),
+                (storable(request_id), item),
             ).fetchone()
         except sqlite3.Error:
             row = None  # a file being created, or not a log

@@ -139,7 +139,9 @@ class FeedbackRequest(BaseModel):
         min_length=1, max_length=128, description="The X-Request-ID of the answer."
     )
     label: Literal["positive", "negative"] = Field(description="The true sentiment.")
-    item: StrictInt = Field(0, ge=0, description="The row of a batch answer (0 for /predict).")
+    item: StrictInt = Field(
+        0, ge=0, le=1_000_000_000, description="The row of a batch answer (0 for /predict)."
+    )
     text: StrictStr | None = Field(
         None,
         max_length=MAX_TEXT_CHARS,

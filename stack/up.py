@@ -146,6 +146,7 @@ class Stack:
             GATEWAY_SCORING_PORT=str(s.scoring_port),
             GATEWAY_MODEL_NAME=s.model_name,
             GATEWAY_MODEL_ALIAS=s.model_alias,
+            GATEWAY_MONITOR_DIR=str(s.state_dir.resolve() / "monitoring"),
         )
         self.wait_healthy("The gateway", f"{gateway}/ready", proc)
 
@@ -174,6 +175,9 @@ class Stack:
                 "GATEWAY_MODEL_ALIAS": s.model_alias,
                 "GATEWAY_SCORING_LOG_DIR": str(state / "logs" / name),
                 "GATEWAY_MODEL_CACHE_DIR": str(state / "gateways" / name / "models"),
+                # One folder for all: each replica logs to predictions/<its name>/, and
+                # feedback for an answer of any replica goes to the one feedback.sqlite.
+                "GATEWAY_MONITOR_DIR": str(state / "monitoring"),
             }
             replica = Replica(name, port, env)
             print(f"    {name} on {replica.url}, scoring servers from port {scoring or 'free'}")

@@ -65,6 +65,7 @@ def gateway(state: Path, tracking_uri: str, **settings: str):
         "GATEWAY_RESTART_BACKOFF": "0.5",
         "GATEWAY_SCORING_LOG_DIR": str(state / "scoring"),
         "GATEWAY_MODEL_CACHE_DIR": str(state / "models"),
+        "GATEWAY_MONITOR_DIR": str(state / "monitoring"),
         # Off unless a test is about it: each standby is one more scoring server to start.
         "GATEWAY_STANDBY": "false",
         **settings,

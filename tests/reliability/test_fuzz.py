@@ -53,6 +53,7 @@ LABELS = [
     "POST /predict",
     "POST /predict/batch",
     "POST /invocations",
+    "POST /feedback",
 ]
 
 

@@ -108,3 +108,10 @@ def test_no_store_file_means_no_feedback(tmp_path):
     store = FeedbackStore(tmp_path / "missing")
     assert store.accuracy() == {}
     assert not store.path.exists()
+
+
+def test_ids_and_texts_sqlite_cannot_encode_are_handled(tmp_path, logged):
+    store = FeedbackStore(tmp_path, logged("r1", "v1", [POSITIVE]))
+    with pytest.raises(NotInLog):
+        store.submit("\ud800", 0, "positive", None)
+    assert store.submit("r1", 0, "positive", "lone \udfff").text == "lone ?"

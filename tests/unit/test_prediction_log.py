@@ -211,3 +211,12 @@ def test_replica_folder_names():
     assert replica_folder("host:8000") == "host_8000"
     assert replica_folder("gateway-1") == "gateway-1"
     assert replica_folder("a/b@c") == "a_b_c"
+
+
+def test_a_text_sqlite_cannot_encode_is_kept_with_a_replacement(started):
+    # A lone surrogate is valid JSON; SQLite's UTF-8 refuses it, and the batch must not be lost.
+    log = started(keep_texts=True)
+    log.record("/predict/batch", "v1", [ROW, ROW], ["bad \ud800 text", "fine"])
+    assert log.flush()
+    assert [r["text"] for r in rows(files(log)[0])] == ["bad ? text", "fine"]
+    assert log.dropped == 0
