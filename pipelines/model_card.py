@@ -18,7 +18,7 @@ import shlex
 import subprocess
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from model.names import LABELS
 from model.sentiment_model import SentimentModel
 from pipelines.data import PACKAGED
+from pipelines.features import PRESETS
 from pipelines.promote import PromotionError
 
 ARTIFACT = "model_card.md"
@@ -51,8 +52,8 @@ PROBE_SETS = {
 LENGTHS = ((0, 100), (100, 250), (250, 500), (500, None))
 FAILURES = 3  # misclassified test reviews shown, the most confident first
 SHOWN_CHARS = 160
-# Run parameters that describe the data, not the model.
-DATA_PARAMS = {"seed", "max_rows", "data_digest", "split", "preset"}
+# The hyperparameters among the run's parameters (every preset has the same keys).
+HYPERPARAMETERS = set(PRESETS["best"])
 PENDING = "Pending: written once the champion/challenger decision is made."
 
 
@@ -245,7 +246,7 @@ def _decision(tags: dict[str, str]) -> str:
 
 def render(f: Facts, shown_chars: int = SHOWN_CHARS, failures: int = FAILURES) -> str:
     m, p = f.metrics, f.params
-    hyper = {k: v for k, v in sorted(p.items()) if k not in DATA_PARAMS}
+    hyper = {k: v for k, v in sorted(p.items()) if k in HYPERPARAMETERS}
     max_rows = p.get("max_rows", "0")
     sample = "all rows" if max_rows == "0" else f"a stratified sample of {max_rows}"
     lines = [
@@ -257,9 +258,9 @@ def render(f: Facts, shown_chars: int = SHOWN_CHARS, failures: int = FAILURES) -
         "",
         "## Intended use",
         "For English, movie-review-like text of a few sentences or more: the model was trained "
-        "and tested on IMDB reviews. Not for: short texts, sarcasm, negations, other languages "
-        "(measured below), other domains, or decisions about people. A text with no known term "
-        "is answered with confidence 0.5.",
+        "and tested on IMDB reviews. Not for other domains, other languages, or decisions about "
+        "people. Weak spots, measured on this version below: short texts, negations, sarcasm, "
+        "other languages. A text with no known term is answered with confidence 0.5.",
         "",
         "| Where | Texts | Accuracy | No known term |",
         "|---|---:|---:|---:|",
@@ -333,12 +334,14 @@ def render(f: Facts, shown_chars: int = SHOWN_CHARS, failures: int = FAILURES) -
 
 
 def fitted(f: Facts) -> str:
-    """The card, shortened until it fits a version description."""
+    """The card, shortened until it fits a version description: shorter texts, then fewer
+    examples; the sections themselves stay."""
     for shown, failures in ((SHOWN_CHARS, FAILURES), (100, FAILURES), (80, 1), (60, 0)):
         card = render(f, shown, failures)
         if len(card) <= MAX_CHARS:
             return card
-    return card[: MAX_CHARS - 2] + "…\n"
+    card = render(replace(f, examples=[], failures=[]))
+    return card if len(card) <= MAX_CHARS else card[: MAX_CHARS - 2] + "…\n"
 
 
 def artifact_uri(run_id: str) -> str:

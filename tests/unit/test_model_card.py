@@ -37,6 +37,7 @@ def carded(tmp_path_factory):
         with mlflow.start_run() as run:
             mlflow.log_params({"seed": 42, "max_rows": 600, "data_digest": "abc", "split": "s"})
             mlflow.log_params({"preset": "seed", **PRESETS["seed"]})
+            mlflow.log_params({"data_path": "", "promote": "if_better"})  # as `mlflow run` does
             fitted = fit(PRESETS["seed"], data, seed=42)
             test, evidence = estimate(fitted, data)
             mlflow.log_metrics({**fitted.metrics, **test, **evidence.metrics})
@@ -145,7 +146,10 @@ def test_reproduce_names_the_command_and_commit(carded):
 
 
 def test_hyperparameters_and_data_are_the_run_parameters(carded):
-    assert "`seed`: C=1.0, class_weight=balanced," in section(carded["card"], "## Preset")
+    hyper = section(carded["card"], "## Preset")
+    assert "`seed`: C=1.0, class_weight=balanced," in hyper
+    assert all(f"{key}=" in hyper for key in PRESETS["seed"])
+    assert "promote=" not in hyper and "data_path=" not in hyper
     data = section(carded["card"], "## Data")
     assert "420 train, 90 validation, 90 test reviews" in data and "`abc`" in data
 
@@ -153,12 +157,14 @@ def test_hyperparameters_and_data_are_the_run_parameters(carded):
 def test_a_long_card_is_shortened_to_fit_a_version_description(carded):
     long = model_card.Example("word " * 2000, "positive", "negative", 0.99, "test split")
     facts = model_card.Facts(
-        NAME, "1", "r", "e", {"preset": "p", **{f"p{i}": "x" * 60 for i in range(40)}},
+        NAME, "1", "r", "e", {"preset": "p"},
         carded["metrics"], {}, "s", model_card.Rerun("main", {}, "c"),
-        [long] * 4, [long] * 3,
+        [long] * 30, [long] * 3,
     )  # fmt: skip
     assert len(model_card.render(facts)) > model_card.MAX_CHARS
-    assert len(model_card.fitted(facts)) <= model_card.MAX_CHARS
+    card = model_card.fitted(facts)
+    assert len(card) <= model_card.MAX_CHARS
+    assert [card.index(s) for s in SECTIONS] == sorted(card.index(s) for s in SECTIONS)
 
 
 def test_the_version_page_carries_no_credentials():
