@@ -159,7 +159,7 @@ def test_a_long_card_is_shortened_to_fit_a_version_description(carded):
     facts = model_card.Facts(
         NAME, "1", "r", "e", {"preset": "p"},
         carded["metrics"], {}, "s", model_card.Rerun("main", {}, "c"),
-        [long] * 30, [long] * 3,
+        [long] * 60, [long] * 3,
     )  # fmt: skip
     assert len(model_card.render(facts)) > model_card.MAX_CHARS
     card = model_card.fitted(facts)
