@@ -13,21 +13,21 @@ from pathlib import Path
 import httpx
 import joblib
 import mlflow
-import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.schemas import MAX_TEXT_CHARS
 from model.names import ALIAS
-from model.preprocess import clean_text
+from model.sentiment_model import SentimentModel
 from model.signature import INPUT_EXAMPLE, SIGNATURE
 from monitoring import drift
 from pipelines.data import load_reviews
 from tests.gateways import Gateway, gateway
 from tests.models import REQUIREMENTS, ROOT, fitted_pipeline_path
 from tests.servers import free_port, spawn, stop, wait_until_up
-from tests.unit.test_dashboards import DESIGN, dashboard_queries, metric_names
+from tests.unit.test_dashboards import DESIGN, dashboard_queries, metric_names, rules
 
 pytestmark = pytest.mark.integration
 
@@ -43,27 +43,24 @@ if not PROMETHEUS_BIN.is_file():
     pytest.skip("prometheus is not installed (.ci/run installs it)", allow_module_level=True)
 
 
+def reviews(rows: int, seed: int) -> list[str]:
+    """Packaged reviews the gateway accepts (at most 5,000 characters)."""
+    texts = load_reviews(max_rows=rows * 2, seed=seed)["text"]
+    return texts[texts.str.len() <= MAX_TEXT_CHARS].head(rows).tolist()
+
+
 def reference(pipeline_path: Path) -> Path:
-    """reference.json for the test pipeline, from reviews it was not fitted on."""
-    pipeline = joblib.load(pipeline_path)
-    reviews = load_reviews(max_rows=400, seed=1234)
-    cleaned = [clean_text(text) for text in reviews["text"]]
-    probabilities = pipeline.predict_proba(cleaned)
-    classes = list(pipeline.classes_)
-    predicted = np.array(classes)[probabilities.argmax(axis=1)]
-    vocabulary = pipeline.named_steps["tfidf"].vocabulary_
-    analyse = pipeline.named_steps["tfidf"].build_analyzer()
-    known = []
-    for text in cleaned:
-        terms = set(analyse(text))
-        known.append(len(terms & vocabulary.keys()) / len(terms) if terms else 0.0)
-    correct = predicted == reviews["label"].to_numpy()
+    """reference.json for the test model, from its own answers to reviews it was not fitted
+    on, as training builds it from the validation split."""
+    frame = load_reviews(max_rows=400, seed=1234)
+    answers = SentimentModel(joblib.load(pipeline_path)).predict(None, frame[["text"]])
+    correct = (answers["sentiment"] == frame["label"].to_numpy()).to_numpy(dtype=float)
     content = drift.summarise(
-        text_length=reviews["text"].str.len().to_numpy(),
-        known_term_ratio=np.array(known),
-        confidence=probabilities.max(axis=1),
-        positive=(predicted == "positive").astype(float),
-        correct=correct.astype(float),
+        text_length=frame["text"].str.len().to_numpy(),
+        known_term_ratio=answers["known_term_ratio"].to_numpy(),
+        confidence=answers["confidence"].to_numpy(),
+        positive=(answers["sentiment"] == "positive").to_numpy(dtype=float),
+        correct=correct,
         accuracy={"validation": float(correct.mean()), "test": float(correct.mean())},
     )
     path = Path(tempfile.mkdtemp(prefix="sentiment-reference-")) / "reference.json"
@@ -186,34 +183,30 @@ def prometheus(tmp_path_factory, monitored) -> Prometheus:
 def test_prometheus_scrapes_the_gateway_and_returns_its_series(monitored, prometheus):
     gw = monitored
     assert httpx.get(f"{gw.url}/metrics").status_code == 401, "the scrape needs the key"
-    texts = [t[:2000] for t in load_reviews(max_rows=PREDICT + BATCH, seed=99)["text"]]
+    texts = reviews(PREDICT + BATCH, seed=99)
     for text in texts[:PREDICT]:
         answer = gw.predict(text)
         assert answer.status_code == 200, answer.text
     assert gw.http.post("/predict/batch", json={"texts": texts[PREDICT:]}).status_code == 200
     row = gw.http.post("/invocations", json={"dataframe_records": [{"text": texts[0]}]})
     assert row.status_code == 200
-    reports_ratio = "known_term_ratio" in row.json()["predictions"][0]
     rows = PREDICT + BATCH + 1
 
-    exposed = gw.http.get("/metrics").text
-    monitoring = "sentiment_window_size" in exposed
-    if monitoring:
-        # Every answer is in the window once the log's writer has handed it over.
-        def window() -> float:
-            found = samples(gw.http.get("/metrics").text)
-            return sum(v for (name, _), v in found.items() if name == "sentiment_window_size")
+    # Every answer is in the window once the log's writer has handed it over.
+    def window() -> float:
+        found = samples(gw.http.get("/metrics").text)
+        return sum(v for (name, _), v in found.items() if name == "sentiment_window_size")
 
-        until(lambda: window() == rows, 30, "the predictions did not reach the window")
-        request_id = gw.predict(texts[0]).headers["X-Request-ID"]
-        rows += 1
-        label = {"request_id": request_id, "label": "positive"}
-        until(
-            lambda: gw.http.post("/feedback", json=label).status_code in (201, 409),
-            30,
-            "the prediction log never knew the request",
-        )
-        until(lambda: window() == rows, 30, "the last prediction did not reach the window")
+    until(lambda: window() == rows, 30, "the predictions did not reach the window")
+    request_id = gw.predict(texts[0]).headers["X-Request-ID"]
+    rows += 1
+    label = {"request_id": request_id, "label": "positive"}
+    until(
+        lambda: gw.http.post("/feedback", json=label).status_code in (201, 409),
+        30,
+        "the prediction log never knew the request",
+    )
+    until(lambda: window() == rows, 30, "the last prediction did not reach the window")
 
     expected = samples(gw.http.get("/metrics").text)
     started = time.monotonic()
@@ -224,9 +217,7 @@ def test_prometheus_scrapes_the_gateway_and_returns_its_series(monitored, promet
 
     got = until(scraped_all, 90, "Prometheus never held the gateway's figures")
     seconds = time.monotonic() - started
-    print(
-        f"Prometheus held every figure {seconds:.1f} s after the traffic; monitoring {monitoring}"
-    )
+    print(f"Prometheus held every figure {seconds:.1f} s after the traffic")
 
     (up,) = prometheus.query('up{job="gateway"}')
     assert up["value"][1] == "1" and up["metric"]["instance"] == gw.url.removeprefix("http://")
@@ -241,18 +232,17 @@ def test_prometheus_scrapes_the_gateway_and_returns_its_series(monitored, promet
         "gateway_model_version",
         "gateway_rollouts_total",
     } <= names
-    # TODO(lead): until the gateway exports the monitoring gauges, only the gateway_* series
-    # are required here; they are required as soon as /metrics names sentiment_window_size.
-    if monitoring:
-        wanted = DESIGN - (set() if reports_ratio else {"sentiment_known_term_ratio"})
-        assert wanted - names == set(), "design gauges missing from Prometheus"
-        (window,) = [v for (n, _), v in got.items() if n == "sentiment_window_size"]
-        assert window == rows
-        assert [v for (n, _), v in got.items() if n == "sentiment_feedback_total"] == [1.0]
+    assert DESIGN - names == set(), "gauges of the monitoring design missing from Prometheus"
+    (size,) = [v for (n, _), v in got.items() if n == "sentiment_window_size"]
+    assert size == rows
+    assert [v for (n, _), v in got.items() if n == "sentiment_feedback_total"] == [1.0]
+    for name in ("drift_score", "estimated_accuracy", "known_term_ratio"):
+        (value,) = [v for (n, _), v in got.items() if n == f"sentiment_{name}"]
+        assert value >= 0, "a figure from the version's reference"
 
-    # Every series the dashboard reads is there (the sentiment_* ones once exported).
-    read = {name for q in dashboard_queries() for name in metric_names(q)}
-    read = {n for n in read if n.startswith("gateway_") or (monitoring and n in wanted)}
+    # Every series the dashboard reads is there.
+    read = {name for q in dashboard_queries() for name in metric_names(q)} - {"instance"}
+    read -= {rule["record"] for rule in rules() if "record" in rule}
     available = set(prometheus.http.get("/api/v1/label/__name__/values").json()["data"])
     assert read - available == set()
 
@@ -260,17 +250,12 @@ def test_prometheus_scrapes_the_gateway_and_returns_its_series(monitored, promet
 def test_the_rules_load_and_evaluate_without_errors(prometheus):
     def evaluated():
         groups = prometheus.http.get("/api/v1/rules").json()["data"]["groups"]
-        rules = [rule for group in groups for rule in group["rules"]]
-        done = rules and all(r["lastEvaluation"] > "0001-01-01T00:00:00Z" for r in rules)
-        return rules if done else None
+        loaded = [rule for group in groups for rule in group["rules"]]
+        done = loaded and all(r["lastEvaluation"] > "0001-01-01T00:00:00Z" for r in loaded)
+        return loaded if done else None
 
-    rules = until(evaluated, 60, "the rules were not evaluated")
-    assert len(rules) == len(
-        [
-            r
-            for p in (CONFIG.parent / "rules").glob("*.yml")
-            for g in yaml.safe_load(p.read_text())["groups"]
-            for r in g["rules"]
-        ]
+    loaded = until(evaluated, 60, "the rules were not evaluated")
+    assert sorted(r["name"] for r in loaded) == sorted(
+        r.get("record", r.get("alert")) for r in rules()
     )
-    assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
+    assert [(r["name"], r.get("lastError")) for r in loaded if r["health"] != "ok"] == []
