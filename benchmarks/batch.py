@@ -94,6 +94,7 @@ def worker_spark(corpus: str, model_uri: str, batch_size: int, master: str, out:
     ready = time.perf_counter()
     result = batch_score.score(spark, batch_score.Job(corpus, out, model_uri=model_uri))
     done = time.perf_counter()
+    spark._jvm.java.lang.System.gc()  # a full collection: what the finished job left live
     spark.stop()
     heap = heap_after_gc(Path(gc_log).read_text())
     return {"rows": result.rows_read, "session_s": ready - started, "job_s": done - ready, **heap}
@@ -109,16 +110,23 @@ def heap_after_gc(log: str) -> dict:
     yet collected, which grows with the time run and says nothing about what is retained.
     """
     mb = {"K": 1 / 1024, "M": 1, "G": 1024}
-    after = committed = 0.0
+    after = committed = live = 0.0
     count = 0
     for match in _GC.finditer(log):
         kind, _, _, left, left_unit, size, size_unit = match.groups()
         if not kind.startswith(("Pause Young", "Pause Full")):  # a remark frees nothing yet
             continue
         after = max(after, int(left) * mb[left_unit])
+        if kind.startswith("Pause Full (System.gc())"):
+            live = int(left) * mb[left_unit]
         committed = max(committed, int(size) * mb[size_unit])
         count += 1
-    return {"heap_after_gc_mb": after, "heap_committed_mb": committed, "gcs": count}
+    return {
+        "heap_after_gc_mb": after,
+        "heap_committed_mb": committed,
+        "gcs": count,
+        "heap_live_after_job_mb": live,
+    }
 
 
 def breakdown(corpus: str, model_uri: str, sample: int = 10_000) -> dict:
