@@ -216,7 +216,7 @@ class PredictionLog:
             log.error("prediction log: %d answers not written: %s", len(answers), error)
             self._drop(len(answers))
             self._close_file()
-            return
+        # The live gauges describe the traffic even while the disk refuses the log.
         for listener in self.listeners:
             try:
                 listener(predictions)

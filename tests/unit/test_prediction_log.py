@@ -220,3 +220,15 @@ def test_a_text_sqlite_cannot_encode_is_kept_with_a_replacement(started):
     assert log.flush()
     assert [r["text"] for r in rows(files(log)[0])] == ["bad ? text", "fine"]
     assert log.dropped == 0
+
+
+def test_a_failed_write_is_counted_and_the_live_window_still_sees_the_answer(started, tmp_path):
+    seen = []
+    log = started(listeners=[seen.extend])
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    log.folder = blocker / "predictions"  # the disk refuses: no file can be made there
+    log.record("/predict", "v1", [ROW], ["x"])
+    assert log.flush()
+    assert log.dropped == 1
+    assert [p.model_version for p in seen] == ["v1"]
