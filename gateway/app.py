@@ -178,7 +178,7 @@ def _routes(
         problem = _text_problem(request.text)
         if problem:
             raise ApiError(400, problem)
-        row, version = await scorer.predict(request.text, request.explain)
+        row, version = await scorer.predict(request.text, request.explain, request.top_terms)
         monitor.log.record("/predict", _label(version), [row], [request.text])
         return PredictResponse(model_version=_label(version), **_public(row))
 
@@ -200,7 +200,7 @@ def _routes(
             problem = "must be a string." if not isinstance(text, str) else _text_problem(text)
             if problem:
                 raise ApiError(400, f"texts[{index}]: {problem}")
-        rows, version = await scorer.predict_many(texts, request.explain)
+        rows, version = await scorer.predict_many(texts, request.explain, request.top_terms)
         monitor.log.record("/predict/batch", _label(version), rows, texts)
         return BatchResponse(
             predictions=[_public(row) for row in rows], model_version=_label(version)

@@ -8,17 +8,22 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 MAX_TEXT_CHARS = 5000
 MAX_BATCH = 1000
+MAX_TOP_TERMS = 50
 
 
 class PredictRequest(BaseModel):
     text: StrictStr = Field(description=f"The review, 1 to {MAX_TEXT_CHARS} characters.")
     explain: StrictBool = Field(False, description="Also return the terms behind the decision.")
+    top_terms: StrictInt = Field(
+        5, ge=1, le=MAX_TOP_TERMS, description="With `explain`: how many terms to return."
+    )
 
 
 class BatchRequest(BaseModel):
     # Items are checked one by one so that a bad one is reported by its index (400).
     texts: list[Any] = Field(description=f"1 to {MAX_BATCH} reviews.")
     explain: StrictBool = False
+    top_terms: StrictInt = Field(5, ge=1, le=MAX_TOP_TERMS)
 
 
 class Term(BaseModel):

@@ -140,17 +140,19 @@ class Scorer:
         """Texts in the batching queue, waiting for a call slot."""
         return self._batcher.waiting if self._batcher is not None else 0
 
-    async def predict(self, text: str, explain: bool = False) -> tuple[Row, str]:
+    async def predict(self, text: str, explain: bool = False, top: int = 5) -> tuple[Row, str]:
         async with self._deadline():
             if self._batcher is not None and not explain:
                 return await self._batcher.submit(text)
-            rows, version = await self._score([text], explain)
+            rows, version = await self._score([text], explain, top)
             return rows[0], version
 
-    async def predict_many(self, texts: list[str], explain: bool = False) -> tuple[list[Row], str]:
+    async def predict_many(
+        self, texts: list[str], explain: bool = False, top: int = 5
+    ) -> tuple[list[Row], str]:
         """Score all texts in one `/invocations` call; return the rows and who answered."""
         async with self._deadline():
-            return await self._score(texts, explain)
+            return await self._score(texts, explain, top)
 
     async def invoke(self, content: bytes, content_type: str) -> tuple[Answer, str]:
         """POST to the live server's `/invocations` as is; see `_post`."""
@@ -168,12 +170,12 @@ class Scorer:
     def _timed_out(self) -> ApiError:
         return ApiError(504, f"Prediction timed out after {self._timeout:g}s.")
 
-    async def _score(self, texts: list[str], explain: bool) -> tuple[list[Row], str]:
+    async def _score(self, texts: list[str], explain: bool, top: int = 5) -> tuple[list[Row], str]:
         body: dict[str, Any] = {
             "dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}
         }
         if explain:
-            body["params"] = {"explain": True}
+            body["params"] = {"explain": True, "top_terms": top}
         response, version = await self._post(json.dumps(body).encode(), "application/json")
         self.calls += 1
         self.rows += len(texts)

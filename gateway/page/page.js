@@ -155,29 +155,13 @@ async function analyze() {
   showError("review-error", "");
   setBusy(button, true, "Analyzing…");
   try {
-    // /predict decides and says what is wrong with the text; /invocations is asked at the
-    // same time for more terms to highlight than /predict's five.
-    const [answer, more] = await Promise.all([
-      call("/predict", { text, explain: true }),
-      text.trim() && text.length <= 5000
-        ? call("/invocations", {
-            dataframe_split: { columns: ["text"], data: [[text]] },
-            params: { explain: true, top_terms: TOP_TERMS },
-          })
-        : Promise.resolve(null),
-    ]);
+    const answer = await call("/predict", { text, explain: true, top_terms: TOP_TERMS });
     if (!answer.ok) {
       if (answer.status === 401) state.retry = analyze;
       showError("review-error", answer.error);
       return;
     }
-    let terms = answer.data.explanation || [];
-    if (more && more.ok && more.headers.get("X-Model-Version") === answer.data.model_version) {
-      const row = (more.data.predictions || [])[0];
-      if (row && Array.isArray(row.explanation) && row.explanation.length >= terms.length) {
-        terms = row.explanation;
-      }
-    }
+    const terms = answer.data.explanation || [];
     showResult(text, answer.data, terms);
   } finally {
     setBusy(button, false, "Analyze");

@@ -84,6 +84,18 @@ def test_explain_adds_the_terms_behind_the_decision(served):
     }
 
 
+def test_top_terms_sets_how_many_terms_explain_returns(served):
+    long_review = f"{POSITIVE} {NEGATIVE} The plot was dull but the music was lovely."
+    five = served.gw.predict(long_review, explain=True).json()["explanation"]
+    twelve = served.gw.predict(long_review, explain=True, top_terms=12).json()["explanation"]
+    assert (len(five), len(twelve)) == (5, 12)
+    assert twelve[:5] == five
+    batch = served.gw.http.post(
+        "/predict/batch", json={"texts": [long_review], "explain": True, "top_terms": 8}
+    )
+    assert len(batch.json()["predictions"][0]["explanation"]) == 8
+
+
 def test_batch_keeps_order_in_one_inference_call(served):
     gw = served.gw
     texts = [POSITIVE, NEGATIVE] * 50
@@ -166,6 +178,9 @@ def test_bad_batch_is_400_naming_the_index(served, body, detail):
         {"text": {"a": 1}},
         {"review": "x"},
         {"text": "fine", "explain": "yes"},
+        {"text": "fine", "explain": True, "top_terms": 0},
+        {"text": "fine", "explain": True, "top_terms": 51},
+        {"text": "fine", "explain": True, "top_terms": "3"},
         [{"text": "x"}],
     ],
 )
