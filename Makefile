@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test lint format soak train tune batch bench bench-training bench-serving bench-batch clean
+.PHONY: help install up test lint format soak train tune batch monitor bench bench-training bench-serving bench-batch clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ tune: install ## Grid-search the vectorizer and classifier against the running s
 batch: install ## Score a corpus on Spark (ARGS="-P input=reviews.csv -P output=scored")
 	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/mlflow run . -e batch_score \
 		--env-manager local --experiment-name Sentiment-Analysis $(ARGS)
+
+monitor: install ## Check the served version over the period since the last check (ARGS="-P retrain=if_needed")
+	MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT) $(BIN)/mlflow run . -e monitor \
+		--env-manager local --experiment-name Sentiment-Monitoring \
+		-P state_dir=$(or $(STATE_DIR),mlruns) \
+		-P gateway_url=$(or $(GATEWAY_URL),http://127.0.0.1:$(or $(GATEWAY_PORT),8000)) $(ARGS)
 
 test: install ## Run the whole test suite (unit, integration, reliability)
 	$(BIN)/python -m pytest

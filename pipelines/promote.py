@@ -7,10 +7,12 @@ Aliases replace the stages deprecated in MLflow 3: the gateway follows
 The rule a training run follows (``promote=if_better``, the default):
 
 - Without a production version, the new version is promoted.
-- Two versions are compared only if they were trained on the same data: the same data digest
-  (every row, in order, after the ``max_rows`` sample), split seed, ``max_rows`` and split
-  scheme. Every version records these as tags (``data_digest``, ``split_seed``, ``max_rows``,
-  ``split``). Then they share their validation rows, and neither trained on them.
+- Two versions are compared only if they were evaluated on the same rows: the same data
+  digest (every row, in order, after the ``max_rows`` sample), split seed, ``max_rows`` and
+  split scheme. Every version records these as tags (``data_digest``, ``split_seed``,
+  ``max_rows``, ``split``). Then they share their validation rows, and neither trained on
+  them. Rows added to the training split alone (the monitor job's feedback reviews, never a
+  validation or test review) leave that unchanged.
 - Comparable: the production version is scored on this run's validation split, and the new
   version is promoted if its validation F1 is at least as high (ties go to the newer one). A
   production version that cannot be scored loses. The test split plays no part: its metrics

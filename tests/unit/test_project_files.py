@@ -160,7 +160,9 @@ def test_every_third_party_import_is_pinned_where_it_runs(package):
 def test_mlproject_entry_points_run_existing_modules_with_declared_parameters():
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     assert project["conda_env"] == "conda.yaml"
-    assert set(project["entry_points"]) == {"main", "tune", "promote", "batch_score"}
+    assert set(project["entry_points"]) == {
+        "main", "tune", "promote", "batch_score", "monitor"
+    }  # fmt: skip
     for name, entry in project["entry_points"].items():
         command = entry["command"]
         module = re.search(r"python -m ([\w.]+)", command).group(1)

@@ -1,0 +1,227 @@
+"""The monitor job (`mlflow run . -e monitor`) against a real tracking server, on a prediction
+log and feedback store laid out as the gateways write them."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from gateway import feedback as gateway_feedback
+from gateway import prediction_log
+from model.names import LABELS, MODEL_NAME
+from pipelines import monitor
+from pipelines.data import SPLIT, fingerprint, load_reviews
+from tests.models import held_out_reviews, register_version
+from tests.servers import BIN, ROOT, env, free_port, tracking_server
+
+pytestmark = pytest.mark.integration
+
+MAX_ROWS = 1000  # the sample the version claims it was trained on: a fast challenger
+# Text of another kind: short product reviews and French sentences, none of them IMDB's.
+THINGS = ["charger", "kettle", "backpack", "blender", "phone case", "lamp", "keyboard", "mug"]
+SAYINGS = ["arrived broken", "works as described", "battery died in a week", "five stars",
+           "cheap plastic", "fast shipping", "would buy again", "returned it"]  # fmt: skip
+FRENCH = ["Le service était lent mais le repas était bon", "Je ne recommande pas ce produit",
+          "Livraison rapide et emballage soigné", "Très déçu de la qualité",
+          "Un vendeur sérieux, merci beaucoup", "La taille ne correspond pas"]  # fmt: skip
+
+
+def other_texts(rows: int) -> list[str]:
+    rng = np.random.default_rng(5)
+    texts = []
+    for i in range(rows):
+        if i % 3 == 0:
+            texts.append(str(rng.choice(FRENCH)))
+        else:
+            texts.append(f"The {rng.choice(THINGS)} {rng.choice(SAYINGS)}.")
+    return texts
+
+
+def log_predictions(folder: Path, replica: str, start: datetime, answers: pd.DataFrame, texts):
+    """One prediction log file, as a gateway replica writes it, one request per row."""
+    path = folder / "predictions" / prediction_log.replica_folder(replica)
+    path.mkdir(parents=True, exist_ok=True)
+    rows = [
+        (
+            (start + timedelta(milliseconds=i)).isoformat(timespec="milliseconds"),
+            f"{replica}-{i}",
+            0,
+            "/predict",
+            replica,
+            answer.version,
+            answer.sentiment,
+            float(answer.confidence),
+            len(text),
+            float(answer.known_term_ratio),
+            None,
+        )  # fmt: skip
+        for i, (answer, text) in enumerate(zip(answers.itertuples(), texts, strict=True))
+    ]
+    with sqlite3.connect(path / f"{start:%Y%m%dT%H%M%SZ}.sqlite") as db:
+        db.executescript(prediction_log.SCHEMA)
+        db.executemany(f"INSERT INTO predictions VALUES ({','.join('?' * 11)})", rows)
+    return [row[1] for row in rows]
+
+
+def give_feedback(folder: Path, at: datetime, request_ids, answers, labels, texts) -> None:
+    with sqlite3.connect(folder / "feedback.sqlite") as db:
+        db.executescript(gateway_feedback.SCHEMA)
+        db.executemany(
+            "INSERT INTO feedback VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    rid,
+                    0,
+                    label,
+                    text,
+                    at.isoformat(timespec="milliseconds"),
+                    a.version,
+                    a.sentiment,
+                    float(a.confidence),
+                    "gw:1",
+                )
+                for rid, a, label, text in zip(
+                    request_ids, answers.itertuples(), labels, texts, strict=True
+                )
+            ],  # fmt: skip
+        )
+
+
+def run_monitor(tracking_uri: str, *params: str) -> subprocess.CompletedProcess:
+    args = [str(BIN / "mlflow"), "run", ".", "-e", "monitor", "--env-manager", "local",
+            "--experiment-name", monitor.EXPERIMENT]  # fmt: skip
+    for param in params:
+        args += ["-P", param]
+    return subprocess.run(
+        args, cwd=ROOT, env=env(MLFLOW_TRACKING_URI=tracking_uri), capture_output=True,
+        text=True, timeout=900,
+    )  # fmt: skip
+
+
+def the_run(client: MlflowClient, result: subprocess.CompletedProcess):
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = client.get_experiment_by_name(monitor.EXPERIMENT)
+    (run,) = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])[:1]
+    return run
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    """A registry of this module's own: the challenger may take the production alias, which
+    the session's shared gateway would follow."""
+    with tracking_server(tmp_path_factory.mktemp("tracking")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def setup(tracking_uri, tmp_path_factory):
+    """The production version, with a reference, registered as one trained on a 1,000-review
+    sample; its answers to 600 reviews it has never seen and to 400 texts of another kind."""
+    sample = load_reviews(max_rows=MAX_ROWS, seed=42)
+    tags = {"data_digest": fingerprint(sample), "split_seed": "42",
+            "max_rows": str(MAX_ROWS), "split": SPLIT}  # fmt: skip
+    version = register_version(tracking_uri, alias=True, with_reference=True, tags=tags)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
+    reviews = held_out_reviews().iloc[2000:2600]
+    answers = model.predict(pd.DataFrame({"text": reviews["text"].tolist()}))
+    answers["version"] = f"v{version}"
+    others = other_texts(400)
+    other_answers = model.predict(pd.DataFrame({"text": others}))
+    other_answers["version"] = f"v{version}"
+    return {
+        "client": MlflowClient(tracking_uri),
+        "version": version,
+        "state": tmp_path_factory.mktemp("state"),
+        "reviews": reviews,
+        "answers": answers,
+        "others": others,
+        "other_answers": other_answers,
+        "nowhere": f"http://127.0.0.1:{free_port()}",
+    }
+
+
+def test_in_domain_traffic_is_ok_and_the_version_is_tagged(tracking_uri, setup, tmp_path):
+    client, version, state = setup["client"], setup["version"], setup["state"]
+    folder = state / "monitoring"
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    reviews, answers = setup["reviews"], setup["answers"]
+    ids = log_predictions(folder, "gw:1", start, answers, reviews["text"])
+    labels = [LABELS[label] for label in reviews["label"]]
+    # True labels for 300 answers; half of them came with the review's text.
+    texts = [t if i % 2 else None for i, t in enumerate(reviews["text"])]
+    give_feedback(folder, start, ids[:300], answers.iloc[:300], labels[:300], texts[:300])
+
+    began = time.monotonic()
+    result = run_monitor(
+        tracking_uri, f"state_dir={state}", f"gateway_url={setup['nowhere']}",
+        f"since={(start - timedelta(seconds=1)).isoformat()}",
+    )  # fmt: skip
+    seconds = time.monotonic() - began
+    run = the_run(client, result)
+    metrics, tags = run.data.metrics, run.data.tags
+    print(f"monitor job, in-domain: {seconds:.0f} s; {json.dumps(metrics, sort_keys=True)}")
+    assert tags[monitor.VERDICT] == "ok", result.stdout[-2000:]
+    assert metrics["rows"] == 600 and metrics["feedback_labels"] == 300
+    assert metrics["drift_score"] < 0.1 and metrics["drift_detected"] == 0
+    measured = float(np.mean(answers["sentiment"].iloc[:300] == pd.Series(labels[:300]).values))
+    assert metrics["measured_accuracy"] == pytest.approx(measured)
+    assert abs(metrics["estimated_accuracy"] - metrics["reference_test_accuracy"]) < 0.05
+    assert {"evidently_psi_text_length", "evidently_drifted_share"} <= set(metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"drift_report.html", "monitoring.json"} <= artifacts
+    page = Path(client.download_artifacts(run.info.run_id, "drift_report.html", str(tmp_path)))
+    html = page.read_text()
+    assert "Drifted Columns" in html and "known_term_ratio" in html
+    assert not any(text[:30] in html for text in reviews["text"])  # statistics only
+    version_tags = client.get_model_version(MODEL_NAME, version).tags
+    assert version_tags[monitor.VERDICT] == "ok"
+    assert version_tags[monitor.RUN_ID] == run.info.run_id
+    checked = datetime.fromisoformat(version_tags[monitor.CHECKED_AT])
+    assert abs(checked - datetime.now(UTC)) < timedelta(minutes=30)
+
+
+def test_the_next_period_of_other_text_is_flagged_and_a_challenger_trained(tracking_uri, setup):
+    client, version, state = setup["client"], setup["version"], setup["state"]
+    folder = state / "monitoring"
+    start = datetime.now(UTC)  # after the last run: the default period holds only these
+    log_predictions(folder, "gw:2", start, setup["other_answers"], setup["others"])
+
+    result = run_monitor(
+        tracking_uri, f"state_dir={state}", f"gateway_url={setup['nowhere']}",
+        "retrain=if_needed",
+    )  # fmt: skip
+    experiment = client.get_experiment_by_name(monitor.EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])
+    run = runs[0]
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics, tags = run.data.metrics, run.data.tags
+    print(f"monitor job, other text: {json.dumps(metrics, sort_keys=True)}")
+    assert metrics["rows"] == 400 and metrics["drift_detected"] == 1
+    assert metrics["drift_score"] > 0.2 and metrics["drift_known_term_ratio"] > 0.2
+    assert tags[monitor.VERDICT] in ("drift", "degraded")
+    assert tags[monitor.VERDICT] == monitor.verdict(
+        400, True, metrics["reference_test_accuracy"], metrics["estimated_accuracy"], None, 0
+    )
+    assert (
+        client.get_model_version(MODEL_NAME, version).tags[monitor.VERDICT] == tags[monitor.VERDICT]
+    )
+    # The challenger: trained with the 150 feedback reviews that had text, registered with
+    # its own reference, and compared with the version on the same validation rows.
+    challenger = tags["monitoring.challenger"]
+    trained = client.get_run(client.get_model_version(MODEL_NAME, challenger).run_id)
+    assert trained.data.tags[monitor.RUN_ID] == run.info.run_id
+    assert 0 < int(trained.data.tags["feedback_rows"]) <= 150
+    assert trained.data.tags["promotion.champion"] == version
+    assert "on the same validation rows" in trained.data.tags["promotion.reason"]
+    files = {a.path for a in client.list_artifacts(trained.info.run_id, "model/artifacts")}
+    assert {"model/artifacts/reference.json", "model/artifacts/reference_rows.csv"} <= files
