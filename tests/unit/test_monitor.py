@@ -2,15 +2,19 @@
 the layout the gateway writes)."""
 
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from gateway import feedback as gateway_feedback
 from gateway import prediction_log
 from pipelines import monitor, promote
+from tests.servers import ROOT, env
 
 EXPECTED = 0.88  # the reference's test accuracy
 
@@ -112,3 +116,24 @@ def test_since_must_be_an_iso_time():
     with pytest.raises(SystemExit):
         monitor.main(["--since", "yesterday"])
     assert pd.Timestamp(monitor._since("2026-11-27T12:00:00+00:00")).tzinfo is not None
+
+
+def test_a_period_without_predictions_is_a_no_data_run_and_the_next_starts_after_it(logged):
+    folder, _ = logged  # as a state folder: its monitoring/ is empty
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    since = datetime.now(UTC).isoformat()
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.monitor", "--state-dir", str(folder),
+         "--since", since, "--gateway-url", "http://127.0.0.1:9"],
+        env=env(MLFLOW_TRACKING_URI=store), cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nothing to check" in result.stdout
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(monitor.EXPERIMENT)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags[monitor.VERDICT] == "no_data" and run.data.metrics["rows"] == 0
+    assert run.data.params["period_start"] == since
+    end = datetime.fromisoformat(run.data.params["period_end"])
+    assert monitor.last_period_end(client) == end
