@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from gateway import __version__
 from gateway.errors import ApiError, install_error_handlers, not_loaded
 from gateway.feedback_api import add_feedback_route
+from gateway.inference_protocol import ProtocolErrors, install_inference_protocol
 from gateway.logs import configure_logging
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.middleware import BodyLimit, Observe
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _routes(app, settings, router, scorer, metrics, monitor)
     add_feedback_route(app, monitor.feedback, documented(settings.keys))
+    install_inference_protocol(app, settings, router, scorer, monitor, _text_problem)
     install_error_handlers(app)
     # The last added runs first: Observe sees every answer, CORS preflights need no key,
     # and a request without a key is refused before its body is read.
@@ -95,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "X-Model-Version", "X-Gateway-Replica"],
         )
     app.add_middleware(Observe, metrics=metrics, replica=settings.replica)
+    app.add_middleware(ProtocolErrors)  # /v2 errors as {"error": ...}, the middleware's too
     return app
 
 

@@ -20,6 +20,8 @@ from gateway.schemas import Error
 
 # Liveness, readiness and the documentation stay reachable without a key.
 OPEN = {"/", "/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+# The same for the Open Inference Protocol (gateway/inference_protocol.py).
+OPEN |= {"/v2/health/live", "/v2/health/ready"}
 # The page's own files (gateway/page.py): the page loads without a key, then asks for one.
 OPEN_PREFIXES = ("/page/",)
 UNAUTHORIZED = "Missing or invalid API key."

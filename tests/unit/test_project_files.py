@@ -26,11 +26,13 @@ COVERS = {
     "benchmarks": "requirements.txt",
 }
 DEVELOPMENT_ONLY = {"pytest", "schemathesis", "hypothesis", "ruff", "psutil", "httpx", "playwright"}
+DEVELOPMENT_ONLY |= {"tritonclient"}
 WEB = {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx"}
 
 
 def normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """The package's normalised name, without extras (`tritonclient[http]`: tritonclient)."""
+    return re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()
 
 
 def pins(path: Path) -> dict[str, str]:

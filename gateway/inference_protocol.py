@@ -1,0 +1,404 @@
+"""The Open Inference Protocol (KServe v2, REST) for the served model, beside `/predict`.
+
+Clients of KServe, Seldon MLServer and Triton speak it unchanged: JSON tensors in, JSON
+tensors out, errors as `{"error": "..."}`. A request is validated as `/predict` validates a
+text, then scored through the same scorer (micro-batching for one text), logged to the same
+prediction log, and counted by the same middleware. The binary tensor extension is not
+offered: a request that uses it gets a 400 saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, StrictStr
+from starlette.datastructures import MutableHeaders
+
+from gateway import __version__
+from gateway.errors import ApiError, not_loaded
+from gateway.monitor import Monitor
+from gateway.rollout import Controller
+from gateway.schemas import MAX_BATCH
+from gateway.scoring import Row, Scorer
+from gateway.security import UNAUTHORIZED, documented
+from gateway.settings import Settings
+from model.signature import SIGNATURE
+
+__all__ = ["PREFIX", "ProtocolErrors", "install_inference_protocol", "servable_versions"]
+
+PREFIX = "/v2"
+INPUT = "text"
+# The public outputs, as /predict answers them; the signature's other columns stay inside.
+OUTPUTS = ("sentiment", "confidence")
+BINARY_HEADER = "inference-header-content-length"
+BINARY_REFUSED = (
+    "The binary tensor extension is not supported: send JSON tensors "
+    "(without the Inference-Header-Content-Length header)."
+)
+# MLflow's column types as the protocol's tensor datatypes.
+DATATYPES = {
+    "string": "BYTES",
+    "binary": "BYTES",
+    "double": "FP64",
+    "float": "FP32",
+    "long": "INT64",
+    "integer": "INT32",
+    "boolean": "BOOL",
+}
+
+
+class ProtocolError(BaseModel):
+    error: str
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class RequestInput(BaseModel):
+    name: StrictStr
+    shape: list[int]
+    datatype: StrictStr
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="The texts: a flat list, or nested as the shape says.")
+
+
+class RequestOutput(BaseModel):
+    name: StrictStr
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    id: StrictStr | None = Field(None, description="Echoed in the answer.")
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput] = Field(description=f"One BYTES tensor named `{INPUT}`.")
+    outputs: list[RequestOutput] | None = Field(
+        None, description=f"A subset of {list(OUTPUTS)} to answer (default: both)."
+    )
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str = Field(
+        description='The registry version, as the protocol expects it ("3"); /predict labels '
+        'the same version "v3".'
+    )
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+def servable_versions(router: Controller) -> list[str]:
+    """The versions a request may name: the live one (a challenger would join it here)."""
+    return [router.live.version] if router.live is not None else []
+
+
+class _ProtocolRoute(APIRoute):
+    """A route whose malformed requests get the protocol's 400 rather than FastAPI's 422, and
+    whose binary-extension requests are refused before their body is parsed."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request):
+            if BINARY_HEADER in request.headers:
+                raise ApiError(400, BINARY_REFUSED)
+            try:
+                return await handler(request)
+            except RequestValidationError as error:
+                raise ApiError(400, _validation_message(error)) from None
+
+        return handle
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return "Request body is not valid JSON."
+    where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+    return f"{where}: {first['msg']}"
+
+
+class ProtocolErrors:
+    """Every error under /v2 as the protocol spells it, `{"error": "..."}`: the routes' own,
+    and those the middleware answers before any route runs (401, 413)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not (
+            scope["path"] == PREFIX or scope["path"].startswith(PREFIX + "/")
+        ):
+            return await self.app(scope, receive, send)
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def renaming(message):
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message
+                return None
+            if start is None:
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return None
+            body = _renamed(b"".join(chunks))
+            headers = MutableHeaders(scope=start)
+            headers["content-length"] = str(len(body))
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, renaming)
+
+
+def _renamed(body: bytes) -> bytes:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(parsed, dict) and set(parsed) == {"detail"} and isinstance(parsed["detail"], str):
+        return json.dumps({"error": parsed["detail"]}).encode()
+    return body
+
+
+def install_inference_protocol(
+    app: FastAPI,
+    settings: Settings,
+    router: Controller,
+    scorer: Scorer,
+    monitor: Monitor,
+    text_problem: Callable[[str], str | None],
+) -> None:
+    """Add the /v2 routes. `text_problem` is /predict's check of one text."""
+    tags: list = ["Open Inference Protocol"]
+    # Liveness and readiness stay open, as /health and /ready do (gateway/security.py).
+    health = APIRouter(prefix=PREFIX, route_class=_ProtocolRoute, tags=tags)
+    # Protocol clients (Triton's among them) send JSON without a Content-Type.
+    v2 = APIRouter(prefix=PREFIX, route_class=_ProtocolRoute, tags=tags, strict_content_type=False)
+    errors = {code: {"model": ProtocolError} for code in (400, 404, 413, 500, 503, 504)}
+    if settings.keys:
+        errors[401] = {"model": ProtocolError, "description": UNAUTHORIZED}
+    metadata = ModelMetadata(
+        name=settings.model_name,
+        versions=[],
+        platform="mlflow",
+        inputs=_tensors(SIGNATURE.inputs, None),
+        outputs=_tensors(SIGNATURE.outputs, OUTPUTS),
+    )
+
+    def model(name: str) -> None:
+        if name != settings.model_name:
+            raise ApiError(
+                404, f"Unknown model '{name}': this gateway serves '{settings.model_name}'."
+            )
+
+    def version_of(name: str, version: str | None) -> str:
+        """The version a request names (or the live one), if it may be served."""
+        model(name)
+        servable = servable_versions(router)
+        if version is None:
+            if not servable:
+                raise not_loaded()
+            return servable[0]
+        if version not in servable:
+            shown = ", ".join(servable) or "none"
+            raise ApiError(
+                404, f"Model '{name}' has no servable version '{version}' (served: {shown})."
+            )
+        return version
+
+    @health.get("/health/live", response_model=Live)
+    async def server_live() -> Live:
+        """Always 200 while the gateway answers."""
+        return Live(live=True)
+
+    @health.get("/health/ready", response_model=Ready, responses={503: {"model": ProtocolError}})
+    async def server_ready() -> Ready:
+        """200 only while a model is served."""
+        if router.live is None:
+            raise not_loaded()
+        return Ready(ready=True)
+
+    @v2.get("", response_model=ServerMetadata, responses=errors)
+    async def server_metadata() -> ServerMetadata:
+        return ServerMetadata(name="sentiment-gateway", version=__version__, extensions=[])
+
+    @v2.get("/models/{name}", response_model=ModelMetadata, responses=errors)
+    async def model_metadata(name: str) -> ModelMetadata:
+        """Versions that may be named, and the tensors, from the model's MLflow signature."""
+        model(name)
+        return metadata.model_copy(update={"versions": servable_versions(router)})
+
+    @v2.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=errors)
+    async def version_metadata(name: str, version: str) -> ModelMetadata:
+        return metadata.model_copy(update={"versions": [version_of(name, version)]})
+
+    @v2.get("/models/{name}/ready", response_model=ModelReady, responses=errors)
+    async def model_ready(name: str) -> ModelReady:
+        version_of(name, None)
+        return ModelReady(name=name, ready=True)
+
+    @v2.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=errors)
+    async def version_ready(name: str, version: str) -> ModelReady:
+        version_of(name, version)
+        return ModelReady(name=name, ready=True)
+
+    async def infer(
+        route: str, name: str, version: str | None, request: InferenceRequest
+    ) -> InferenceResponse:
+        model(name)
+        texts = _texts(request, text_problem)
+        selected = _selected(request)
+        wanted = version_of(name, version)
+        if len(texts) == 1:
+            row, answered = await scorer.predict(texts[0])
+            rows = [row]
+        else:
+            rows, answered = await scorer.predict_many(texts)
+        if version is not None and answered != wanted:
+            raise ApiError(404, f"Version '{wanted}' stopped serving during the request.")
+        monitor.log.record(route, _label(answered), rows, texts)
+        return InferenceResponse(
+            model_name=name,
+            model_version=answered,
+            id=request.id,
+            outputs=[_output(output, rows) for output in selected],
+        )
+
+    @v2.post(
+        "/models/{name}/infer",
+        response_model=InferenceResponse,
+        response_model_exclude_none=True,
+        responses=errors,
+    )
+    async def model_infer(name: str, request: InferenceRequest) -> InferenceResponse:
+        """Score a BYTES tensor `text` of shape [n] with the live version."""
+        return await infer(f"{PREFIX}/models/{{name}}/infer", name, None, request)
+
+    @v2.post(
+        "/models/{name}/versions/{version}/infer",
+        response_model=InferenceResponse,
+        response_model_exclude_none=True,
+        responses=errors,
+    )
+    async def version_infer(name: str, version: str, request: InferenceRequest):
+        """Score with the named version, if it is served (another version: 404)."""
+        route = f"{PREFIX}/models/{{name}}/versions/{{version}}/infer"
+        return await infer(route, name, version, request)
+
+    app.include_router(health)
+    app.include_router(v2, dependencies=documented(settings.keys)["dependencies"])
+
+
+def _tensors(schema: Any, names: tuple[str, ...] | None) -> list[TensorMetadata]:
+    specs = [spec for spec in schema.inputs if names is None or spec.name in names]
+    if names is not None:
+        specs.sort(key=lambda spec: names.index(spec.name))
+    return [
+        TensorMetadata(name=spec.name, datatype=DATATYPES[spec.type.name], shape=[-1])
+        for spec in specs
+    ]
+
+
+def _texts(request: InferenceRequest, text_problem: Callable[[str], str | None]) -> list[str]:
+    """The `text` tensor's elements, checked as /predict and /predict/batch check theirs."""
+    names = [tensor.name for tensor in request.inputs]
+    if names != [INPUT]:
+        raise ApiError(
+            400, f"Expected one input tensor named '{INPUT}' (BYTES, shape [n]); got {names}."
+        )
+    (tensor,) = request.inputs
+    if tensor.datatype != "BYTES":
+        raise ApiError(400, f"Input '{INPUT}' must have datatype BYTES, not {tensor.datatype}.")
+    if (tensor.parameters or {}).get("binary_data_size") is not None:
+        raise ApiError(400, BINARY_REFUSED)
+    texts = _flat(tensor.data)
+    if not tensor.shape or any(size < 0 for size in tensor.shape):
+        raise ApiError(400, f"Input '{INPUT}' has an invalid shape {tensor.shape}.")
+    if math.prod(tensor.shape) != len(texts):
+        raise ApiError(
+            400,
+            f"Input '{INPUT}' has shape {tensor.shape} but {len(texts)} elements in its data.",
+        )
+    if not texts:
+        raise ApiError(400, "Batch must contain at least one text.")
+    if len(texts) > MAX_BATCH:
+        raise ApiError(400, f"Batch exceeds maximum size of {MAX_BATCH} texts.")
+    for index, text in enumerate(texts):
+        problem = "must be a string." if not isinstance(text, str) else text_problem(text)
+        if problem:
+            # One text gets /predict's message as is; a batch's says which element.
+            raise ApiError(400, problem if len(texts) == 1 else f"{INPUT}[{index}]: {problem}")
+    return texts
+
+
+def _flat(data: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(_flat(item) if isinstance(item, list) else [item])
+    return flat
+
+
+def _selected(request: InferenceRequest) -> list[str]:
+    if request.outputs is None:
+        return list(OUTPUTS)
+    names = [output.name for output in request.outputs]
+    unknown = [name for name in names if name not in OUTPUTS]
+    if unknown:
+        raise ApiError(400, f"Unknown output(s) {unknown}: the model answers {list(OUTPUTS)}.")
+    return list(dict.fromkeys(names))
+
+
+def _output(name: str, rows: list[Row]) -> ResponseOutput:
+    datatype = next(t.datatype for t in _tensors(SIGNATURE.outputs, (name,)))
+    return ResponseOutput(
+        name=name, shape=[len(rows)], datatype=datatype, data=[row[name] for row in rows]
+    )
+
+
+def _label(version: str) -> str:
+    """The prediction log's label for a version, as /predict's ("v3")."""
+    return f"v{version}" if version.isdigit() else version
