@@ -69,9 +69,10 @@ LABELS = [
 
 SIZES = [200, pytest.param(1000, marks=pytest.mark.soak)]
 # The /v2 lookups only compare a name and a version: a tenth of the cases finds what there is
-# to find; the two infer routes share the budget of one operation.
+# to find. The two infer routes share one handler, and half an operation's budget (their
+# nested tensors make a case cost about 150 ms: 200 cases took 63 s on 2 busy cores).
 SHARE = {label: 0.1 for label in LABELS if label.startswith("GET /v2")}
-SHARE |= {label: 0.5 for label in LABELS if label.startswith("POST /v2")}
+SHARE |= {label: 0.25 for label in LABELS if label.startswith("POST /v2")}
 
 
 @pytest.mark.parametrize("examples", SIZES)
