@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import __version__
+from gateway.challenger import challenger_for
 from gateway.errors import ApiError, install_error_handlers, not_loaded
 from gateway.feedback_api import add_feedback_route
 from gateway.logs import configure_logging
@@ -37,6 +38,7 @@ from gateway.schemas import (
 from gateway.scoring import Row, Scorer, without_stack_trace
 from gateway.security import RequireApiKey, documented
 from gateway.settings import Settings
+from gateway.shadow import Shadow
 
 __all__ = ["configure_logging", "create_app"]
 
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics(router, scorer)
     monitor = Monitor(settings, router)
     metrics.registry.register(monitor)
+    challenger = challenger_for(settings, router)
+    shadow = Shadow(settings, challenger, metrics.registry) if challenger else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -64,9 +68,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         monitor.start()
         await router.start()
+        if challenger is not None:
+            await challenger.start()
+            shadow.start()
         try:
             yield
         finally:
+            if challenger is not None:
+                await shadow.close()
+                await challenger.close()
             await router.close()
             await scorer.aclose()
             monitor.close()
@@ -78,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={503: {"model": Error}},
     )
-    _routes(app, settings, router, scorer, metrics, monitor)
+    _routes(app, settings, router, scorer, metrics, monitor, shadow)
     add_feedback_route(app, monitor.feedback, documented(settings.keys))
     install_error_handlers(app)
     # The last added runs first: Observe sees every answer, CORS preflights need no key,
@@ -105,6 +115,7 @@ def _routes(
     scorer: Scorer,
     metrics: Metrics,
     monitor: Monitor,
+    shadow: Shadow | None = None,
 ) -> None:
     auth = documented(settings.keys)
 
@@ -164,6 +175,7 @@ def _routes(
             rejected_versions=list(router.rejected.values()),
             alias_version=_label(router.alias_version) if router.alias_version else None,
             monitoring=monitor.info(version, described.tags if described else {}),
+            challenger=shadow.info() if shadow else None,
         )
 
     @app.post(
@@ -180,6 +192,8 @@ def _routes(
             raise ApiError(400, problem)
         row, version = await scorer.predict(request.text, request.explain, request.top_terms)
         monitor.log.record("/predict", _label(version), [row], [request.text])
+        if shadow is not None:
+            shadow.mirror([request.text], [row], version)
         return PredictResponse(model_version=_label(version), **_public(row))
 
     @app.post(
@@ -202,6 +216,8 @@ def _routes(
                 raise ApiError(400, f"texts[{index}]: {problem}")
         rows, version = await scorer.predict_many(texts, request.explain, request.top_terms)
         monitor.log.record("/predict/batch", _label(version), rows, texts)
+        if shadow is not None:
+            shadow.mirror(texts, rows, version)
         return BatchResponse(
             predictions=[_public(row) for row in rows], model_version=_label(version)
         )

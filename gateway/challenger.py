@@ -97,3 +97,11 @@ class Challenger(Supervisor):
         keep |= {launch.version for launch in self._launches}
         keep.add(self._production_version())  # a handed-over server may still run from here
         await asyncio.to_thread(self.cache.prune, {v for v in keep if v})
+
+
+def challenger_for(settings: Settings, production) -> Challenger | None:
+    """The challenger's supervisor, when there is an alias to follow and production is run by
+    this gateway (an external scoring server has no supervisor to hand a server to)."""
+    if not settings.challenger_alias or not isinstance(production, Supervisor):
+        return None
+    return Challenger(settings, Registry(challenger_settings(settings)), production)
