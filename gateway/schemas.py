@@ -105,6 +105,7 @@ class ChallengerInfo(BaseModel):
     """The challenger's shadow figures, since its version started (request ids, never texts)."""
 
     model_version: str
+    scoring_server: str
     shadow_fraction: float
     requests_compared: int
     rows_compared: int

@@ -195,11 +195,12 @@ class Shadow:
 
     def info(self) -> dict | None:
         """What /info shows under `challenger` (null while none runs)."""
-        figures = self.current()
-        if figures is None:
+        figures, live = self.current(), self._challenger.live
+        if figures is None or live is None:
             return None
         return {
             "model_version": _label(figures.version),
+            "scoring_server": live.url,
             "shadow_fraction": self._fraction,
             "requests_compared": figures.requests,
             "rows_compared": figures.rows,
