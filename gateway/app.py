@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import gc
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import __version__
+from gateway.canary import Canary
 from gateway.challenger import challenger_for
 from gateway.errors import ApiError, install_error_handlers, not_loaded
 from gateway.feedback_api import add_feedback_route
@@ -47,6 +48,12 @@ PREDICT_ERRORS: dict[int | str, dict] = {
     code: {"model": Error} for code in (400, 413, 415, 422, 500, 503, 504)
 }
 EMPTY = "Input text cannot be empty."
+CANARY_KEY = (
+    "With GATEWAY_CANARY_FRACTION above 0: the key that decides which version answers "
+    "(default: the X-Request-ID); the same key always gets the same version."
+)
+# The canary's split key (default: the request id): the same key always gets the same version.
+CanaryKey = Annotated[str | None, Header(max_length=128, description=CANARY_KEY)]
 TOO_LONG = f"Input text exceeds maximum length of {MAX_TEXT_CHARS} characters."
 
 
@@ -60,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.registry.register(monitor)
     challenger = challenger_for(settings, router)
     shadow = Shadow(settings, challenger, metrics.registry) if challenger else None
+    canary = Canary(settings, challenger) if challenger else None
+    if canary is not None:
+        metrics.registry.register(canary)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -76,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if challenger is not None:
                 await shadow.close()
+                await canary.aclose()
                 await challenger.close()
             await router.close()
             await scorer.aclose()
@@ -88,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={503: {"model": Error}},
     )
-    _routes(app, settings, router, scorer, metrics, monitor, shadow)
+    _routes(app, settings, router, scorer, metrics, monitor, shadow, canary)
     add_feedback_route(app, monitor.feedback, documented(settings.keys))
     install_error_handlers(app)
     # The last added runs first: Observe sees every answer, CORS preflights need no key,
@@ -116,6 +127,7 @@ def _routes(
     metrics: Metrics,
     monitor: Monitor,
     shadow: Shadow | None = None,
+    canary: Canary | None = None,
 ) -> None:
     auth = documented(settings.keys)
 
@@ -175,7 +187,7 @@ def _routes(
             rejected_versions=list(router.rejected.values()),
             alias_version=_label(router.alias_version) if router.alias_version else None,
             monitoring=monitor.info(version, described.tags if described else {}),
-            challenger=shadow.info() if shadow else None,
+            challenger=_challenger_info(shadow, canary),
         )
 
     @app.post(
@@ -185,12 +197,17 @@ def _routes(
         dependencies=[*auth["dependencies"], Depends(_json_only)],
         responses={**auth["responses"], **PREDICT_ERRORS},
     )
-    async def predict(request: PredictRequest) -> PredictResponse:
+    async def predict(request: PredictRequest, x_canary_key: CanaryKey = None) -> PredictResponse:
         """The sentiment of one review; `"explain": true` adds the terms behind it."""
         problem = _text_problem(request.text)
         if problem:
             raise ApiError(400, problem)
-        row, version = await scorer.predict(request.text, request.explain, request.top_terms)
+        texts, explain, top = [request.text], request.explain, request.top_terms
+        answered = await canary.predict_many(x_canary_key, texts, explain, top) if canary else None
+        if answered is not None:
+            (row,), version = answered
+        else:
+            row, version = await scorer.predict(request.text, explain, top)
         monitor.log.record("/predict", _label(version), [row], [request.text])
         if shadow is not None:
             shadow.mirror([request.text], [row], version)
@@ -203,7 +220,7 @@ def _routes(
         dependencies=[*auth["dependencies"], Depends(_json_only)],
         responses={**auth["responses"], **PREDICT_ERRORS},
     )
-    async def predict_batch(request: BatchRequest) -> BatchResponse:
+    async def predict_batch(request: BatchRequest, x_canary_key: CanaryKey = None) -> BatchResponse:
         """Up to 1,000 reviews in one inference call, answered in the same order."""
         texts = request.texts
         if not texts:
@@ -214,7 +231,9 @@ def _routes(
             problem = "must be a string." if not isinstance(text, str) else _text_problem(text)
             if problem:
                 raise ApiError(400, f"texts[{index}]: {problem}")
-        rows, version = await scorer.predict_many(texts, request.explain, request.top_terms)
+        explain, top = request.explain, request.top_terms
+        answered = await canary.predict_many(x_canary_key, texts, explain, top) if canary else None
+        rows, version = answered or await scorer.predict_many(texts, explain, top)
         monitor.log.record("/predict/batch", _label(version), rows, texts)
         if shadow is not None:
             shadow.mirror(texts, rows, version)
@@ -278,6 +297,11 @@ def _public(row: Row) -> dict[str, Any]:
     if isinstance(known, int | float) and not isinstance(known, bool) and known == 0:
         public["no_known_terms"] = True
     return public
+
+
+def _challenger_info(shadow: Shadow | None, canary: Canary | None) -> dict | None:
+    figures = shadow.info() if shadow else None
+    return {**figures, **canary.info()} if figures and canary else figures
 
 
 def _label(version: str) -> str:

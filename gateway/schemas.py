@@ -118,6 +118,12 @@ class ChallengerInfo(BaseModel):
     latest_disagreements: list[str] = Field(
         description="X-Request-ID of the latest requests where the labels differ."
     )
+    canary_fraction: float = 0.0
+    canary_requests: int = Field(0, description="Requests this version answered in the canary.")
+    canary_dropped: bool = Field(
+        False, description="Out of the canary after a failure, until it has a new server."
+    )
+    canary_fallbacks: int = Field(0, description="Canary requests production answered instead.")
 
 
 class Info(BaseModel):

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     shadow_fraction: float = Field(1.0, ge=0.0, le=1.0)
     # Texts waiting to be mirrored; past it new ones are shed (and counted), never waited for.
     shadow_queue: int = Field(256, ge=1)
+    # Share of /predict and /predict/batch requests the challenger answers (the canary), split
+    # by X-Canary-Key or X-Request-ID; a challenger that fails drops out at once.
+    canary_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
     # Monitoring: the prediction log (predictions/<replica>/*.sqlite) and feedback.sqlite.
     monitor_dir: Path = Path(gettempdir()) / "sentiment-gateway" / "monitoring"
