@@ -61,13 +61,14 @@ class Challenger(Supervisor):
     async def resolve(self) -> str | None:
         version = await super().resolve()
         if version is not None and version == self._production_version():
-            return None  # production serves it already: nothing to compare
+            # Production serves it already: nothing to compare, and nothing to start even
+            # while the registry is down later.
+            version = self.alias_version = None
         return version
 
     async def step(self) -> None:
         await super().step()
-        named = self.alias_version
-        self.idle = named is None or named == self._production_version()
+        self.idle = self.alias_version is None
         if self.registry_reachable and self.idle:
             self._stand_down()
 

@@ -93,6 +93,9 @@ async def test_a_challenger_naming_the_production_version_runs_nothing(
     await steps(chal)
     assert chal.live is None and chal.idle
     assert len(world.servers("1")) == 2  # production's live server and its standby only
+    chal_registry.down = True  # it remembers nothing to start
+    await steps(chal)
+    assert chal.live is None and chal.last_rollout is None  # not even tried
 
 
 @run
