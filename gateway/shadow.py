@@ -44,6 +44,7 @@ class Mirrored:
     request_id: str
     texts: list[str]
     rows: list[Row]  # production's answers
+    challenger: str  # the version it was meant for (its server may be gone by the call)
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Shadow:
         if self._waiting + len(texts) > self._max_waiting:
             self.shed += len(texts)
             return
-        self._queue.append(Mirrored(REQUEST_ID.get(), list(texts), list(rows)))
+        self._queue.append(Mirrored(REQUEST_ID.get(), list(texts), list(rows), challenger.version))
         self._waiting += len(texts)
         self._wake.set()
 
@@ -159,9 +160,9 @@ class Shadow:
         try:
             answers, version = await self._scorer.predict_many(texts)
         except ApiError as error:
-            live = self._challenger.live
-            figures = self._figures(live.version if live else "unknown")
-            figures.errors += len(batch)
+            # Counted for the version asked, which keeps its figures: a crash and restart of
+            # its server is no new challenger.
+            self._figures(batch[-1].challenger).errors += len(batch)
             log.warning("challenger failed a mirrored call: %s", error.detail)
             return
         self.latency.labels(_label(version)).observe(time.perf_counter() - began)

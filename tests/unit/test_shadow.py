@@ -174,3 +174,23 @@ def test_a_new_challenger_version_starts_from_zero():
         )
 
     asyncio.run(main())
+
+
+def test_a_challenger_crash_keeps_its_figures():
+    async def main():
+        shadow, scorer, challenger, _ = make()
+        shadow.start()
+        try:
+            shadow.mirror(["bad"], [positive()], "1")
+            await drained(shadow)
+            shadow.mirror(["good"], [positive()], "1")
+            challenger.live = None  # its server died before the call
+            scorer.error = ApiError(503, "The model is not loaded.")
+            await drained(shadow)
+            challenger.live = Upstream("http://challenger.test:2", "2")  # restarted
+        finally:
+            await shadow.close()
+        info = shadow.info()
+        assert info["errors"] == 1 and info["rows_compared"] == 1 and info["agreement"] == 0.0
+
+    asyncio.run(main())
