@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test lint format soak train tune batch monitor bench bench-training bench-serving bench-batch clean
+.PHONY: help install up test lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench-serving: install ## Latency and throughput: gateway vs direct scoring serv
 
 bench-batch: install ## Batch scoring: one process vs Spark local[1] vs local[*] (needs Java 17+)
 	$(BIN)/python -m benchmarks.batch
+
+bench-shadow: install ## Shadow challenger: /predict latency with the shadow off and on
+	$(BIN)/python -m benchmarks.shadow
 
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) mlruns .pytest_cache .ruff_cache

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import gc
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import __version__
+from gateway.canary import Canary
+from gateway.challenger import challenger_for
 from gateway.errors import ApiError, install_error_handlers, not_loaded
 from gateway.feedback_api import add_feedback_route
 from gateway.inference_protocol import ProtocolErrors, install_inference_protocol
@@ -38,6 +40,7 @@ from gateway.schemas import (
 from gateway.scoring import Row, Scorer, without_stack_trace
 from gateway.security import RequireApiKey, documented
 from gateway.settings import Settings
+from gateway.shadow import Shadow
 
 __all__ = ["configure_logging", "create_app"]
 
@@ -46,6 +49,12 @@ PREDICT_ERRORS: dict[int | str, dict] = {
     code: {"model": Error} for code in (400, 413, 415, 422, 500, 503, 504)
 }
 EMPTY = "Input text cannot be empty."
+CANARY_KEY = (
+    "With GATEWAY_CANARY_FRACTION above 0: the key that decides which version answers "
+    "(default: the X-Request-ID); the same key always gets the same version."
+)
+# The canary's split key (default: the request id): the same key always gets the same version.
+CanaryKey = Annotated[str | None, Header(max_length=128, description=CANARY_KEY)]
 TOO_LONG = f"Input text exceeds maximum length of {MAX_TEXT_CHARS} characters."
 
 
@@ -57,6 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics(router, scorer)
     monitor = Monitor(settings, router)
     metrics.registry.register(monitor)
+    challenger = challenger_for(settings, router)
+    shadow = Shadow(settings, challenger, metrics.registry) if challenger else None
+    canary = Canary(settings, challenger) if challenger else None
+    if canary is not None:
+        metrics.registry.register(canary)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -65,9 +79,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         monitor.start()
         await router.start()
+        if challenger is not None:
+            await challenger.start()
+            shadow.start()
         try:
             yield
         finally:
+            if challenger is not None:
+                await shadow.close()
+                await canary.aclose()
+                await challenger.close()
             await router.close()
             await scorer.aclose()
             monitor.close()
@@ -79,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={503: {"model": Error}},
     )
-    _routes(app, settings, router, scorer, metrics, monitor)
+    _routes(app, settings, router, scorer, metrics, monitor, shadow, canary)
     add_feedback_route(app, monitor.feedback, documented(settings.keys))
     install_inference_protocol(app, settings, router, scorer, monitor, _text_problem)
     install_error_handlers(app)
@@ -108,6 +129,8 @@ def _routes(
     scorer: Scorer,
     metrics: Metrics,
     monitor: Monitor,
+    shadow: Shadow | None = None,
+    canary: Canary | None = None,
 ) -> None:
     auth = documented(settings.keys)
 
@@ -167,6 +190,7 @@ def _routes(
             rejected_versions=list(router.rejected.values()),
             alias_version=_label(router.alias_version) if router.alias_version else None,
             monitoring=monitor.info(version, described.tags if described else {}),
+            challenger=_challenger_info(shadow, canary),
         )
 
     @app.post(
@@ -176,13 +200,20 @@ def _routes(
         dependencies=[*auth["dependencies"], Depends(_json_only)],
         responses={**auth["responses"], **PREDICT_ERRORS},
     )
-    async def predict(request: PredictRequest) -> PredictResponse:
+    async def predict(request: PredictRequest, x_canary_key: CanaryKey = None) -> PredictResponse:
         """The sentiment of one review; `"explain": true` adds the terms behind it."""
         problem = _text_problem(request.text)
         if problem:
             raise ApiError(400, problem)
-        row, version = await scorer.predict(request.text, request.explain, request.top_terms)
+        texts, explain, top = [request.text], request.explain, request.top_terms
+        answered = await canary.predict_many(x_canary_key, texts, explain, top) if canary else None
+        if answered is not None:
+            (row,), version = answered
+        else:
+            row, version = await scorer.predict(request.text, explain, top)
         monitor.log.record("/predict", _label(version), [row], [request.text])
+        if shadow is not None:
+            shadow.mirror([request.text], [row], version)
         return PredictResponse(model_version=_label(version), **_public(row))
 
     @app.post(
@@ -192,7 +223,7 @@ def _routes(
         dependencies=[*auth["dependencies"], Depends(_json_only)],
         responses={**auth["responses"], **PREDICT_ERRORS},
     )
-    async def predict_batch(request: BatchRequest) -> BatchResponse:
+    async def predict_batch(request: BatchRequest, x_canary_key: CanaryKey = None) -> BatchResponse:
         """Up to 1,000 reviews in one inference call, answered in the same order."""
         texts = request.texts
         if not texts:
@@ -203,8 +234,12 @@ def _routes(
             problem = "must be a string." if not isinstance(text, str) else _text_problem(text)
             if problem:
                 raise ApiError(400, f"texts[{index}]: {problem}")
-        rows, version = await scorer.predict_many(texts, request.explain, request.top_terms)
+        explain, top = request.explain, request.top_terms
+        answered = await canary.predict_many(x_canary_key, texts, explain, top) if canary else None
+        rows, version = answered or await scorer.predict_many(texts, explain, top)
         monitor.log.record("/predict/batch", _label(version), rows, texts)
+        if shadow is not None:
+            shadow.mirror(texts, rows, version)
         return BatchResponse(
             predictions=[_public(row) for row in rows], model_version=_label(version)
         )
@@ -265,6 +300,11 @@ def _public(row: Row) -> dict[str, Any]:
     if isinstance(known, int | float) and not isinstance(known, bool) and known == 0:
         public["no_known_terms"] = True
     return public
+
+
+def _challenger_info(shadow: Shadow | None, canary: Canary | None) -> dict | None:
+    figures = shadow.info() if shadow else None
+    return {**figures, **canary.info()} if figures and canary else figures
 
 
 def _label(version: str) -> str:

@@ -163,6 +163,8 @@ class Supervisor(Controller):
         self._monitor: asyncio.Task | None = None
         self._closing = False
         self._client: aiohttp.ClientSession | None = None
+        # Hands over a running server of a version, with its description (the challenger).
+        self.donor: Callable[[str], tuple[ScoringServer, VersionInfo | None] | None] | None = None
 
     @property
     def live(self) -> Upstream | None:
@@ -225,9 +227,26 @@ class Supervisor(Controller):
                 # A standby of a version about to be replaced, or an older promotion.
                 self._cancel(launch)
         if serving is None or serving.version != target:
-            self._ensure_launch(target, standby=False)
+            if not self._adopt(target):
+                self._ensure_launch(target, standby=False)
         else:
             self._keep_standby()
+
+    def _adopt(self, version: str) -> bool:
+        """Take over a ready, smoke-tested server of ``version`` from the donor (the
+        challenger's), so the switch is immediate."""
+        given = self.donor(version) if self.donor is not None else None
+        if given is None:
+            return False
+        server, described = given
+        if described is not None:
+            self._described[version] = described
+        self._servers.add(server)
+        self._spawn(self._watch_exit(server))
+        self._go_live(server)
+        self.last_rollout["reason"] = "the challenger's server, already smoke-tested"
+        log.info("v%s: took over the challenger's server at %s", version, server.upstream.url)
+        return True
 
     def _ensure_launch(self, version: str, standby: bool) -> None:
         if any(launch.version == version for launch in self._launches):

@@ -101,6 +101,31 @@ class Monitoring(BaseModel):
     note: str | None = None
 
 
+class ChallengerInfo(BaseModel):
+    """The challenger's shadow figures, since its version started (request ids, never texts)."""
+
+    model_version: str
+    scoring_server: str
+    shadow_fraction: float
+    requests_compared: int
+    rows_compared: int
+    agreement: float | None = Field(description="Share of compared reviews labelled alike.")
+    mean_confidence_difference: float | None = Field(
+        description="Mean |P(positive) challenger - P(positive) production| per review."
+    )
+    errors: int = Field(description="Mirrored requests the challenger failed.")
+    shed: int = Field(description="Reviews not mirrored: the shadow queue was full.")
+    latest_disagreements: list[str] = Field(
+        description="X-Request-ID of the latest requests where the labels differ."
+    )
+    canary_fraction: float = 0.0
+    canary_requests: int = Field(0, description="Requests this version answered in the canary.")
+    canary_dropped: bool = Field(
+        False, description="Out of the canary after a failure, until it has a new server."
+    )
+    canary_fallbacks: int = Field(0, description="Canary requests production answered instead.")
+
+
 class Info(BaseModel):
     replica: str = Field(
         description="The gateway that answered (GATEWAY_REPLICA; by default <host name>:<port>), "
@@ -136,6 +161,9 @@ class Info(BaseModel):
     )
     monitoring: Monitoring | None = Field(
         None, description="The live version's monitoring figures, as in /metrics."
+    )
+    challenger: ChallengerInfo | None = Field(
+        None, description="The challenger alias's version and its shadow figures (null: none runs)."
     )
 
 

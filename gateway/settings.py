@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     max_queue: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1)
 
+    # The second alias the gateway follows: its version gets a scoring server of its own that
+    # sees a copy of the traffic (the shadow) and answers nobody; empty: no challenger.
+    challenger_alias: str = "challenger"
+    # Share of /predict and /predict/batch requests mirrored to the challenger.
+    shadow_fraction: float = Field(1.0, ge=0.0, le=1.0)
+    # Texts waiting to be mirrored; past it new ones are shed (and counted), never waited for.
+    shadow_queue: int = Field(256, ge=1)
+    # Share of /predict and /predict/batch requests the challenger answers (the canary), split
+    # by X-Canary-Key or X-Request-ID; a challenger that fails drops out at once.
+    canary_fraction: float = Field(0.0, ge=0.0, le=1.0)
+
     # Monitoring: the prediction log (predictions/<replica>/*.sqlite) and feedback.sqlite.
     monitor_dir: Path = Path(gettempdir()) / "sentiment-gateway" / "monitoring"
     # Predictions per model version in the live window the sentiment_* gauges describe.

@@ -44,7 +44,7 @@ from mlflow.tracking import MlflowClient
 
 from model.names import ALIAS, LABELS, MODEL_NAME
 from model.signature import INPUT_EXAMPLE
-from pipelines import evaluate
+from pipelines import evaluate, promotion_gate
 from pipelines.data import SPLIT
 
 MODES = ("never", "if_better", "always")
@@ -256,7 +256,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Point the production alias at a version.")
     parser.add_argument("--version", required=True, help="registered version number")
     parser.add_argument("--model-name", default=MODEL_NAME)
+    parser.add_argument(
+        "--require-agreement",
+        type=float,
+        default=0.0,
+        help="share of reviews the gateway's shadow must have found labelled as production "
+        "does (0: no gate); see pipelines/promotion_gate.py",
+    )
+    parser.add_argument("--gateway-url", default=promotion_gate.DEFAULT_GATEWAY)
     args = parser.parse_args(argv)
+    why = promotion_gate.check_gate(args.gateway_url, args.version, args.require_agreement)
+    if why:
+        print(f"Not promoted: {why}.", file=sys.stderr)
+        return 1
     try:
         check(args.model_name, args.version)
     except PromotionError as error:
