@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import gc
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import __version__
-from gateway.canary import Canary
+from gateway.canary import Canary, CanaryKey
 from gateway.challenger import challenger_for
 from gateway.errors import ApiError, install_error_handlers, not_loaded
 from gateway.feedback_api import add_feedback_route
@@ -49,12 +49,6 @@ PREDICT_ERRORS: dict[int | str, dict] = {
     code: {"model": Error} for code in (400, 413, 415, 422, 500, 503, 504)
 }
 EMPTY = "Input text cannot be empty."
-CANARY_KEY = (
-    "With GATEWAY_CANARY_FRACTION above 0: the key that decides which version answers "
-    "(default: the X-Request-ID); the same key always gets the same version."
-)
-# The canary's split key (default: the request id): the same key always gets the same version.
-CanaryKey = Annotated[str | None, Header(max_length=128, description=CANARY_KEY)]
 TOO_LONG = f"Input text exceeds maximum length of {MAX_TEXT_CHARS} characters."
 
 
@@ -102,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _routes(app, settings, router, scorer, metrics, monitor, shadow, canary)
     add_feedback_route(app, monitor.feedback, documented(settings.keys))
-    install_inference_protocol(app, settings, router, scorer, monitor, _text_problem)
+    install_inference_protocol(
+        app, settings, router, scorer, monitor, _text_problem, canary, shadow
+    )
     install_error_handlers(app)
     # The last added runs first: Observe sees every answer, CORS preflights need no key,
     # and a request without a key is refused before its body is read.

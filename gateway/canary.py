@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Annotated
 
+from fastapi import Header
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.errors import ApiError
@@ -25,6 +27,12 @@ from gateway.scoring import Row, Scorer, Upstream
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.canary")
+
+CANARY_KEY = (
+    "With GATEWAY_CANARY_FRACTION above 0: the key that decides which version answers "
+    "(default: the X-Request-ID); the same key always gets the same version."
+)
+CanaryKey = Annotated[str | None, Header(max_length=128, description=CANARY_KEY)]
 
 
 def share(key: str) -> float:
@@ -75,6 +83,20 @@ class Canary:
         label = _label(version)
         self.answered[label] = self.answered.get(label, 0) + 1
         return rows, version
+
+    @property
+    def version(self) -> str | None:
+        """The challenger's version while its server is up."""
+        live = self._challenger.live
+        return live.version if live is not None else None
+
+    async def score(self, texts: list[str]) -> tuple[list[Row], str]:
+        """The challenger's answer when a client names its version (the v2 protocol's
+        versioned route): no fallback, its errors are the client's answer."""
+        if len(texts) == 1:
+            row, version = await self._scorer.predict(texts[0])
+            return [row], version
+        return await self._scorer.predict_many(texts)
 
     def _drop(self, upstream: Upstream, why: str) -> None:
         self.fallbacks += 1

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, StrictStr
 from starlette.datastructures import MutableHeaders
 
 from gateway import __version__
+from gateway.canary import Canary, CanaryKey
 from gateway.errors import ApiError, not_loaded
 from gateway.monitor import Monitor
 from gateway.rollout import Controller
@@ -28,6 +29,7 @@ from gateway.schemas import MAX_BATCH
 from gateway.scoring import Row, Scorer
 from gateway.security import UNAUTHORIZED, documented
 from gateway.settings import Settings
+from gateway.shadow import Shadow
 from model.signature import SIGNATURE
 
 __all__ = ["PREFIX", "ProtocolErrors", "install_inference_protocol", "servable_versions"]
@@ -129,9 +131,11 @@ class InferenceResponse(BaseModel):
     outputs: list[ResponseOutput]
 
 
-def servable_versions(router: Controller) -> list[str]:
-    """The versions a request may name: the live one (a challenger would join it here)."""
-    return [router.live.version] if router.live is not None else []
+def servable_versions(router: Controller, canary: Canary | None = None) -> list[str]:
+    """The versions a request may name: the live one, and the challenger while it runs."""
+    versions = [router.live.version] if router.live is not None else []
+    challenger = canary.version if canary is not None else None
+    return versions + [challenger] if challenger and challenger not in versions else versions
 
 
 class _ProtocolRoute(APIRoute):
@@ -211,8 +215,12 @@ def install_inference_protocol(
     scorer: Scorer,
     monitor: Monitor,
     text_problem: Callable[[str], str | None],
+    canary: Canary | None = None,
+    shadow: Shadow | None = None,
 ) -> None:
-    """Add the /v2 routes. `text_problem` is /predict's check of one text."""
+    """Add the /v2 routes. `text_problem` is /predict's check of one text. With a
+    challenger, unversioned requests take part in the canary and the shadow as /predict's
+    do, and the challenger's version may be named."""
     tags: list = ["Open Inference Protocol"]
     # Liveness and readiness stay open, as /health and /ready do (gateway/security.py).
     health = APIRouter(prefix=PREFIX, route_class=_ProtocolRoute, tags=tags)
@@ -238,7 +246,7 @@ def install_inference_protocol(
     def version_of(name: str, version: str | None) -> str:
         """The version a request names (or the live one), if it may be served."""
         model(name)
-        servable = servable_versions(router)
+        servable = servable_versions(router, canary)
         if version is None:
             if not servable:
                 raise not_loaded()
@@ -270,7 +278,7 @@ def install_inference_protocol(
     async def model_metadata(name: str) -> ModelMetadata:
         """Versions that may be named, and the tensors, from the model's MLflow signature."""
         model(name)
-        return metadata.model_copy(update={"versions": servable_versions(router)})
+        return metadata.model_copy(update={"versions": servable_versions(router, canary)})
 
     @v2.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=errors)
     async def version_metadata(name: str, version: str) -> ModelMetadata:
@@ -287,17 +295,20 @@ def install_inference_protocol(
         return ModelReady(name=name, ready=True)
 
     async def infer(
-        route: str, name: str, version: str | None, request: InferenceRequest
+        route: str, name: str, version: str | None, request: InferenceRequest, key: str | None
     ) -> InferenceResponse:
         model(name)
         texts = _texts(request, text_problem)
         selected = _selected(request)
         wanted = version_of(name, version)
-        if len(texts) == 1:
-            row, answered = await scorer.predict(texts[0])
-            rows = [row]
+        live = router.live.version if router.live is not None else None
+        if canary is not None and version is not None and wanted != live:
+            rows, answered = await canary.score(texts)
         else:
-            rows, answered = await scorer.predict_many(texts)
+            in_canary = await canary.predict_many(key, texts) if canary and not version else None
+            rows, answered = in_canary or await _production(texts)
+            if shadow is not None and in_canary is None:
+                shadow.mirror(texts, rows, answered)
         if version is not None and answered != wanted:
             raise ApiError(404, f"Version '{wanted}' stopped serving during the request.")
         monitor.log.record(route, _label(answered), rows, texts)
@@ -308,15 +319,24 @@ def install_inference_protocol(
             outputs=[_output(output, rows) for output in selected],
         )
 
+    async def _production(texts: list[str]) -> tuple[list[Row], str]:
+        if len(texts) == 1:
+            row, answered = await scorer.predict(texts[0])
+            return [row], answered
+        return await scorer.predict_many(texts)
+
     @v2.post(
         "/models/{name}/infer",
         response_model=InferenceResponse,
         response_model_exclude_none=True,
         responses=errors,
     )
-    async def model_infer(name: str, request: InferenceRequest) -> InferenceResponse:
-        """Score a BYTES tensor `text` of shape [n] with the live version."""
-        return await infer(f"{PREFIX}/models/{{name}}/infer", name, None, request)
+    async def model_infer(
+        name: str, request: InferenceRequest, x_canary_key: CanaryKey = None
+    ) -> InferenceResponse:
+        """Score a BYTES tensor `text` of shape [n] with the live version (or, in the
+        canary, the challenger)."""
+        return await infer(f"{PREFIX}/models/{{name}}/infer", name, None, request, x_canary_key)
 
     @v2.post(
         "/models/{name}/versions/{version}/infer",
@@ -325,9 +345,9 @@ def install_inference_protocol(
         responses=errors,
     )
     async def version_infer(name: str, version: str, request: InferenceRequest):
-        """Score with the named version, if it is served (another version: 404)."""
+        """Score with the named version: the live one or the challenger (another: 404)."""
         route = f"{PREFIX}/models/{{name}}/versions/{{version}}/infer"
-        return await infer(route, name, version, request)
+        return await infer(route, name, version, request, None)
 
     app.include_router(health)
     app.include_router(v2, dependencies=documented(settings.keys)["dependencies"])

@@ -136,6 +136,23 @@ def test_the_canary_answers_its_share_by_key(shadowed):
     print(f"\ncanary share {canary:.4f} of {len(versions)} requests (fraction {CANARY})")
 
 
+def test_the_inference_protocol_serves_both_versions_and_joins_the_canary(shadowed):
+    gw, v1, v2 = shadowed
+    model = f"/v2/models/{NAME}"
+    assert gw.http.get(model).json()["versions"] == [str(v1), str(v2)]
+    text = {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["A fine film."]}
+    for version in (v1, v2):
+        answer = gw.http.post(f"{model}/versions/{version}/infer", json={"inputs": [text]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == str(v2 if version == v2 else v1)
+    inside = next(f"key-{n}" for n in range(1000) if share(f"key-{n}") < CANARY)
+    for key, version in ((inside, v2), (outside_canary("key"), v1)):
+        answer = gw.http.post(
+            f"{model}/infer", json={"inputs": [text]}, headers={"X-Canary-Key": key}
+        )
+        assert answer.json()["model_version"] == str(version)
+
+
 def test_killing_the_challenger_under_load_fails_no_user_request(shadowed):
     gw, v1, _ = shadowed
     old = challenger(gw)["scoring_server"]
