@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from gateway.canary import share
 from gateway.schemas import MAX_TEXT_CHARS
+from pipelines.promotion_gate import check_gate
 from tests.gateways import Gateway, cmdline, descendants, gateway, scoring_servers
 from tests.models import NAME, held_out_reviews, register_version
 from tests.servers import run_training
@@ -199,6 +200,12 @@ def test_promoting_the_challenger_reuses_its_running_server(shadowed, tracking_u
     refused = run_training(tracking_uri, *gate, entry="promote", timeout=300)
     assert refused.returncode != 0
     assert "below the required 100.00%" in refused.stderr, refused.stderr[-2000:]
+    # The same live figures let it through under a gate it meets, and only for this version.
+    agreement = challenger(gw)["agreement"]
+    assert 0.5 < agreement < 0.99
+    assert check_gate(gw.url, str(v2), agreement) is None
+    assert "below the required" in check_gate(gw.url, str(v2), agreement + 0.01)
+    assert "not v" in check_gate(gw.url, str(int(v2) + 1), 0.5)  # another version: refused
 
     MlflowClient(tracking_uri).set_registered_model_alias(NAME, PRODUCTION, v2)
     gw.wait_for(lambda: gw.serving(f"v{v2}"), timeout=30)
