@@ -27,8 +27,6 @@ from gateway.registry import Registry
 from gateway.rollout import Controller, controller
 from gateway.schemas import (
     INVOCATIONS_OPENAPI,
-    MAX_BATCH,
-    MAX_TEXT_CHARS,
     BatchRequest,
     BatchResponse,
     Error,
@@ -36,6 +34,8 @@ from gateway.schemas import (
     Info,
     PredictRequest,
     PredictResponse,
+    text_problem,
+    texts_problem,
 )
 from gateway.scoring import Row, Scorer, without_stack_trace
 from gateway.security import RequireApiKey, documented
@@ -48,8 +48,6 @@ __all__ = ["configure_logging", "create_app"]
 PREDICT_ERRORS: dict[int | str, dict] = {
     code: {"model": Error} for code in (400, 413, 415, 422, 500, 503, 504)
 }
-EMPTY = "Input text cannot be empty."
-TOO_LONG = f"Input text exceeds maximum length of {MAX_TEXT_CHARS} characters."
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,9 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _routes(app, settings, router, scorer, metrics, monitor, shadow, canary)
     add_feedback_route(app, monitor.feedback, documented(settings.keys))
-    install_inference_protocol(
-        app, settings, router, scorer, monitor, _text_problem, canary, shadow
-    )
+    install_inference_protocol(app, settings, router, scorer, monitor, canary, shadow)
     install_error_handlers(app)
     # The last added runs first: Observe sees every answer, CORS preflights need no key,
     # and a request without a key is refused before its body is read.
@@ -198,7 +194,7 @@ def _routes(
     )
     async def predict(request: PredictRequest, x_canary_key: CanaryKey = None) -> PredictResponse:
         """The sentiment of one review; `"explain": true` adds the terms behind it."""
-        problem = _text_problem(request.text)
+        problem = text_problem(request.text)
         if problem:
             raise ApiError(400, problem)
         texts, explain, top = [request.text], request.explain, request.top_terms
@@ -222,14 +218,9 @@ def _routes(
     async def predict_batch(request: BatchRequest, x_canary_key: CanaryKey = None) -> BatchResponse:
         """Up to 1,000 reviews in one inference call, answered in the same order."""
         texts = request.texts
-        if not texts:
-            raise ApiError(400, "Batch must contain at least one text.")
-        if len(texts) > MAX_BATCH:
-            raise ApiError(400, f"Batch exceeds maximum size of {MAX_BATCH} texts.")
-        for index, text in enumerate(texts):
-            problem = "must be a string." if not isinstance(text, str) else _text_problem(text)
-            if problem:
-                raise ApiError(400, f"texts[{index}]: {problem}")
+        problem = texts_problem(texts, "texts")
+        if problem:
+            raise ApiError(400, problem)
         explain, top = request.explain, request.top_terms
         answered = await canary.predict_many(x_canary_key, texts, explain, top) if canary else None
         rows, version = answered or await scorer.predict_many(texts, explain, top)
@@ -276,14 +267,6 @@ async def _json_only(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "Content-Type must be application/json.")
-
-
-def _text_problem(text: str) -> str | None:
-    if not text.strip():
-        return EMPTY
-    if len(text) > MAX_TEXT_CHARS:
-        return TOO_LONG
-    return None
 
 
 def _public(row: Row) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from gateway.canary import Canary, CanaryKey
 from gateway.errors import ApiError, not_loaded
 from gateway.monitor import Monitor
 from gateway.rollout import Controller
-from gateway.schemas import MAX_BATCH
+from gateway.schemas import text_problem, texts_problem
 from gateway.scoring import Row, Scorer
 from gateway.security import UNAUTHORIZED, documented
 from gateway.settings import Settings
@@ -214,11 +214,10 @@ def install_inference_protocol(
     router: Controller,
     scorer: Scorer,
     monitor: Monitor,
-    text_problem: Callable[[str], str | None],
     canary: Canary | None = None,
     shadow: Shadow | None = None,
 ) -> None:
-    """Add the /v2 routes. `text_problem` is /predict's check of one text. With a
+    """Add the /v2 routes. With a
     challenger, unversioned requests take part in the canary and the shadow as /predict's
     do, and the challenger's version may be named."""
     tags: list = ["Open Inference Protocol"]
@@ -298,7 +297,7 @@ def install_inference_protocol(
         route: str, name: str, version: str | None, request: InferenceRequest, key: str | None
     ) -> InferenceResponse:
         model(name)
-        texts = _texts(request, text_problem)
+        texts = _texts(request)
         selected = _selected(request)
         wanted = version_of(name, version)
         live = router.live.version if router.live is not None else None
@@ -363,7 +362,7 @@ def _tensors(schema: Any, names: tuple[str, ...] | None) -> list[TensorMetadata]
     ]
 
 
-def _texts(request: InferenceRequest, text_problem: Callable[[str], str | None]) -> list[str]:
+def _texts(request: InferenceRequest) -> list[str]:
     """The `text` tensor's elements, checked as /predict and /predict/batch check theirs."""
     names = [tensor.name for tensor in request.inputs]
     if names != [INPUT]:
@@ -383,15 +382,11 @@ def _texts(request: InferenceRequest, text_problem: Callable[[str], str | None])
             400,
             f"Input '{INPUT}' has shape {tensor.shape} but {len(texts)} elements in its data.",
         )
-    if not texts:
-        raise ApiError(400, "Batch must contain at least one text.")
-    if len(texts) > MAX_BATCH:
-        raise ApiError(400, f"Batch exceeds maximum size of {MAX_BATCH} texts.")
-    for index, text in enumerate(texts):
-        problem = "must be a string." if not isinstance(text, str) else text_problem(text)
-        if problem:
-            # One text gets /predict's message as is; a batch's says which element.
-            raise ApiError(400, problem if len(texts) == 1 else f"{INPUT}[{index}]: {problem}")
+    # One text gets /predict's message as is; a batch's says which element.
+    single = text_problem(texts[0]) if len(texts) == 1 and isinstance(texts[0], str) else None
+    problem = single or texts_problem(texts, INPUT)
+    if problem:
+        raise ApiError(400, problem)
     return texts
 
 

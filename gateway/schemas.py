@@ -9,6 +9,30 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 MAX_TEXT_CHARS = 5000
 MAX_BATCH = 1000
 MAX_TOP_TERMS = 50
+EMPTY = "Input text cannot be empty."
+TOO_LONG = f"Input text exceeds maximum length of {MAX_TEXT_CHARS} characters."
+
+
+def text_problem(text: str) -> str | None:
+    """What is wrong with one review, as every route says it (None: nothing)."""
+    if not text.strip():
+        return EMPTY
+    if len(text) > MAX_TEXT_CHARS:
+        return TOO_LONG
+    return None
+
+
+def texts_problem(texts: list[Any], name: str) -> str | None:
+    """What is wrong with a batch of reviews; an item's problem names it (`texts[3]: ...`)."""
+    if not texts:
+        return "Batch must contain at least one text."
+    if len(texts) > MAX_BATCH:
+        return f"Batch exceeds maximum size of {MAX_BATCH} texts."
+    for index, text in enumerate(texts):
+        problem = "must be a string." if not isinstance(text, str) else text_problem(text)
+        if problem:
+            return f"{name}[{index}]: {problem}"
+    return None
 
 
 class PredictRequest(BaseModel):
