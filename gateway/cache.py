@@ -37,8 +37,8 @@ class ModelCache:
         Raises RegistryUnavailable when the files are neither here nor downloadable.
         """
         if info is None or not info.source:
-            known = self._known.get(version)
-            if known is not None and (known / "MLmodel").is_file():
+            known = self.known(version)
+            if known is not None:
                 return known
             raise RegistryUnavailable(f"v{version} is not cached and the registry is unreachable")
         digest = hashlib.sha256(f"{self._tracking_uri}\n{info.source}".encode()).hexdigest()
@@ -47,6 +47,11 @@ class ModelCache:
             await self._download(version, final)
         self._known[version] = final
         return final
+
+    def known(self, version: str) -> Path | None:
+        """The copy of the version this process brought up, if it is still on disk."""
+        path = self._known.get(version)
+        return path if path is not None and (path / "MLmodel").is_file() else None
 
     async def _download(self, version: str, final: Path) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

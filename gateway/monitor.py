@@ -111,13 +111,10 @@ class References:
         return reference
 
     def _model_dir(self, version: str) -> Path | None:
-        """The version's copy in the rollout's model cache (`<version>-<digest>`); none with
-        an external scoring server."""
+        """The version's copy in the rollout's model cache; none with an external scoring
+        server."""
         cache = getattr(self._router, "cache", None)
-        if cache is None or not version.isdigit():
-            return None
-        copies = [p for p in cache.root.glob(f"{version}-*") if (p / "MLmodel").is_file()]
-        return max(copies, key=lambda p: p.stat().st_mtime) if copies else None
+        return cache.known(version) if cache is not None else None
 
 
 class Monitor:

@@ -1,5 +1,5 @@
 """The live windows and what the gauges and /info say from them, against a reference read from
-a model copy on disk (a stand-in for the rollout's model cache: only its folder is read)."""
+a model copy on disk (a stand-in for the rollout's model cache: only `known()` is asked)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,11 @@ def monitor(tmp_path):
         if ref is not None:
             (copy / "artifacts" / "reference.json").write_text(json.dumps(ref))
     settings = Settings(_env_file=None, monitor_dir=tmp_path / "monitoring", monitor_window=400)
-    router = SimpleNamespace(cache=SimpleNamespace(root=root))
+
+    def known(version: str) -> Path | None:
+        return next((p for p in root.glob(f"{version}-*") if (p / "MLmodel").is_file()), None)
+
+    router = SimpleNamespace(cache=SimpleNamespace(known=known))
     watched = Monitor(settings, router)
     watched.start()
     yield watched
