@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from model.names import LABELS
 from model.sentiment_model import SentimentModel
+from pipelines import behaviour
 from pipelines.data import PACKAGED
 from pipelines.features import PRESETS
 from pipelines.promote import PromotionError
@@ -124,6 +125,9 @@ def measure(pipeline, texts: list[str], labels, p_positive, split_rows: dict[str
                 PROBE_SETS[name],
             )
         )
+    # The behavioural suite, on the answers the scoring server will give (about 0.05 s).
+    served = behaviour.answers_scorer(lambda frame: model.predict(None, frame))
+    metrics |= behaviour.metrics(behaviour.run(served))
     wrong = np.flatnonzero(~right)
     worst = wrong[np.argsort(-np.abs(p_positive[wrong] - 0.5), kind="stable")][:FAILURES]
     failures = [
@@ -244,6 +248,16 @@ def _decision(tags: dict[str, str]) -> str:
     return f"{verdict} (faced {faced}): {tags.get('promotion.reason', '')}."
 
 
+def _behaviour(m: dict[str, float]) -> str:
+    """One line: each capability's pass rate, its number of cases and its threshold."""
+    figures = [
+        f"{name} {_pct(m.get(f'behaviour_{name}'))} of {int(m.get(f'behaviour_{name}_cases', 0))} "
+        f"(threshold {capability.threshold:.0%})"
+        for name, capability in behaviour.CAPABILITIES.items()
+    ]
+    return "Behavioural tests (`pipelines/behaviour.py`), pass rates: " + "; ".join(figures) + "."
+
+
 def render(f: Facts, shown_chars: int = SHOWN_CHARS, failures: int = FAILURES) -> str:
     m, p = f.metrics, f.params
     hyper = {k: v for k, v in sorted(p.items()) if k in HYPERPARAMETERS}
@@ -278,6 +292,7 @@ def render(f: Facts, shown_chars: int = SHOWN_CHARS, failures: int = FAILURES) -
             f"{_pct(m.get(f'probe_{name}_accuracy'))} | "
             f"{_pct(m.get(f'probe_{name}_no_known_terms'))} |"
         )
+    lines += ["", _behaviour(m)]
     train = int(m.get("train_rows", 0))
     lines += [
         "",

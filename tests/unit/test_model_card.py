@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines import model_card
+from pipelines import behaviour, model_card
 from pipelines.data import load_reviews
 from pipelines.features import PRESETS
 from pipelines.promote import Decision, record
@@ -180,3 +180,14 @@ def test_the_gateway_links_the_version_page_without_credentials():
     settings = Settings(MLFLOW_TRACKING_URI="http://user:secret@mlflow:5000/", model_name="My M")
     assert _version_page(settings, "7") == "http://mlflow:5000/#/models/My%20M/versions/7"
     assert _version_page(Settings(MLFLOW_TRACKING_URI="sqlite:///m.db"), "7") is None
+
+
+def test_behavioural_pass_rates_are_measured_logged_and_shown(carded):
+    m, use = carded["metrics"], section(carded["card"], "## Intended use")
+    line = next(line for line in use.splitlines() if line.startswith("Behavioural tests"))
+    for name, capability in behaviour.CAPABILITIES.items():
+        cases = sum(c.capability == name for c in behaviour.suite())
+        assert m[f"behaviour_{name}_cases"] == cases
+        assert 0 <= m[f"behaviour_{name}"] <= 1
+        rate = 100 * m[f"behaviour_{name}"]
+        assert f"{name} {rate:.1f}% of {cases} (threshold {capability.threshold:.0%})" in line
