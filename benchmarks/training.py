@@ -16,12 +16,14 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from pipelines import behaviour
 from pipelines.features import PRESETS
 from pipelines.train import run
 from pipelines.training import EXPERIMENT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ("preset", "test_accuracy", "test_f1", "training_seconds", "model_size_mb")
+COLUMNS += tuple(f"behaviour_{name}" for name in behaviour.CAPABILITIES)  # pass rates
 
 
 def measure(presets: list[str], max_rows: int) -> list[dict]:
@@ -57,7 +59,7 @@ def main() -> None:
     cli.add_argument("--max-rows", type=int, default=0)
     args = cli.parse_args()
     rows = measure(args.presets, args.max_rows)
-    table = markdown(rows)
+    table = markdown(rows) + "\n\nBehavioural pass rates:\n\n" + behaviour.table(rows)
     print("\n" + table)
     RESULTS.mkdir(exist_ok=True)
     meta = {

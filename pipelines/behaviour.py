@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import re
 import string
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -378,6 +379,21 @@ def report(outcomes: dict[str, Outcome], failures: int = 3) -> str:
         for case, p, p_changed in o.failures[:failures]:
             after = "" if p_changed is None else f" -> {case.changed!r} {p_changed:.3f}"
             lines.append(f"  {name} fails: {case.text!r} {p:.3f}{after}")
+    return "\n".join(lines)
+
+
+def table(rows: list[dict]) -> str:
+    """Pass rates per preset (rows holding ``preset`` and the ``behaviour_*`` metrics), with
+    each capability's number of cases and threshold in its heading."""
+    counts = Counter(c.capability for c in suite())
+    heads = [
+        f"{n} ({CAPABILITIES[n].test}, {counts[n]}, ≥{CAPABILITIES[n].threshold:.0%})"
+        for n in CAPABILITIES
+    ]
+    lines = ["| preset | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for row in rows:
+        rates = [f"{row[f'behaviour_{n}']:.1%}" for n in CAPABILITIES]
+        lines.append(f"| {row['preset']} | " + " | ".join(rates) + " |")
     return "\n".join(lines)
 
 

@@ -160,3 +160,11 @@ def test_reacting_to_exclamation_marks_fails_invariance(best):
         lambda texts: np.clip(score(texts) + 0.1 * np.array([t.count("!") for t in texts]), 0, 1)
     )
     assert "invariance" in below(outcomes), behaviour.report(outcomes)
+
+
+def test_the_benchmark_table_has_a_column_per_capability():
+    rows = [{"preset": "p", **{f"behaviour_{n}": 0.5 for n in CAPABILITIES}}]
+    head, rule, row = behaviour.table(rows).splitlines()
+    assert head.startswith("| preset | negation (MFT, 200, ≥66%) | contrast (MFT, ")
+    assert rule.count("---:") == len(CAPABILITIES)
+    assert row == "| p |" + " 50.0% |" * len(CAPABILITIES)
