@@ -2,7 +2,10 @@
 fitted on the packaged training split, and against models that lack a capability."""
 
 from collections import Counter
+from pathlib import Path
 
+import joblib
+import mlflow
 import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -11,10 +14,13 @@ from sklearn.pipeline import make_pipeline
 
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
+from model.signature import SIGNATURE
 from pipelines import behaviour
 from pipelines.behaviour import CAPABILITIES, INTENSIFIER, NEGATIVE, POSITIVE, Case
 from pipelines.data import load_reviews, split
 from pipelines.features import PRESETS, build_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +174,22 @@ def test_the_benchmark_table_has_a_column_per_capability():
     assert head.startswith("| preset | negation (MFT, 200, ≥66%) | contrast (MFT, ")
     assert rule.count("---:") == len(CAPABILITIES)
     assert row == "| p |" + " 50.0% |" * len(CAPABILITIES)
+
+
+def test_the_command_scores_a_logged_model(best, tmp_path, monkeypatch, capsys):
+    """`python -m pipelines.behaviour <model uri>`: the table of the model as MLflow loads it."""
+    joblib.dump(best, tmp_path / "pipeline.joblib")
+    mlflow.pyfunc.save_model(
+        tmp_path / "model",
+        python_model=str(ROOT / "model" / "sentiment_model.py"),
+        artifacts={"pipeline": str(tmp_path / "pipeline.joblib")},
+        code_paths=[str(ROOT / "model")],
+        signature=SIGNATURE,
+    )
+    monkeypatch.setattr("sys.argv", ["behaviour", str(tmp_path / "model"), "--failures", "1"])
+    behaviour.main()
+    shown = capsys.readouterr().out
+    expected = behaviour.run(served(best))
+    for name, o in expected.items():
+        assert f"| {name} | {CAPABILITIES[name].test} | {o.cases} | {o.rate:.1%} |" in shown
+    assert shown.count(" fails: ") == sum(1 for o in expected.values() if o.failures)
