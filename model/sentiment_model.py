@@ -20,6 +20,7 @@ from mlflow.pyfunc.model import PythonModelContext
 from model.ngrams import SentenceNgrams
 from model.preprocess import clean_text
 from model.signature import LABELS
+from model.vectorize import Vectorize
 
 PIPELINE_ARTIFACT = "pipeline"
 
@@ -31,10 +32,11 @@ class SentimentModel(PythonModel):
         self.pipeline = pipeline
         self._terms: np.ndarray | None = None
         self._words = None
+        self._vectorize = None
 
     def load_context(self, context: PythonModelContext) -> None:
         self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
-        self._words = _Words(self.pipeline[0])
+        self._prepare()
         # The vocabulary (hundreds of thousands of terms) never changes once loaded; frozen,
         # the garbage collector stops walking it, and a full collection in a scoring server
         # stops being a 200 ms pause in the middle of requests.
@@ -52,22 +54,33 @@ class SentimentModel(PythonModel):
             # scikit-learn refuses zero rows with a stack trace; no texts get no answers.
             empty = np.empty(0)
             return _answer(empty, np.empty(0, dtype=np.int64), empty, [] if explain else None)
+        if self._vectorize is None:
+            self._prepare()
         cleaned = [clean_text(text) for text in model_input["text"].tolist()]
-        features = self.pipeline[:-1].transform(cleaned).tocsr()
+        features, words = self._vectorize(cleaned)
+        for _, step in self.pipeline.steps[1:-1]:
+            if step not in (None, "passthrough"):
+                features = step.transform(features)
+        features = features.tocsr()
         positive = self.pipeline[-1].predict_proba(features)[:, 1]
         explanations = self.explain(features, int(params.get("top_terms", 5))) if explain else None
-        ratio = self.known_term_ratio(cleaned, features)
+        ratio = self.known_term_ratio(cleaned, features, words)
         return _answer(positive, np.diff(features.indptr), ratio, explanations)
 
-    def known_term_ratio(self, cleaned: list[str], features) -> np.ndarray:
+    def _prepare(self) -> None:
+        self._vectorize = Vectorize(self.pipeline[0])
+        self._words = _Words(self.pipeline[0])
+
+    def known_term_ratio(self, cleaned: list[str], features, words=None) -> np.ndarray:
         """Per text, the share of its distinct words that the vocabulary knows (0 without
         words): text of another kind than the training reviews shows as a falling share long
         before the answers look wrong. Words only, not n-grams: a new phrase of known words is
         not unknown vocabulary. The known words are the text's word columns in ``features``
-        (no second vocabulary lookup); only the distinct words are counted again."""
+        (no second vocabulary lookup); ``words``, the distinct words per text, comes with the
+        features when the vectorizer counted them, else they are counted here."""
         if self._words is None:
             self._words = _Words(self.pipeline[0])
-        return self._words.ratio(cleaned, features)
+        return self._words.ratio(cleaned, features, words)
 
     def explain(self, features, top: int) -> list[list[dict[str, Any]]]:
         """Per row, the ``top`` terms with the largest contribution (feature value × weight).
@@ -112,8 +125,9 @@ class _Words:
             analyze = single.build_analyzer()
             self.words = lambda text: set(analyze(text))
 
-    def ratio(self, cleaned: list[str], features) -> np.ndarray:
-        words = np.fromiter((len(self.words(text)) for text in cleaned), float, len(cleaned))
+    def ratio(self, cleaned: list[str], features, words=None) -> np.ndarray:
+        if words is None:
+            words = np.fromiter((len(self.words(text)) for text in cleaned), float, len(cleaned))
         running = np.concatenate([[0], np.cumsum(self.is_word[features.indices])])
         known = running[features.indptr[1:]] - running[features.indptr[:-1]]
         return np.divide(known, words, out=np.zeros(len(cleaned)), where=words > 0)
