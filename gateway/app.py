@@ -15,6 +15,7 @@ from gateway import __version__
 from gateway.canary import Canary, CanaryKey
 from gateway.challenger import challenger_for
 from gateway.errors import ApiError, install_error_handlers, not_loaded
+from gateway.fast_routes import install_fast_routes
 from gateway.feedback_api import add_feedback_route
 from gateway.inference_protocol import ProtocolErrors, install_inference_protocol
 from gateway.logs import configure_logging
@@ -194,6 +195,9 @@ def _routes(
     )
     async def predict(request: PredictRequest, x_canary_key: CanaryKey = None) -> PredictResponse:
         """The sentiment of one review; `"explain": true` adds the terms behind it."""
+        return await answer_one(request, x_canary_key)
+
+    async def answer_one(request: PredictRequest, x_canary_key: str | None) -> PredictResponse:
         problem = text_problem(request.text)
         if problem:
             raise ApiError(400, problem)
@@ -217,6 +221,9 @@ def _routes(
     )
     async def predict_batch(request: BatchRequest, x_canary_key: CanaryKey = None) -> BatchResponse:
         """Up to 1,000 reviews in one inference call, answered in the same order."""
+        return await answer_many(request, x_canary_key)
+
+    async def answer_many(request: BatchRequest, x_canary_key: str | None) -> BatchResponse:
         texts = request.texts
         problem = texts_problem(texts, "texts")
         if problem:
@@ -230,6 +237,11 @@ def _routes(
         return BatchResponse(
             predictions=[_public(row) for row in rows], model_version=_label(version)
         )
+
+    install_fast_routes(
+        app,
+        {"/predict": (PredictRequest, answer_one), "/predict/batch": (BatchRequest, answer_many)},
+    )
 
     @app.post(
         "/invocations",

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from gateway import jsonio
 from gateway.errors import ApiError, not_loaded
 from gateway.settings import Settings
 from model.names import LABELS
@@ -54,7 +55,7 @@ class Answer:
     content_type: str
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return jsonio.loads(self.content)
 
 
 class Upstream:
@@ -176,7 +177,7 @@ class Scorer:
         }
         if explain:
             body["params"] = {"explain": True, "top_terms": top}
-        response, version = await self._post(json.dumps(body).encode(), "application/json")
+        response, version = await self._post(jsonio.dumps(body), "application/json")
         self.calls += 1
         self.rows += len(texts)
         if response.status == 504:
