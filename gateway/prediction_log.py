@@ -49,6 +49,10 @@ CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id);
 FILE_TIME = "%Y%m%dT%H%M%SZ"
 # How many queued answers the writer takes into one transaction at most.
 BATCH = 512
+# How long the writer waits for more answers after the first, so that a slow stream of
+# requests is written a few transactions a second rather than one per request (each costs
+# the gateway's CPU and the event loop the GIL). A flush or close cuts the wait short.
+LINGER = 0.25
 # Readers (the feedback route, the monitor job) hold a file only briefly.
 BUSY_TIMEOUT = 5.0
 
@@ -113,6 +117,7 @@ class PredictionLog:
         self._dropped = 0
         self._count = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
         self._db: sqlite3.Connection | None = None
         self._opened = 0.0
 
@@ -133,6 +138,7 @@ class PredictionLog:
             return
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=timeout)
+        self._wake.set()
         self._thread.join(timeout)
         self._thread = None
 
@@ -165,6 +171,7 @@ class PredictionLog:
             self._queue.put(done, timeout=timeout)
         except queue.Full:
             return False
+        self._wake.set()
         return done.wait(timeout)
 
     def _put(self, answer: _Answer) -> None:
@@ -181,6 +188,9 @@ class PredictionLog:
         stopping = False
         while not stopping:
             batch = [self._queue.get()]
+            if isinstance(batch[0], _Answer):
+                self._wake.wait(LINGER)
+            self._wake.clear()
             while len(batch) < BATCH:
                 try:
                     batch.append(self._queue.get_nowait())

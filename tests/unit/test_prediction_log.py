@@ -232,3 +232,18 @@ def test_a_failed_write_is_counted_and_the_live_window_still_sees_the_answer(sta
     assert log.flush()
     assert log.dropped == 1
     assert [p.model_version for p in seen] == ["v1"]
+
+
+def test_a_slow_stream_of_answers_is_written_in_few_transactions(started):
+    """One transaction per request cost the gateway CPU at low rates: answers that arrive
+    within the writer's linger go into one."""
+    log = started(listeners=[])
+    writes = []
+    log.listeners.append(writes.append)  # called once per transaction, with its rows
+    for index in range(40):
+        with request(f"req-{index}"):
+            log.record("/predict", "v1", [ROW], ["A fine film."])
+        time.sleep(0.002)  # requests a few milliseconds apart, as at concurrency 1
+    assert log.flush()
+    assert sum(len(batch) for batch in writes) == 40
+    assert len(writes) <= 3, [len(batch) for batch in writes]
