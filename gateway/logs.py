@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from contextvars import ContextVar
 
+from gateway import jsonio
 from gateway.redact import scrub
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
@@ -28,10 +28,25 @@ class JsonLogs(logging.Formatter):
             line["error"] = self.formatException(record.exc_info)
         elif record.stack_info:
             line["error"] = self.formatStack(record.stack_info)
-        return json.dumps(
-            {key: scrub(value) if isinstance(value, str) else value for key, value in line.items()},
-            default=lambda value: scrub(str(value)),
-        )
+        for key, value in line.items():
+            if isinstance(value, str) and key not in _OWN:
+                line[key] = scrub(value)
+        return jsonio.dumps(_plain(line)).decode()
+
+
+# Fields the formatter writes itself, never from a message or a request: nothing to scrub.
+_OWN = frozenset({"ts", "level", "logger"})
+
+
+def _plain(value):
+    """``value`` with anything JSON has no type for as its (scrubbed) text."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return scrub(str(value))
 
 
 def configure_logging(level: str) -> None:

@@ -40,12 +40,24 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_State(router, scorer))
+        self._series: dict[tuple[str, str, int], tuple] = {}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, method, status).inc()
-        if status >= 400:
-            self.errors.labels(endpoint, method, status).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        # The series of each (endpoint, method, status) are looked up once: `.labels()` costs
+        # more than the increment itself.
+        key = (endpoint, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                self.requests.labels(endpoint, method, status),
+                self.errors.labels(endpoint, method, status) if status >= 400 else None,
+                self.latency.labels(endpoint),
+            )
+        requests, errors, latency = series
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
