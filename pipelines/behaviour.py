@@ -56,17 +56,17 @@ class Capability:
 # split (seed 42), given in each comment as best / seed.
 CAPABILITIES = {
     # 71.5% / 64.5%; unigrams without negation scope: 33%.
-    "negation": Capability("negation", "MFT", 0.66),
+    "negation": Capability("“not good” is negative, “not bad at all” positive", "MFT", 0.66),
     # 50.0% / 52.7%: chance. Every pair of clauses comes in both orders, so a model that
     # does not read order scores 50%; the threshold only catches a model that reads the
     # first clause.
-    "contrast": Capability("contrast: the clause after “but” decides", "MFT", 0.45),
+    "contrast": Capability("the clause after “but” decides", "MFT", 0.45),
     # 68.2% / 54.2%: "extremely good" often scores lower than "good".
-    "intensifiers": Capability("intensifiers", "DIR", 0.63),
+    "intensifiers": Capability("“very good” is no less positive than “good”", "DIR", 0.63),
     # 96.2% / 79.5%
     "invariance": Capability("names, numbers, punctuation, neutral words", "INV", 0.92),
     # 98.4% / 100%
-    "short": Capability("short one-liners", "MFT", 0.94),
+    "short": Capability("one-sentence reviews, tweets, critics' one-liners", "MFT", 0.94),
 }
 
 
@@ -371,10 +371,14 @@ def answers_scorer(predict: Callable[[pd.DataFrame], pd.DataFrame]) -> Scorer:
 
 
 def report(outcomes: dict[str, Outcome], failures: int = 3) -> str:
-    lines = ["| capability | test | cases | pass rate | threshold |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "| capability | what it checks | test | cases | pass rate | threshold |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for name, o in outcomes.items():
         c = CAPABILITIES[name]
-        lines.append(f"| {name} | {c.test} | {o.cases} | {o.rate:.1%} | {c.threshold:.0%} |")
+        cells = f"{c.title} | {c.test} | {o.cases} | {o.rate:.1%} | {c.threshold:.0%}"
+        lines.append(f"| {name} | {cells} |")
     for name, o in outcomes.items():
         for case, p, p_changed in o.failures[:failures]:
             after = "" if p_changed is None else f" -> {case.changed!r} {p_changed:.3f}"

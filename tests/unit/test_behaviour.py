@@ -191,5 +191,6 @@ def test_the_command_scores_a_logged_model(best, tmp_path, monkeypatch, capsys):
     shown = capsys.readouterr().out
     expected = behaviour.run(served(best))
     for name, o in expected.items():
-        assert f"| {name} | {CAPABILITIES[name].test} | {o.cases} | {o.rate:.1%} |" in shown
+        c = CAPABILITIES[name]
+        assert f"| {name} | {c.title} | {c.test} | {o.cases} | {o.rate:.1%} |" in shown
     assert shown.count(" fails: ") == sum(1 for o in expected.values() if o.failures)
