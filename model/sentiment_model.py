@@ -21,6 +21,7 @@ from model.ngrams import SentenceNgrams
 from model.preprocess import clean_text
 from model.signature import LABELS
 from model.vectorize import Vectorize
+from model.vocabulary import Vocabulary
 
 PIPELINE_ARTIFACT = "pipeline"
 
@@ -111,11 +112,14 @@ class _Words:
 
     def __init__(self, vectorizer):
         vocabulary = vectorizer.vocabulary_
-        self.is_word = np.zeros(len(vocabulary), dtype=np.int64)
-        columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
-        self.is_word[columns] = np.fromiter(
-            (" " not in term for term in vocabulary), dtype=bool, count=len(vocabulary)
-        )
+        # Read from the compact form's one string when there is one (numpy, not a loop).
+        self.is_word = vocabulary.is_word() if isinstance(vocabulary, Vocabulary) else None
+        if self.is_word is None:
+            self.is_word = np.zeros(len(vocabulary), dtype=np.int64)
+            columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
+            self.is_word[columns] = np.fromiter(
+                (" " not in term for term in vocabulary), dtype=bool, count=len(vocabulary)
+            )
         analyzer = vectorizer.analyzer
         if isinstance(analyzer, SentenceNgrams):
             self.words = SentenceNgrams.words

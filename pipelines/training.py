@@ -31,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from model.names import MODEL_NAME
 from model.preprocess import clean_text
 from model.signature import INPUT_EXAMPLE, SIGNATURE
+from model.vocabulary import compact
 from monitoring import reference as monitoring_reference
 from pipelines import evaluate, model_card, promote
 from pipelines.data import SPLIT, DataError, Splits, fingerprint, load_reviews, packaged_csv, split
@@ -149,7 +150,8 @@ def log_model(
     ``reference`` writes into a folder); returns its info and size in MB."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.joblib"
-        joblib.dump(pipeline, path, compress=3)
+        # The vocabulary as one string: the scoring server loads it in a fraction of the time.
+        joblib.dump(compact(pipeline), path, compress=3)
         size_mb = path.stat().st_size / 1e6
         info = mlflow.pyfunc.log_model(
             name="model",
