@@ -147,7 +147,7 @@ def test_reproduce_names_the_command_and_commit(carded):
 
 def test_hyperparameters_and_data_are_the_run_parameters(carded):
     hyper = section(carded["card"], "## Preset")
-    assert "`seed`: C=1.0, class_weight=balanced," in hyper
+    assert "`seed`: C=1.0, " in hyper and " class_weight=balanced," in hyper
     assert all(f"{key}=" in hyper for key in PRESETS["seed"])
     assert "promote=" not in hyper and "data_path=" not in hyper
     data = section(carded["card"], "## Data")
