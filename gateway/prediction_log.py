@@ -15,13 +15,14 @@ import csv
 import io
 import json
 import logging
+import operator
 import queue
 import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,8 @@ class Prediction:
 
 
 COLUMNS = [field.name for field in fields(Prediction)]
+# A row's values in column order (`dataclasses.astuple` deep-copies each: 20x slower).
+_VALUES = operator.attrgetter(*COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,7 @@ class PredictionLog:
                 db.executemany(
                     f"INSERT INTO predictions ({', '.join(COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(COLUMNS))})",
-                    [astuple(p) for p in predictions],
+                    [_VALUES(p) for p in predictions],
                 )
         except Exception as error:  # noqa: BLE001 - the writer must outlive any failure
             log.error("prediction log: %d answers not written: %s", len(answers), error)
