@@ -55,6 +55,12 @@ def stopwords() -> frozenset[str]:
     )
 
 
+@lru_cache(maxsize=1)
+def _dropped() -> frozenset[str]:
+    """The stopwords a token loop drops: never a negation or a punctuation mark."""
+    return stopwords() - NEGATIONS - _CLAUSE_END
+
+
 def _short_char_ref(match: re.Match[str]) -> str:
     """The same reference with its leading zeros dropped; past U+10FFFF, one that says so."""
     x, hex_digits, digits = match.groups()
@@ -101,12 +107,13 @@ def clean_text(text: object) -> str:
     if "@" in text:
         text = _EMAIL.sub(" ", text)
     text = _NEGATION.sub(" not", text)
-    stop = stopwords()
     # Tokens are runs of ASCII letters, so numbers fall away here; punctuation only ends
-    # a negation's scope (any clause mark) or a sentence (. ! ?), and is not kept.
+    # a negation's scope (any clause mark) or a sentence (. ! ?), and is not kept. The
+    # stopwords go first, in one comprehension, so that the loop only sees what it may keep.
+    stop = _dropped()
     words: list[str] = []
     scope = 0
-    for token in _TOKEN.findall(text):
+    for token in [token for token in _TOKEN.findall(text) if token not in stop]:
         if token in _CLAUSE_END:
             scope = 0
             if token in _SENTENCE_END and words and words[-1] != SENTENCE_BREAK:
@@ -114,12 +121,13 @@ def clean_text(text: object) -> str:
         elif token in NEGATIONS:
             words.append(token)
             scope = NEGATION_SCOPE
-        elif token not in stop:
-            token = token.replace("'", "")
-            if scope:
-                scope -= 1
-                token = "not_" + token
+        elif scope:
+            scope -= 1
+            words.append("not_" + token)
+        else:
             words.append(token)
     if words and words[-1] == SENTENCE_BREAK:
         words.pop()
-    return " ".join(words)
+    cleaned = " ".join(words)
+    # Apostrophes only ever sit inside a word ("it's"): dropped once, from the whole text.
+    return cleaned.replace("'", "") if "'" in cleaned else cleaned
