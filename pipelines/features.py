@@ -19,9 +19,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_df": 2,
         "max_df": 1.0,
         "max_features": None,
+        "binary": False,
         "sublinear_tf": True,
         "nb_weighting": True,
         "nb_alpha": 0.25,
+        "nb_norm": False,
         "C": 32.0,
         "solver": "liblinear",
         "class_weight": None,
@@ -32,9 +34,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_df": 2,
         "max_df": 0.95,
         "max_features": 5000,
+        "binary": False,
         "sublinear_tf": False,
         "nb_weighting": False,
         "nb_alpha": None,
+        "nb_norm": False,
         "C": 1.0,
         "solver": "lbfgs",
         "class_weight": "balanced",
@@ -54,13 +58,14 @@ def build_pipeline(params: dict[str, Any], seed: int = 42) -> Pipeline:
                 min_df=params["min_df"],
                 max_df=params["max_df"],
                 max_features=params["max_features"],
+                binary=params["binary"],
                 sublinear_tf=params["sublinear_tf"],
                 dtype=np.float32,
             ),
         )
     ]
     if params["nb_weighting"]:
-        steps.append(("nb", NaiveBayesWeighting(alpha=params["nb_alpha"])))
+        steps.append(("nb", NaiveBayesWeighting(alpha=params["nb_alpha"], norm=params["nb_norm"])))
     steps.append(
         (
             "clf",
