@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-selection clean
+.PHONY: help install up test lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-selection bench-model clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ bench-batch: install ## Batch scoring: one process vs Spark local[1] vs local[*]
 
 bench-shadow: install ## Shadow challenger: /predict latency with the shadow off and on
 	$(BIN)/python -m benchmarks.shadow
+
+bench-model: install ## The model's µs per review vs plain scikit-learn, load time, cold start
+	$(BIN)/python -m benchmarks.model
 
 bench-selection: install ## Choose the `best` preset by 5-fold CV on train+val (~20 min)
 	$(BIN)/python -m benchmarks.selection

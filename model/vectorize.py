@@ -10,7 +10,8 @@ analyzer, another vectorizer class, a vocabulary given by hand) goes through sci
 
 from __future__ import annotations
 
-from itertools import chain, repeat
+from itertools import compress, repeat
+from operator import and_
 
 import numpy as np
 from scipy import sparse
@@ -20,6 +21,7 @@ from model.ngrams import SentenceNgrams
 from model.preprocess import SENTENCE_BREAK
 
 _SPACED_BREAK = f" {SENTENCE_BREAK} "
+_FOUND = (-1).__ne__
 
 
 class Vectorize:
@@ -40,6 +42,17 @@ class Vectorize:
         )
         if self.fast:
             self.low, self.high = analyzer.ngram_range
+            # Pruned by document frequency alone (min_df), a vocabulary holds an n-gram only
+            # if it holds both (n-1)-grams inside it: each is in every review the n-gram is
+            # in. The longest n-grams are then looked up only where both of those were found.
+            max_df = vectorizer.max_df
+            self.prune = (
+                isinstance(max_df, float)
+                and max_df == 1.0
+                and vectorizer.max_features is None
+                and self.high >= 3
+                and self.high - 1 >= self.low
+            )
 
     def __call__(self, texts: list[str]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
         if not self.fast:
@@ -73,11 +86,17 @@ class Vectorize:
             ]
             distinct = set(tokens)
             words[row] = len(distinct) - (SENTENCE_BREAK in distinct)
-            grams = [tokens] if low == 1 else []
+            level: list[int] = []
+            if low == 1:
+                level = list(map(get, tokens, repeat(-1)))
+                columns.extend(level)
             for n in range(max(low, 2), high + 1):
-                shifted = (tokens[i:] for i in range(n))
-                grams.append(map(" ".join, zip(*shifted, strict=False)))
-            columns.extend(map(get, chain.from_iterable(grams), repeat(-1)))
+                grams = zip(*(tokens[i:] for i in range(n)), strict=False)
+                if n == high and self.prune:
+                    found = list(map(_FOUND, level))
+                    grams = compress(grams, map(and_, found, found[1:]))
+                level = list(map(get, map(" ".join, grams), repeat(-1)))
+                columns.extend(level)
             ends[row + 1] = len(columns)
         found = np.array(columns, dtype=np.int64)
         known = found >= 0

@@ -52,7 +52,7 @@ def assert_same(fast, slow):
 def test_the_features_of_every_test_review_are_scikit_learns(data):
     pipeline, _, _, texts = data
     vectorize = Vectorize(pipeline[0])
-    assert vectorize.fast
+    assert vectorize.fast and vectorize.prune  # trigrams only where both bigrams are known
     features, words = vectorize(texts)
     assert_same(features, pipeline[0].transform(texts))
     assert words.tolist() == [len(SentenceNgrams.words(text)) for text in texts]
@@ -92,6 +92,8 @@ def test_every_vectorizer_setting_gives_scikit_learns_features(data, params):
     vectorizer = clone(pipeline[0]).set_params(**params).fit(fitted[:1000])
     vectorize = Vectorize(vectorizer)
     assert vectorize.fast
+    # Pruning the longest n-grams' lookups is exact only for a vocabulary pruned by min_df.
+    assert vectorize.prune == ("max_df" not in params and vectorizer.analyzer.ngram_range[1] >= 3)
     assert_same(
         vectorize(texts[:500] + EDGE_CASES)[0], vectorizer.transform(texts[:500] + EDGE_CASES)
     )
