@@ -98,7 +98,7 @@ class Vectorize:
                 level = list(map(get, map(" ".join, grams), repeat(-1)))
                 columns.extend(level)
             ends[row + 1] = len(columns)
-        found = np.array(columns, dtype=np.int64)
+        found = np.fromiter(columns, dtype=np.int64, count=len(columns))
         known = found >= 0
         # Row pointers counted over the found terms only.
         before = np.concatenate(([0], np.cumsum(known)))
