@@ -13,7 +13,8 @@ from model.nb_weighting import NaiveBayesWeighting
 from model.ngrams import SentenceNgrams
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The most accurate linear model measured on the packaged data (see README, Benchmarks).
+    # The highest mean 5-fold CV accuracy on train+val among the candidates of
+    # `python -m benchmarks.selection` (make bench-selection; benchmarks/results/selection.md).
     "best": {
         "ngram_range": (1, 3),
         "min_df": 2,
@@ -22,9 +23,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "binary": False,
         "sublinear_tf": True,
         "nb_weighting": True,
-        "nb_alpha": 0.25,
+        "nb_alpha": 0.05,
         "nb_norm": False,
-        "C": 32.0,
+        "C": 64.0,
         "solver": "liblinear",
         "class_weight": None,
     },

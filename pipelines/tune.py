@@ -14,7 +14,7 @@ import mlflow
 from pipelines.features import PRESETS
 from pipelines.training import entry_point, fit, parser, phase, prepare, publish
 
-GRID = {"ngram_range": [(1, 2), (1, 3)], "C": [16.0, 32.0, 64.0], "nb_alpha": [0.25, 1.0]}
+GRID = {"ngram_range": [(1, 2), (1, 3)], "C": [32.0, 64.0, 128.0], "nb_alpha": [0.05, 0.25]}
 
 
 def candidates() -> list[dict]:

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from model.names import ALIAS, MODEL_NAME
+from pipelines.features import PRESETS
 from tests.servers import env, run_training, tracking_server
 
 pytestmark = pytest.mark.integration
@@ -79,7 +80,8 @@ def test_run_logs_metrics_figures_and_dataset(registry, first_run):
             assert 0.5 < run.data.metrics[f"{split}_{metric}"] <= 1.0
     assert run.data.metrics["training_seconds"] > 0
     assert 0 < run.data.metrics["model_size_mb"] < 25
-    assert run.data.params["preset"] == "best" and run.data.params["C"] == "32.0"
+    assert run.data.params["preset"] == "best"
+    assert run.data.params["C"] == str(PRESETS["best"]["C"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/test_confusion_matrix.png",
