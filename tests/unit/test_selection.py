@@ -61,3 +61,22 @@ def test_nb_norm_gives_unit_rows_with_the_same_direction():
     unit = NaiveBayesWeighting(alpha=1.0, norm=True).fit(x, y).transform(x).toarray()
     assert np.allclose(np.linalg.norm(unit, axis=1), 1.0)
     assert np.allclose(unit * np.linalg.norm(plain, axis=1, keepdims=True), plain)
+
+
+def test_the_choice_is_the_best_mean_and_the_earlier_candidate_on_a_tie():
+    rows = [
+        {"candidate": "previous best", "cv": {"mean": 0.91, "sd": 0.01}},
+        {"candidate": "a", "cv": {"mean": 0.9138, "sd": 0.01}},
+        {"candidate": "b", "cv": {"mean": 0.9138 + 1e-9, "sd": 0.001}},
+        {"candidate": "c", "cv": {"mean": 0.9120, "sd": 0.0}},
+    ]
+    assert selection.choose(rows)["candidate"] == "a"
+
+
+def test_the_learning_curve_keeps_the_held_out_rows_and_counts_only_the_kept_ones(cached):
+    _, counts, fold = cached
+    (smaller,) = selection.subsample([fold], counts, 0.5)
+    assert np.array_equal(smaller.test, fold.test)
+    assert len(smaller.train) == round(0.5 * len(fold.train))
+    assert set(smaller.train) <= set(fold.train)
+    assert (smaller.df <= fold.df).all() and smaller.df.sum() < fold.df.sum()
