@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-selection bench-model clean
+.PHONY: help install up test lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -62,7 +62,8 @@ format: install ## Apply ruff's safe fixes and format the code
 soak: install ## Long reliability runs: minute-long promotions and outage, 5,000 fuzz cases
 	$(BIN)/python -m pytest tests/reliability -m soak
 
-bench: bench-training bench-serving ## Run every benchmark; tables land in benchmarks/results/
+bench: bench-model bench-training bench-serving bench-batch ## Every benchmark (~25 min), then one summary table
+	$(BIN)/python -m benchmarks.summary
 
 bench-training: install ## Train each preset on the packaged data; accuracy, time, size
 	$(BIN)/python -m benchmarks.training

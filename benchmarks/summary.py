@@ -115,9 +115,9 @@ def _training(rows: list[tuple[str, str, str, str]]) -> None:
         behaviour = {
             k.removeprefix("behaviour_"): v
             for k, v in row.items()
-            if k.startswith("behaviour_") and isinstance(v, float)
+            if k.startswith("behaviour_") and not k.endswith("_cases")
         }
-        rates = ", ".join(f"{k} {v:.0%}" for k, v in behaviour.items())
+        rates = ", ".join(f"{k} {v:.1%}" for k, v in behaviour.items())
         rows.append(
             (
                 f"preset `{row['preset']}`: test accuracy",
