@@ -258,6 +258,15 @@ def _behaviour(m: dict[str, float]) -> str:
     return "Behavioural tests (`pipelines/behaviour.py`), pass rates: " + "; ".join(figures) + "."
 
 
+def _fit_on(fit_on: str | None) -> str:
+    if fit_on == "train+val":
+        return (
+            " Fitted on train+val: the recipe was fitted on train and scored on validation "
+            "(the validation metrics below), then fitted again on both."
+        )
+    return " Fitted on train." if fit_on else ""
+
+
 def render(f: Facts, shown_chars: int = SHOWN_CHARS, failures: int = FAILURES) -> str:
     m, p = f.metrics, f.params
     hyper = {k: v for k, v in sorted(p.items()) if k in HYPERPARAMETERS}
@@ -299,7 +308,7 @@ def render(f: Facts, shown_chars: int = SHOWN_CHARS, failures: int = FAILURES) -
         "## Data",
         f"Source: {f.source}; {sample}, split {p.get('split')} (seed {p.get('seed')}): "
         f"{train} train, {int(m.get('val_rows', 0))} validation, {int(m.get('test_rows', 0))} "
-        f"test reviews. Digest `{p.get('data_digest')}`.",
+        f"test reviews. Digest `{p.get('data_digest')}`.{_fit_on(p.get('fit_on'))}",
         "",
         "## Preset and hyperparameters",
         f"`{p.get('preset')}`: " + ", ".join(f"{k}={v}" for k, v in hyper.items()) + ".",

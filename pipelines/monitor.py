@@ -25,7 +25,8 @@ trained in the ``Sentiment-Analysis`` experiment on the served version's data (i
 seed and sample, read from its tags) plus every feedback label that came with its text,
 added to the training split only; reviews of the validation or test split are left out of
 the feedback, so both versions are still scored on the same validation rows and
-champion/challenger decides as for any training run (``promote=if_better``).
+champion/challenger decides as for any training run (``promote=if_better``): the challenger's
+figure is its train+feedback fit on validation, before the preset's refit on train+val.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ The rule a training run follows (``promote=if_better``, the default):
   version is promoted if its validation F1 is at least as high (ties go to the newer one). A
   production version that cannot be scored loses. The test split plays no part: its metrics
   stay an unbiased estimate.
+- A production version refitted on train+val (tag ``fit_on=train+val``) has trained on those
+  validation rows, so re-scoring it there would flatter it. Its recorded validation F1 (the
+  run's ``val_f1``: its recipe fitted on train and scored on exactly these rows) is used
+  instead; the new version's figure is the same kind, so both sides are "recipe fitted on
+  train, scored on the same validation rows". Versions without the tag are re-scored.
 - Not comparable (trained on other data, another seed or sample, or an older version that does
   not record them): the new version is not promoted, and the run says why. Promote it with
   ``promote=always`` or the `promote` entry point if that is what you want.
@@ -34,7 +39,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import mlflow
 import pandas as pd
@@ -99,6 +104,13 @@ class Champion:
     trained_on: TrainedOn | None
     val_f1: float | None = None  # on the new run's validation rows
     error: str | None = None  # why it could not be scored
+    recorded: bool = False  # val_f1 is its own run's (refitted on train+val), not re-scored
+
+    def figure(self) -> str:
+        """Where ``val_f1`` comes from, for the printed reason."""
+        if self.recorded:
+            return "its recorded validation F1: it was refitted on train+val"
+        return "re-scored"
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,7 @@ def decide(
     return Decision(
         relation == ">=",
         f"validation F1 {challenger_f1:.4f} {relation} {production}'s {champion.val_f1:.4f} "
-        "on the same validation rows",
+        f"on the same validation rows ({champion.figure()})",
     )
 
 
@@ -153,16 +165,34 @@ def current(client: MlflowClient, name: str = MODEL_NAME) -> ModelVersion | None
         return None
 
 
+REFITTED = "train+val"  # the `fit_on` tag of a version fitted again on its validation rows
+
+
+def recorded_f1(client: MlflowClient, version: ModelVersion) -> float:
+    """A version's own validation F1: its run's metric, else its (rounded) tag."""
+    try:
+        return float(client.get_run(version.run_id).data.metrics["val_f1"])
+    except (MlflowException, KeyError):
+        return float(version.tags["val_f1"])
+
+
 def find_champion(
     client: MlflowClient, name: str, trained_on: TrainedOn, val: pd.DataFrame
 ) -> Champion | None:
-    """The production version, scored on ``val`` only if it was trained on the same data."""
+    """The production version, scored on ``val`` only if it was trained on the same data; a
+    refitted one by its recorded validation F1 (see the module docstring)."""
     version = current(client, name)
     if version is None:
         return None
     champion = Champion(version.version, TrainedOn.from_tags(version.tags))
     if champion.trained_on != trained_on:
         return champion
+    if version.tags.get("fit_on") == REFITTED:
+        try:
+            f1 = recorded_f1(client, version)
+        except (KeyError, ValueError):
+            return replace(champion, error="refitted on train+val, and no validation F1 recorded")
+        return replace(champion, val_f1=f1, recorded=True)
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
         f1 = evaluate.score_answers(val["label"], model.predict(val[["text"]]))["f1"]
@@ -184,7 +214,7 @@ def champion_challenger(
         if champion is not None and champion.val_f1 is not None:
             print(
                 f"  production is version {champion.version}: validation F1 "
-                f"{champion.val_f1:.4f} on this run's validation rows"
+                f"{champion.val_f1:.4f} on this run's validation rows ({champion.figure()})"
             )
         if decision.promote and not checked:
             try:

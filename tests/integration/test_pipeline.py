@@ -37,7 +37,7 @@ def first_run(registry):
 def test_run_registers_and_promotes_the_first_version(registry, first_run):
     _, client = registry
     out = first_run.stdout
-    for phase in ("load", "clean", "fit", "evaluate", "log", "register", "promote"):
+    for phase in ("load", "clean", "fit", "refit", "evaluate", "log", "register", "promote"):
         assert f"[{phase}] done in" in out
     assert "This is the best model! Promoting to production..." in out
     assert production(client) == "1"
@@ -46,7 +46,11 @@ def test_run_registers_and_promotes_the_first_version(registry, first_run):
     assert {"test_accuracy", "test_f1", "val_f1", "data_digest", "git_commit"} <= set(version.tags)
     assert version.tags["split_seed"] == "42" and version.tags["max_rows"] == "1500"
     assert version.tags["split"] == "stratified 70/15/15"
+    # Chosen and scored on validation, then the recipe fitted again on train+val: 1050 + 225.
+    assert version.tags["fit_on"] == "train+val"
+    assert "fitting the same recipe on train+val (1275 reviews)" in out
     run = client.get_run(version.run_id)
+    assert run.data.params["fit_on"] == "train+val" and run.data.metrics["refit_seconds"] > 0
     assert run.data.tags["promotion.decision"] == "promoted"
     assert run.data.tags["promotion.reason"] == "no production model yet"
     assert run.data.params["data_digest"] == version.tags["data_digest"]
@@ -64,6 +68,7 @@ def test_the_version_description_is_its_model_card_with_the_decision(registry, f
     assert len(card) <= 5000  # a version description longer than this is refused on PostgreSQL
     decision = card.split("## Decision", 1)[1]
     assert "**Promoted** to `production`" in decision and "no production model yet" in decision
+    assert "Fitted on train+val: the recipe was fitted on train and scored on validation" in card
     assert "-e main --env-manager local --experiment-name Sentiment-Analysis" in card
     assert "-P preset=best -P promote=if_better -P max_rows=1500 -P seed=42" in card
     run = client.get_run(version.run_id)
@@ -140,6 +145,7 @@ def test_promote_never_registers_without_moving_the_alias(registry, first_run):
     assert "Not promoted: promotion disabled" in result.stdout
     assert production(client) == "1"
     (latest,) = client.search_model_versions(f"name='{NAME}' and tag.preset='seed'")
+    assert latest.tags["fit_on"] == "train"  # the seed preset is not refitted
     run = client.get_run(latest.run_id)
     assert run.data.tags["promotion.decision"] == "kept"
     decision = latest.description.split("## Decision", 1)[1]
@@ -219,8 +225,11 @@ def test_same_data_seed_and_sample_are_compared_on_validation(registry, first_ru
     run = client.get_run(new.run_id)
     metrics, reason = run.data.metrics, run.data.tags["promotion.reason"]
     assert "validation F1" in reason and "test" not in reason
-    # Scored on this run's validation rows, the champion gets exactly the validation F1 it
-    # logged when it was trained: the same rows, none of which it trained on.
+    # The champion was refitted on train+val, so it trained on these validation rows: it is
+    # compared by the validation F1 its run recorded (its recipe fitted on train, scored on
+    # these rows), not re-scored on rows it has seen.
+    assert champion.tags["fit_on"] == "train+val"
+    assert reason.endswith("(its recorded validation F1: it was refitted on train+val)")
     champion_run = client.get_run(champion.run_id)
     assert metrics["champion_val_f1"] == pytest.approx(
         champion_run.data.metrics["val_f1"], abs=1e-9

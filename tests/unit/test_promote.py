@@ -1,8 +1,14 @@
 """The champion/challenger rule, with plain values: what is compared, on what, and when not."""
 
-import pytest
+from types import SimpleNamespace
 
-from pipelines.promote import Champion, TrainedOn, decide
+import mlflow.pyfunc  # the module itself, not mlflow's lazy stand-in, is patched
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from model.names import LABELS
+from pipelines.promote import Champion, TrainedOn, decide, find_champion
 
 HERE = TrainedOn(data_digest="5f2a9c1e0b7d4a66", split_seed=42, max_rows=2000)
 
@@ -99,3 +105,73 @@ def test_what_a_version_was_trained_on_round_trips_through_its_tags():
 )
 def test_incomplete_tags_mean_unknown_training_data(tags):
     assert TrainedOn.from_tags(tags) is None
+
+
+class Registry:
+    """The two registry calls find_champion makes, for one production version."""
+
+    def __init__(self, tags: dict[str, str], val_f1: float):
+        self.version = SimpleNamespace(version="3", run_id="r3", tags=tags)
+        self.val_f1 = val_f1
+
+    def get_model_version_by_alias(self, name, alias):
+        return self.version
+
+    def get_run(self, run_id):
+        assert run_id == "r3"
+        return SimpleNamespace(data=SimpleNamespace(metrics={"val_f1": self.val_f1}))
+
+
+class Memorised:
+    """A production model that answers every row it trained on right, as a refit model
+    nearly does on its validation rows."""
+
+    def __init__(self, val: pd.DataFrame):
+        self.answers = dict(zip(val["text"], val["label"], strict=True))
+
+    def predict(self, frame):
+        return pd.DataFrame(
+            {"sentiment": [LABELS[self.answers[t]] for t in frame["text"]], "confidence": 0.9}
+        )
+
+
+VAL = pd.DataFrame({"text": [f"review {i}" for i in range(8)], "label": [0, 1] * 4})
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    loaded = []
+
+    def load_model(uri):
+        loaded.append(uri)
+        return Memorised(VAL)
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", load_model)
+    return loaded
+
+
+def test_a_champion_refitted_on_train_and_val_is_compared_by_its_recorded_validation_f1(loads):
+    # Re-scored on the validation rows it trained on, it would score 1.0 and keep its place.
+    registry = Registry({**HERE.tags(), "fit_on": "train+val", "val_f1": "0.8800"}, 0.87654321)
+    found = find_champion(registry, "SentimentClassifier", HERE, VAL)
+    assert found.val_f1 == 0.87654321 and found.recorded and loads == []
+    decision = decide("if_better", 0.88, HERE, found)
+    assert decision.promote
+    assert "0.8800 >= production v3's 0.8765 on the same validation rows" in decision.reason
+    assert "its recorded validation F1: it was refitted on train+val" in decision.reason
+
+
+def test_a_refitted_champion_without_a_run_falls_back_to_its_tag(loads):
+    registry = Registry({**HERE.tags(), "fit_on": "train+val", "val_f1": "0.8800"}, 0.0)
+    registry.get_run = lambda run_id: (_ for _ in ()).throw(MlflowException("deleted"))
+    found = find_champion(registry, "SentimentClassifier", HERE, VAL)
+    assert found.val_f1 == 0.88 and found.recorded and loads == []
+
+
+@pytest.mark.parametrize("fit_on", [None, "train"])
+def test_a_champion_fitted_on_train_only_is_re_scored_on_the_validation_rows(loads, fit_on):
+    tags = {**HERE.tags(), "val_f1": "0.8800", **({"fit_on": fit_on} if fit_on else {})}
+    found = find_champion(Registry(tags, 0.88), "SentimentClassifier", HERE, VAL)
+    assert loads == ["models:/SentimentClassifier/3"]
+    assert found.val_f1 == 1.0 and not found.recorded
+    assert "(re-scored)" in decide("if_better", 0.88, HERE, found).reason

@@ -2,13 +2,14 @@
 
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.data import DataError, fingerprint, load_reviews, split
-from pipelines.features import PRESETS
+from pipelines.features import PRESETS, build_pipeline
 from pipelines.promote import TrainedOn
-from pipelines.training import Prepared, clean, fit
+from pipelines.training import Prepared, clean, fit, refit
 
 
 def prepared(frame: pd.DataFrame, seed: int = 42) -> Prepared:
@@ -36,3 +37,37 @@ def test_a_data_set_with_no_shared_term_is_a_data_error():
     frame = pd.DataFrame({"text": words, "label": [1] * 6 + [0] * 6})
     with pytest.raises(DataError, match="No term appears in at least 2 of the 8 training reviews"):
         fit(PRESETS["best"], prepared(frame), seed=42)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return prepared(load_reviews(max_rows=600))
+
+
+def test_a_preset_that_asks_is_refitted_on_train_and_val_with_its_validation_figures_kept(data):
+    params = PRESETS["best"] | {"C": 4.0}  # the recipe; a small C keeps liblinear quick
+    fitted = fit(params, data, seed=42)
+    published = refit(fitted, data)
+    assert published.fit_on == "train+val" and fitted.fit_on == "train"
+    # The validation figures (what champion/challenger compares) stay the train-only fit's.
+    assert {k: v for k, v in published.metrics.items() if k != "refit_seconds"} == fitted.metrics
+    assert published.metrics["refit_seconds"] > 0
+    # The monitoring reference is drawn from the fit that never saw the validation rows.
+    assert published.unseen_validation is fitted.pipeline
+    assert published.pipeline is not fitted.pipeline
+    # The same recipe, fitted on the already-cleaned train+val texts.
+    labels = np.concatenate([data.splits.train["label"], data.splits.val["label"]])
+    expected = build_pipeline(params, 42).fit(data.cleaned["train"] + data.cleaned["val"], labels)
+    assert published.pipeline[0].vocabulary_ == expected[0].vocabulary_
+    assert np.array_equal(published.pipeline[-1].coef_, expected[-1].coef_)
+    assert refit(published, data) is published  # refitted once
+
+
+def test_a_preset_that_does_not_ask_publishes_the_train_only_fit(data):
+    fitted = fit(PRESETS["seed"], data, seed=42)
+    assert refit(fitted, data) is fitted
+    assert fitted.unseen_validation is fitted.pipeline and fitted.fit_on == "train"
+
+
+def test_best_refits_and_seed_keeps_the_original_recipe():
+    assert PRESETS["best"]["refit"] is True and PRESETS["seed"]["refit"] is False
