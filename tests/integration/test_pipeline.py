@@ -182,6 +182,8 @@ def test_tune_runs_nested_candidates_and_registers_the_best(registry, first_run)
     for child in children:
         assert not [m for m in child.data.metrics if m.startswith("test_")], child.data.metrics
     assert 0.5 < parent.data.metrics["test_f1"] <= 1.0
+    assert tuned.tags["fit_on"] == "train+val"  # the chosen candidate's recipe, refitted
+    assert "[refit] done in" in result.stdout
     # The registered candidate has the best validation F1 (on 150 reviews, several may tie).
     grid = ("C", "ngram_range", "nb_alpha")
     (chosen,) = [
