@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
             "before": best["before"],
             "after": best["after"],
             "runs": cold["runs"],
-            "note": f"before this release's vocabulary {best['before']['answer_s']:.1f} s",
+            "note": f"with the vocabulary pickled as a dict: {best['before']['answer_s']:.1f} s",
         }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "model.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -37,7 +37,7 @@ def _model(rows: list[tuple[str, str, str, str]]) -> None:
             (
                 "model: load_context",
                 f"{load['model_load_s'] * 1000:.0f} ms",
-                f"before this release's representation {load['before_s'] * 1000:.0f} ms"
+                f"with the vocabulary pickled as a dict: {load['before_s'] * 1000:.0f} ms"
                 if load.get("before_s")
                 else "",
                 when,
@@ -122,7 +122,7 @@ def _training(rows: list[tuple[str, str, str, str]]) -> None:
             (
                 f"preset `{row['preset']}`: test accuracy",
                 f"{row['test_accuracy']:.4f}",
-                f"training {row['training_seconds']:.0f} s, model {row['model_size_mb']:.1f} MB"
+                f"training {row['training_seconds']:.0f} s, model {row['model_size_mb']:.2g} MB"
                 + (f"; behaviour: {rates}" if rates else ""),
                 when,
             )
