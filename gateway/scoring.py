@@ -90,6 +90,7 @@ class Upstream:
 
 class Router(Protocol):
     live: Upstream | None
+    standby: Upstream | None
 
     def lost(self, upstream: Upstream) -> None: ...
 
@@ -108,6 +109,7 @@ class Scorer:
         self._session: aiohttp.ClientSession | None = None
         self._max_connections = settings.max_connections
         self._timeout = settings.request_timeout
+        self._split_rows = settings.batch_split_rows
         self._batcher = (
             MicroBatcher(
                 self.predict_many,
@@ -151,9 +153,25 @@ class Scorer:
     async def predict_many(
         self, texts: list[str], explain: bool = False, top: int = 5
     ) -> tuple[list[Row], str]:
-        """Score all texts in one `/invocations` call; return the rows and who answered."""
+        """Score all texts; return the rows and who answered.
+
+        One `/invocations` call, or, for a batch of at least `batch_split_rows` texts while
+        the live server has a ready standby, two: half each, so that the idle standby's core
+        works too (one scoring server uses one core, and the gateway's own work on a batch
+        would otherwise only add to it).
+        """
         async with self._deadline():
-            return await self._score(texts, explain, top)
+            helper = self._helper()
+            if helper is None or len(texts) < self._split_rows:
+                return await self._score(texts, explain, top)
+            half = len(texts) // 2
+            (first, version), (second, other) = await asyncio.gather(
+                self._score(texts[:half], explain, top),
+                self._score(texts[half:], explain, top, first_try=helper),
+            )
+            if other != version:  # promoted between the two calls: one version answers all
+                return await self._score(texts, explain, top)
+            return first + second, version
 
     async def invoke(self, content: bytes, content_type: str) -> tuple[Answer, str]:
         """POST to the live server's `/invocations` as is; see `_post`."""
@@ -171,13 +189,22 @@ class Scorer:
     def _timed_out(self) -> ApiError:
         return ApiError(504, f"Prediction timed out after {self._timeout:g}s.")
 
-    async def _score(self, texts: list[str], explain: bool, top: int = 5) -> tuple[list[Row], str]:
+    def _helper(self) -> Upstream | None:
+        """The standby, when batches may be split and it serves the live version."""
+        live, standby = self._router.live, self._router.standby
+        if not self._split_rows or live is None or standby is None:
+            return None
+        return standby if standby.version == live.version else None
+
+    async def _score(
+        self, texts: list[str], explain: bool, top: int = 5, first_try: Upstream | None = None
+    ) -> tuple[list[Row], str]:
         body: dict[str, Any] = {
             "dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}
         }
         if explain:
             body["params"] = {"explain": True, "top_terms": top}
-        response, version = await self._post(jsonio.dumps(body), "application/json")
+        response, version = await self._post(jsonio.dumps(body), "application/json", first_try)
         self.calls += 1
         self.rows += len(texts)
         if response.status == 504:
@@ -191,8 +218,10 @@ class Scorer:
                 500, f"Prediction failed: the scoring server's answer is unusable: {error}"
             ) from None
 
-    async def _post(self, content: bytes, content_type: str) -> tuple[Answer, str]:
-        """POST to the live server's `/invocations`.
+    async def _post(
+        self, content: bytes, content_type: str, first_try: Upstream | None = None
+    ) -> tuple[Answer, str]:
+        """POST to the live server's `/invocations` (the first try to ``first_try`` if given).
 
         A refused connection means the live server is gone: the call goes to its standby if
         one took over, else the caller gets a 503 at once. A connection the gateway itself
@@ -202,7 +231,7 @@ class Scorer:
         tries at most.
         """
         for _ in range(3):
-            upstream = self._router.live
+            upstream, first_try = first_try or self._router.live, None
             if upstream is None:
                 raise not_loaded()
             with upstream.lease():

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # A second, idle server of the live version that takes over at once if the live one dies
     # (a cold restart takes 10-15 s). Costs one more model in memory.
     standby: bool = True
+    # A batch of at least this many texts is split between the live server and its ready
+    # standby, half each, scored on both cores at once; 0: one call to the live server.
+    batch_split_rows: int = Field(200, ge=0)
     scoring_log_dir: Path = Path(gettempdir()) / "sentiment-gateway"
     model_cache_dir: Path = Path(gettempdir()) / "sentiment-gateway" / "models"
     start_timeout: float = Field(120.0, gt=0)

@@ -93,13 +93,17 @@ def test_a_waiter_that_gives_up_frees_its_place():
 
 
 @asynccontextmanager
-async def scoring_server(seconds: float):
+async def scoring_server(seconds: float, confidence: float = 0.75, received: list | None = None):
+    """A stand-in `/invocations` that answers every row with ``confidence`` after ``seconds``
+    and appends each call's row count to ``received``."""
+    received = [] if received is None else received
     """A stand-in scoring server on loopback whose /invocations answers after ``seconds``."""
 
     async def invocations(request: web.Request) -> web.Response:
         rows = (await request.json())["dataframe_split"]["data"]
+        received.append(len(rows))
         await asyncio.sleep(seconds)
-        predictions = [{"sentiment": "positive", "confidence": 0.75} for _ in rows]
+        predictions = [{"sentiment": "positive", "confidence": confidence} for _ in rows]
         return web.json_response({"predictions": predictions})
 
     app = web.Application()
@@ -116,13 +120,15 @@ async def scoring_server(seconds: float):
 
 
 class Router:
-    def __init__(self, url: str):
+    def __init__(self, url: str, standby: str | None = None, standby_version: str = "7"):
         self.live: Upstream | None = Upstream(url, "7")
+        self.standby = Upstream(standby, standby_version) if standby else None
         self.lost_calls: list[Upstream] = []
 
     def lost(self, upstream: Upstream) -> None:
         self.lost_calls.append(upstream)
-        self.live = None
+        if upstream is self.live:  # as the supervisor: only the live server's loss counts
+            self.live = None
 
 
 def settings(**values) -> Settings:
@@ -228,3 +234,54 @@ def test_an_upstream_error_body_loses_its_stack_trace_and_keeps_the_rest():
     assert without_stack_trace(ok) is ok
     csv = Answer(415, b"not json", "text/plain")
     assert without_stack_trace(csv) is csv
+
+
+def split_batch(texts: int, standby_version: str = "7", standby_refuses: bool = False, **values):
+    """Score ``texts`` texts with a live server (confidence 0.75) and a standby (0.25);
+    return the confidences in order, the version, and the rows each server received."""
+
+    async def scenario():
+        live_rows, standby_rows = [], []
+        async with (
+            scoring_server(0.0, 0.75, live_rows) as live,
+            scoring_server(0.0, 0.25, standby_rows) as standby,
+        ):
+            if standby_refuses:
+                closed = socket.socket()
+                closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+                standby = f"http://127.0.0.1:{closed.getsockname()[1]}"
+            scorer = Scorer(settings(**values), Router(live, standby, standby_version))
+            try:
+                rows, version = await scorer.predict_many([f"review {i}" for i in range(texts)])
+            finally:
+                await scorer.aclose()
+                if standby_refuses:
+                    closed.close()
+        return [row["confidence"] for row in rows], version, live_rows, standby_rows
+
+    return asyncio.run(scenario())
+
+
+def test_a_large_batch_is_split_between_the_live_server_and_its_standby_in_order():
+    confidences, version, live_rows, standby_rows = split_batch(401, batch_split_rows=200)
+    assert (live_rows, standby_rows, version) == ([200], [201], "7")
+    assert confidences == [0.75] * 200 + [0.25] * 201
+
+
+def test_a_smaller_batch_or_a_split_turned_off_goes_to_the_live_server_alone():
+    assert split_batch(199, batch_split_rows=200)[2:] == ([199], [])
+    assert split_batch(1000, batch_split_rows=0)[2:] == ([1000], [])
+
+
+def test_a_standby_of_another_version_takes_no_part():
+    confidences, version, live_rows, standby_rows = split_batch(
+        400, standby_version="8", batch_split_rows=200
+    )
+    assert (live_rows, standby_rows, version, set(confidences)) == ([400], [], "7", {0.75})
+
+
+def test_a_standby_that_refuses_leaves_its_half_to_the_live_server():
+    confidences, version, live_rows, _ = split_batch(
+        400, standby_refuses=True, batch_split_rows=200
+    )
+    assert (sorted(live_rows), version, confidences) == ([200, 200], "7", [0.75] * 400)
