@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     scoring_host: str = "127.0.0.1"
     scoring_port: int = 0
     scoring_workers: int = Field(1, ge=1)
-    # A second, idle server of the live version that takes over at once if the live one dies
-    # (a cold restart takes 10-15 s). Costs one more model in memory.
+    # A second server of the live version that takes over at once if the live one dies (a
+    # cold restart takes 10-15 s); until then it scores half of each large batch (below).
+    # Costs one more model in memory.
     standby: bool = True
     # A batch of at least this many texts is split between the live server and its ready
     # standby, half each, scored on both cores at once; 0: one call to the live server.
