@@ -36,8 +36,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from model.preprocess import clean_text
-from model.sentiment_model import SentimentModel, _Words
-from model.vectorize import Vectorize
+from model.sentiment_model import SentimentModel, _Words, positive_probability
+from model.vectorize import Vectorize, tfidf
 from model.vocabulary import compact
 from pipelines.data import load_reviews, split
 from pipelines.features import PRESETS, build_pipeline, slim
@@ -85,14 +85,19 @@ def per_review(pipeline, plain_cleaned, plain_raw, texts: list[str], repeats: in
     vectorizer, rest = pipeline[0], pipeline[1:-1]
     fast = Vectorize(vectorizer)
     counts, words = fast.counts(cleaned)
-    tfidf = vectorizer._tfidf.transform(counts.copy(), copy=False)
-    features = rest.transform(tfidf).tocsr()
+    weighted = vectorizer._tfidf.transform(counts.copy(), copy=False)
+    features = rest.transform(weighted).tocsr()
     answers = {
         "model_after": after.predict(None, frame),
         "model_before": old.predict(None, frame),
     }
     pd.testing.assert_frame_equal(answers["model_after"], answers["model_before"])
-    assert (sparse.csr_matrix(tfidf) != vectorizer.transform(cleaned)).nnz == 0
+    assert (sparse.csr_matrix(weighted) != vectorizer.transform(cleaned)).nnz == 0
+    assert (tfidf(vectorizer._tfidf, counts.copy()) != weighted).nnz == 0
+    classifier = pipeline[-1]
+    assert (
+        positive_probability(classifier, features) == classifier.predict_proba(features)[:, 1]
+    ).all()
     word_table = _Words(vectorizer)
     us = cpu_us(
         {
@@ -103,9 +108,11 @@ def per_review(pipeline, plain_cleaned, plain_raw, texts: list[str], repeats: in
             "cleaning": lambda: [clean_text(text) for text in texts],
             "ngrams_counting_after": lambda: fast.counts(cleaned),
             "ngrams_counting_before": lambda: CountVectorizer.transform(vectorizer, cleaned),
-            "tfidf": lambda: vectorizer._tfidf.transform(counts.copy(), copy=False),
-            "nb": lambda: rest.transform(tfidf),
-            "classifier": lambda: pipeline[-1].predict_proba(features),
+            "tfidf_before": lambda: vectorizer._tfidf.transform(counts.copy(), copy=False),
+            "tfidf_after": lambda: tfidf(vectorizer._tfidf, counts.copy()),
+            "nb": lambda: rest.transform(weighted),
+            "classifier_before": lambda: classifier.predict_proba(features),
+            "classifier_after": lambda: positive_probability(classifier, features),
             "known_term_ratio_after": lambda: word_table.ratio(cleaned, features, words),
             "known_term_ratio_before": lambda: word_table.ratio(cleaned, features),
         },
@@ -124,6 +131,23 @@ def per_review(pipeline, plain_cleaned, plain_raw, texts: list[str], repeats: in
         "ratio_before": us["model_before"] / us["plain_cleaned"],
         "ratio_raw": us["model_after"] / us["plain_raw"],
     }
+
+
+def per_call(pipeline, plain_cleaned, texts: list[str], repeats: int) -> dict[str, float]:
+    """CPU µs per call of one review, as a lone request reaches the scoring server: what a
+    call costs whatever its size (input checks, frames) weighs here, not in a batch."""
+    frames = [pd.DataFrame({"text": [text]}) for text in texts]
+    cleaned = [[clean_text(text)] for text in texts]
+    after, old = SentimentModel(pipeline), before(pipeline)
+    return cpu_us(
+        {
+            "model_after": lambda: [after.predict(None, frame) for frame in frames],
+            "model_before": lambda: [old.predict(None, frame) for frame in frames],
+            "plain_cleaned": lambda: [plain_cleaned.predict_proba(text) for text in cleaned],
+        },
+        len(texts),
+        repeats,
+    )
 
 
 class _Context:
@@ -216,7 +240,7 @@ def cold_starts(models: dict[str, Path], review: str, rounds: int, log: Path) ->
 
 def markdown(result: dict) -> str:
     cost, load, cold = result["cost"], result["load"], result.get("cold_start")
-    us = cost["us"]
+    us, single = cost["us"], cost["single_call_us"]
     lines = [
         "# Model: cost per review and load time",
         "",
@@ -230,9 +254,9 @@ def markdown(result: dict) -> str:
         f"| cleaning | {us['cleaning']:.0f} | {us['cleaning']:.0f} |",
         f"| n-grams + counting | {us['ngrams_counting_before']:.0f} | "
         f"{us['ngrams_counting_after']:.0f} |",
-        f"| TF-IDF | {us['tfidf']:.1f} | {us['tfidf']:.1f} |",
+        f"| TF-IDF | {us['tfidf_before']:.1f} | {us['tfidf_after']:.1f} |",
         f"| NB weighting | {us['nb']:.1f} | {us['nb']:.1f} |",
-        f"| classifier | {us['classifier']:.1f} | {us['classifier']:.1f} |",
+        f"| classifier | {us['classifier_before']:.1f} | {us['classifier_after']:.1f} |",
         f"| known_term_ratio | {us['known_term_ratio_before']:.1f} | "
         f"{us['known_term_ratio_after']:.1f} |",
         f"| **pyfunc predict** | **{us['model_before']:.0f}** | **{us['model_after']:.0f}** |",
@@ -243,6 +267,11 @@ def markdown(result: dict) -> str:
         f"{cost['ratio']:.2f}× | {cost['ratio_before']:.2f}× |",
         f"| plain (1,3) TF-IDF + LR on the raw reviews | {us['plain_raw']:.0f} | "
         f"{cost['ratio_raw']:.2f}× | {us['model_before'] / us['plain_raw']:.2f}× |",
+        "",
+        "| One review per call (µs per call) | Before | After | Plain, cleaned texts |",
+        "|---|---:|---:|---:|",
+        f"| predict | {single['model_before']:.0f} | {single['model_after']:.0f} | "
+        f"{single['plain_cleaned']:.0f} |",
         "",
         "| Loading | Before | After |",
         "|---|---:|---:|",
@@ -273,6 +302,8 @@ def main(argv: list[str] | None = None) -> dict:
     texts = splits.test["text"].tolist()[: args.reviews]
     print("[cost] predict per review, interleaved...", flush=True)
     cost = per_review(pipeline, plain_cleaned, plain_raw, texts, args.repeats)
+    print("[cost] predict per call of one review, interleaved...", flush=True)
+    cost["single_call_us"] = per_call(pipeline, plain_cleaned, texts[:200], args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = {"before": tmp / "before.joblib", "after": tmp / "after.joblib"}

@@ -16,6 +16,8 @@ import pandas as pd
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 from mlflow.pyfunc.model import PythonModelContext
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
 
 from model.ngrams import SentenceNgrams
 from model.preprocess import clean_text
@@ -63,7 +65,7 @@ class SentimentModel(PythonModel):
             if step not in (None, "passthrough"):
                 features = step.transform(features)
         features = features.tocsr()
-        positive = self.pipeline[-1].predict_proba(features)[:, 1]
+        positive = positive_probability(self.pipeline[-1], features)
         explanations = self.explain(features, int(params.get("top_terms", 5))) if explain else None
         ratio = self.known_term_ratio(cleaned, features, words)
         return _answer(positive, np.diff(features.indptr), ratio, explanations)
@@ -104,6 +106,15 @@ class SentimentModel(PythonModel):
                 ]
             )
         return explanations
+
+
+def positive_probability(classifier, features) -> np.ndarray:
+    """``classifier.predict_proba(features)[:, 1]``. For a two-class logistic regression the
+    same product and sigmoid, without scikit-learn's input checks (~0.1 ms a call)."""
+    if type(classifier) is LogisticRegression and classifier.coef_.shape[0] == 1:
+        scores = features @ classifier.coef_.T + classifier.intercept_
+        return expit(scores.reshape(-1))
+    return classifier.predict_proba(features)[:, 1]
 
 
 class _Words:
