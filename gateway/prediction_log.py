@@ -108,6 +108,7 @@ class PredictionLog:
         max_age: float = 86_400.0,
         retention: float = 30 * 86_400.0,
         queue_size: int = 10_000,
+        linger: float = LINGER,
         listeners: Iterable[Callable[[list[Prediction]], None]] = (),
     ):
         self.folder = folder / "predictions" / replica_folder(replica)
@@ -115,6 +116,7 @@ class PredictionLog:
         self.keep_texts = keep_texts
         self.max_bytes, self.max_age, self.retention = max_bytes, max_age, retention
         self.listeners = list(listeners)
+        self.linger = linger
         self.path: Path | None = None  # the file being written
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._dropped = 0
@@ -192,7 +194,7 @@ class PredictionLog:
         while not stopping:
             batch = [self._queue.get()]
             if isinstance(batch[0], _Answer):
-                self._wake.wait(LINGER)
+                self._wake.wait(self.linger)
             self._wake.clear()
             while len(batch) < BATCH:
                 try:
