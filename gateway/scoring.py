@@ -228,9 +228,12 @@ class Scorer:
         cannot open (out of file descriptors, memory or local ports) is a 503 that touches
         no server. Any other broken connection (a stale keep-alive, a server retired by a
         promotion or just killed) is tried again on whichever server is live by then. Three
-        tries at most.
+        tries at most, and a server that takes over after a refusal gets one of its own even
+        if the dying one used them all (calls it dropped as it died, then the refusal).
         """
-        for _ in range(3):
+        tries, spare = 3, 1
+        while tries:
+            tries -= 1
             upstream, first_try = first_try or self._router.live, None
             if upstream is None:
                 raise not_loaded()
@@ -257,6 +260,8 @@ class Scorer:
                         ) from None
                     if code in GONE:
                         self._router.lost(upstream)
+                        if not tries and spare and self._router.live not in (None, upstream):
+                            tries, spare = 1, 0
                 except aiohttp.ClientError:
                     pass
         raise not_loaded()

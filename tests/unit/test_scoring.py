@@ -97,7 +97,6 @@ async def scoring_server(seconds: float, confidence: float = 0.75, received: lis
     """A stand-in `/invocations` that answers every row with ``confidence`` after ``seconds``
     and appends each call's row count to ``received``."""
     received = [] if received is None else received
-    """A stand-in scoring server on loopback whose /invocations answers after ``seconds``."""
 
     async def invocations(request: web.Request) -> web.Response:
         rows = (await request.json())["dataframe_split"]["data"]
@@ -129,6 +128,54 @@ class Router:
         self.lost_calls.append(upstream)
         if upstream is self.live:  # as the supervisor: only the live server's loss counts
             self.live = None
+
+
+class Failover(Router):
+    """As the supervisor when the live server is lost: its standby takes over."""
+
+    def lost(self, upstream: Upstream) -> None:
+        self.lost_calls.append(upstream)
+        if upstream is self.live:
+            self.live, self.standby = self.standby, None
+
+
+@asynccontextmanager
+async def dying_server(drops: int):
+    """A server killed mid-call: it drops ``drops`` connections unanswered, then nothing
+    listens on its port any more (connections are refused)."""
+    dropped = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal dropped
+        await reader.read(1)
+        writer.transport.abort()
+        dropped += 1
+        if dropped == drops:
+            server.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+def test_calls_broken_by_a_dying_server_still_reach_the_standby_that_took_over():
+    """Calls dropped by the live server as it dies use up tries on it before its port
+    refuses and its standby takes over; the standby still gets a try of its own."""
+
+    async def scenario():
+        async with dying_server(drops=2) as dying, scoring_server(0.0, 0.25) as standby:
+            router = Failover(dying, standby)
+            scorer = Scorer(settings(batching=False), router)
+            try:
+                return await scorer.predict_many(["A fine film."]), router
+            finally:
+                await scorer.aclose()
+
+    (rows, version), router = asyncio.run(scenario())
+    assert (rows, version) == ([{"sentiment": "positive", "confidence": 0.25}], "7")
+    assert len(router.lost_calls) == 1
 
 
 def settings(**values) -> Settings:
