@@ -331,19 +331,33 @@ class MicroBatcher:
                 task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[str, asyncio.Future]]) -> None:
+        freed = False
         try:
-            rows, version = await self._call([text for text, _ in batch])
-        except Exception as error:  # noqa: BLE001 - every waiter must hear of any failure
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-        else:
-            for (_, future), row in zip(batch, rows, strict=True):
-                if not future.done():
-                    future.set_result((row, version))
-        finally:
+            try:
+                rows, version = await self._call([text for text, _ in batch])
+                outcome: Exception | None = None
+            except Exception as error:  # noqa: BLE001 - every waiter must hear of any failure
+                outcome = error
+            # The next batch goes first: answering this one wakes a handler per row, and
+            # their writes would otherwise keep the scoring server waiting. Two turns of the
+            # loop let the next call's task send its request.
             self._in_flight -= 1
-            self._flush()
+            freed = True
+            if self._pending:
+                self._flush()
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            for index, (_, future) in enumerate(batch):
+                if future.done():
+                    continue
+                if outcome is None:
+                    future.set_result((rows[index], version))
+                else:
+                    future.set_exception(outcome)
+        finally:
+            if not freed:
+                self._in_flight -= 1
+                self._flush()
 
 
 class BadPredictions(ValueError):

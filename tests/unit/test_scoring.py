@@ -72,6 +72,48 @@ def test_the_queue_is_bounded_and_a_full_queue_answers_503_at_once():
     assert calls == [["t0"], ["t1", "t2", "t3"]], "the waiting texts went together"
 
 
+def test_the_next_batch_is_sent_before_the_last_one_is_answered():
+    """Answering a batch wakes a handler per row and each writes its answer; the scoring
+    server gets the next batch first instead of idling through those writes."""
+
+    async def scenario():
+        events: list[tuple[str, object]] = []
+        releases: list[asyncio.Event] = []
+
+        async def call(texts: list[str]):
+            events.append(("call", texts))
+            releases.append(asyncio.Event())
+            await releases[-1].wait()
+            return [{"sentiment": "positive", "confidence": 0.9} for _ in texts], "1"
+
+        async def ask(text: str):
+            await batcher.submit(text)
+            events.append(("answered", text))
+
+        batcher = MicroBatcher(call, max_rows=64, max_calls=1, max_waiting=10)
+        first = asyncio.create_task(ask("t0"))  # takes the only call slot
+        await until(lambda: len(releases) == 1)
+        tasks = [first, *(asyncio.create_task(ask(t)) for t in ("t1", "t2"))]
+        await until(lambda: batcher.waiting == 2)
+        releases[0].set()
+        await until(lambda: len(releases) == 2)  # t1 and t2 went in one call
+        tasks += [asyncio.create_task(ask(t)) for t in ("t3", "t4")]
+        await until(lambda: batcher.waiting == 2)
+        releases[1].set()
+        await until(lambda: len(releases) == 3)
+        releases[2].set()
+        await asyncio.gather(*tasks)
+        return events
+
+    events = asyncio.run(scenario())
+    assert [e for e in events if e[0] == "call"] == [
+        ("call", ["t0"]),
+        ("call", ["t1", "t2"]),
+        ("call", ["t3", "t4"]),
+    ]
+    assert events.index(("call", ["t3", "t4"])) < events.index(("answered", "t1"))
+
+
 def test_a_waiter_that_gives_up_frees_its_place():
     async def scenario():
         gate = Gate()
