@@ -302,9 +302,11 @@ class MicroBatcher:
             self._in_flight += 1
             try:
                 rows, version = await self._call([text])
-            finally:
+            except BaseException:
                 self._in_flight -= 1
                 self._flush()
+                raise
+            await self._hand_over()
             return rows[0], version
         if len(self._pending) >= self._max_waiting:
             raise ApiError(503, QUEUE_FULL, {"Retry-After": "1"})
@@ -331,33 +333,32 @@ class MicroBatcher:
                 task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[tuple[str, asyncio.Future]]) -> None:
-        freed = False
         try:
-            try:
-                rows, version = await self._call([text for text, _ in batch])
-                outcome: Exception | None = None
-            except Exception as error:  # noqa: BLE001 - every waiter must hear of any failure
-                outcome = error
-            # The next batch goes first: answering this one wakes a handler per row, and
-            # their writes would otherwise keep the scoring server waiting. Two turns of the
-            # loop let the next call's task send its request.
+            rows, version = await self._call([text for text, _ in batch])
+        except Exception as error:  # noqa: BLE001 - every waiter must hear of any failure
+            await self._hand_over()
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        except BaseException:
             self._in_flight -= 1
-            freed = True
-            if self._pending:
-                self._flush()
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
-            for index, (_, future) in enumerate(batch):
-                if future.done():
-                    continue
-                if outcome is None:
-                    future.set_result((rows[index], version))
-                else:
-                    future.set_exception(outcome)
-        finally:
-            if not freed:
-                self._in_flight -= 1
-                self._flush()
+            self._flush()
+            raise
+        else:
+            await self._hand_over()
+            for (_, future), row in zip(batch, rows, strict=True):
+                if not future.done():
+                    future.set_result((row, version))
+
+    async def _hand_over(self) -> None:
+        """Free a finished call's slot, and send the texts waiting for it before its answers
+        are written: each answer wakes a handler whose write would keep the scoring server
+        idle. Two turns of the loop let the new call's task send its request."""
+        self._in_flight -= 1
+        if self._pending:
+            self._flush()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
 
 
 class BadPredictions(ValueError):

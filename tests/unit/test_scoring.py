@@ -111,6 +111,8 @@ def test_the_next_batch_is_sent_before_the_last_one_is_answered():
         ("call", ["t1", "t2"]),
         ("call", ["t3", "t4"]),
     ]
+    # After a lone request's own call, and after a batch's.
+    assert events.index(("call", ["t1", "t2"])) < events.index(("answered", "t0"))
     assert events.index(("call", ["t3", "t4"])) < events.index(("answered", "t1"))
 
 
