@@ -1,39 +1,59 @@
-"""The fitted vectorizer's transform, with the per-term work done in C.
+"""The fitted vectorizer's transform, with the per-term work done in numpy.
 
-scikit-learn's ``transform`` counts terms in a Python loop (one dict lookup and one counter
-update per n-gram), which is most of a prediction's cost. Here the n-grams are joined by
-``map``/``zip``, looked up with ``map(vocabulary.get, ...)`` and counted by scipy; the counts
-then go through the vectorizer's own TF-IDF step, so the features are the same floats as
-scikit-learn's, column for column. Anything this does not reproduce exactly (another
-analyzer, another vectorizer class, a vocabulary given by hand) goes through scikit-learn.
+scikit-learn's ``transform`` counts terms in a Python loop (one string join, one dict lookup
+and one counter update per n-gram), which is most of a prediction's cost. Here each token is
+looked up once, as a word (``map(dict.get, ...)`` over the whole batch), and every n-gram
+becomes one integer made of its words' numbers (``model.vocabulary.TermKeys``), built for the
+whole batch at once with numpy: single words are found by indexing an array, longer n-grams
+in a hash table of the vocabulary's keys (``pandas.Index.get_indexer``). A token that is in
+no term (a word the vocabulary never saw, or the sentence break) stops every n-gram it would
+be part of, exactly as a missing term would. The counts then go through the vectorizer's own
+TF-IDF step, so the features are the same floats as scikit-learn's, column for column.
+Anything this does not reproduce exactly (another analyzer, another vectorizer class, a
+vocabulary given by hand, keys too long for 64 bits) goes through scikit-learn.
 """
 
 from __future__ import annotations
 
-from itertools import compress, repeat
-from operator import and_
+from itertools import chain, repeat
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
 from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 
 from model.ngrams import SentenceNgrams
 from model.preprocess import SENTENCE_BREAK
+from model.vocabulary import TermKeys, Vocabulary
 
 _SPACED_BREAK = f" {SENTENCE_BREAK} "
-_FOUND = (-1).__ne__
+
+
+def _distinct_words(tokens: list[str]) -> int:
+    """How many distinct tokens, the sentence break not counted."""
+    distinct = set(tokens)
+    return len(distinct) - (SENTENCE_BREAK in distinct)
+
+
+# Up to this many n-grams of one length, a binary search finds them faster than a hash table.
+_FEW = 300
 
 
 class Vectorize:
     """``vectorizer.transform(texts)``, plus each text's number of distinct single words
-    (``None`` where scikit-learn's own transform ran: then they are not counted here)."""
+    (``None`` where scikit-learn's own transform ran: then they are not counted here).
 
-    def __init__(self, vectorizer):
+    ``fast=False`` always runs scikit-learn's transform (the model as it predicted before).
+    """
+
+    def __init__(self, vectorizer, fast: bool = True):
         self.vectorizer = vectorizer
         analyzer = getattr(vectorizer, "analyzer", None)
+        self.keys: TermKeys | None = None
         self.fast = (
-            type(vectorizer) in (TfidfVectorizer, CountVectorizer)
+            fast
+            and type(vectorizer) in (TfidfVectorizer, CountVectorizer)
             and type(analyzer) is SentenceNgrams
             and vectorizer.input == "content"
             # A learnt vocabulary never holds the sentence break: n-grams across it miss.
@@ -41,19 +61,32 @@ class Vectorize:
             and hasattr(vectorizer, "vocabulary_")
             and (type(vectorizer) is CountVectorizer or hasattr(vectorizer, "_tfidf"))
         )
+        if not self.fast:
+            return
+        self.low, self.high = analyzer.ngram_range
+        # Pruned by document frequency alone (min_df), a vocabulary holds an n-gram only
+        # if it holds both (n-1)-grams inside it: each is in every review the n-gram is
+        # in. Longer n-grams are then looked up only where both of those were found.
+        max_df = vectorizer.max_df
+        self.prune = (
+            isinstance(max_df, float)
+            and max_df == 1.0
+            and vectorizer.max_features is None
+            and self.high >= 3
+            and self.high - 1 >= self.low
+        )
+        self.keys = term_keys(vectorizer.vocabulary_)
+        self.fast = self.keys is not None and self.keys.fits(self.high)
         if self.fast:
-            self.low, self.high = analyzer.ngram_range
-            # Pruned by document frequency alone (min_df), a vocabulary holds an n-gram only
-            # if it holds both (n-1)-grams inside it: each is in every review the n-gram is
-            # in. The longest n-grams are then looked up only where both of those were found.
-            max_df = vectorizer.max_df
-            self.prune = (
-                isinstance(max_df, float)
-                and max_df == 1.0
-                and vectorizer.max_features is None
-                and self.high >= 3
-                and self.high - 1 >= self.low
-            )
+            # Words are numbered 1..base-1, any other token (the sentence break too) 0.
+            self._number = self.keys.numbers.get
+            # The terms of two words or more, in a hash table (pandas builds it on the first
+            # lookup: here, while the model loads, not in its first request).
+            first = int(np.searchsorted(self.keys.keys, self.keys.base))
+            self._longer_keys = self.keys.keys[first:]
+            self._longer = pd.Index(self._longer_keys)
+            self._longer_columns = self.keys.columns[first:]
+            self._longer.get_indexer(self.keys.keys[first : first + 1])
 
     def __call__(self, texts: list[str]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
         if not self.fast:
@@ -69,47 +102,91 @@ class Vectorize:
     def counts(self, texts: list[str]) -> tuple[sparse.csr_matrix, np.ndarray]:
         """The term-count matrix (sorted columns, the vectorizer's dtype) and distinct words.
 
-        Each text becomes one token list with the sentence break kept as a token: an n-gram
-        across two sentences holds the break, which no learnt term does, so it is not found,
-        exactly as if the n-grams were built sentence by sentence.
+        All texts become one token sequence with the sentence break kept as a token: an
+        n-gram across two sentences holds the break, and one across two texts is cut where
+        the row changes, so neither is counted, exactly as if the n-grams were built
+        sentence by sentence.
         """
-        get = self.vectorizer.vocabulary_.get
-        low, high = self.low, self.high
-        columns: list[int] = []
-        ends = np.empty(len(texts) + 1, dtype=np.int64)
-        ends[0] = 0
-        words = np.empty(len(texts), dtype=np.int64)
-        for row, text in enumerate(texts):
-            tokens = [
-                token
-                for token in text.replace(SENTENCE_BREAK, _SPACED_BREAK).split()
-                if len(token) > 1 or token == SENTENCE_BREAK
-            ]
-            distinct = set(tokens)
-            words[row] = len(distinct) - (SENTENCE_BREAK in distinct)
-            level: list[int] = []
-            if low == 1:
-                level = list(map(get, tokens, repeat(-1)))
-                columns.extend(level)
-            for n in range(max(low, 2), high + 1):
-                grams = zip(*(tokens[i:] for i in range(n)), strict=False)
-                if n == high and self.prune:
-                    found = list(map(_FOUND, level))
-                    grams = compress(grams, map(and_, found, found[1:]))
-                level = list(map(get, map(" ".join, grams), repeat(-1)))
-                columns.extend(level)
-            ends[row + 1] = len(columns)
-        found = np.fromiter(columns, dtype=np.int64, count=len(columns))
-        known = found >= 0
-        # Row pointers counted over the found terms only.
-        before = np.concatenate(([0], np.cumsum(known)))
-        indptr = before[ends]
+        split = list(
+            map(str.split, map(str.replace, texts, repeat(SENTENCE_BREAK), repeat(_SPACED_BREAK)))
+        )
+        lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+        tokens = list(chain.from_iterable(split))
+        numbers = np.fromiter(map(self._number, tokens, repeat(0)), np.int64, len(tokens))
+        rows = np.repeat(np.arange(len(texts)), lengths)
+        words = np.fromiter(map(_distinct_words, split), dtype=np.int64, count=len(split))
+        # Single characters but the break are no tokens: in no term, never counted.
+        unknown = np.flatnonzero(numbers == 0)
+        short = unknown[
+            np.fromiter(map(len, map(tokens.__getitem__, unknown.tolist())), np.int64) == 1
+        ]
+        single = short[
+            np.fromiter(map(SENTENCE_BREAK.__ne__, map(tokens.__getitem__, short.tolist())), bool)
+        ]
+        if len(single):
+            for row in np.unique(rows[single]).tolist():
+                words[row] -= len({token for token in split[row] if len(token) == 1}) - (
+                    SENTENCE_BREAK in split[row]
+                )
+            keep = np.ones(len(numbers), dtype=bool)
+            keep[single] = False
+            numbers, rows = numbers[keep], rows[keep]
+        found_rows, found_columns = [], []
+        # Level n: each position's n-gram key, whether it is made of words of one text
+        # (``valid``), and whether it is a term (``found``).
+        keys = numbers
+        valid = numbers > 0
+        columns = self.keys.single[numbers]
+        found = columns >= 0
+        if self.low == 1:
+            found_rows.append(rows[found])
+            found_columns.append(columns[found])
+        same_row = rows[1:] == rows[:-1]
+        for n in range(2, self.high + 1):
+            keys = keys[:-1] * self.keys.base + numbers[n - 1 :]
+            valid = valid[:-1] & valid[1:]
+            if n == 2:
+                valid &= same_row
+            if n < self.low:
+                continue
+            look = valid & found[:-1] & found[1:] if self.prune and n > self.low else valid
+            positions = np.flatnonzero(look)
+            at, hit = self._find(keys[positions])
+            positions = positions[hit]
+            found = np.zeros(len(keys), dtype=bool)
+            found[positions] = True
+            found_rows.append(rows[positions])
+            found_columns.append(self._longer_columns[at[hit]])
+        return self._matrix(len(texts), found_rows, found_columns), words
+
+    def _find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where ``keys`` are among the longer terms' keys, and whether they are there.
+
+        pandas' hash table costs ~20 µs a call whatever its size: a few keys (one short
+        review) are found by binary search instead."""
+        if len(keys) > _FEW:
+            at = self._longer.get_indexer(keys)
+            return at, at >= 0
+        terms = self._longer_keys
+        at = np.searchsorted(terms, keys)
+        if not len(terms):
+            return at, np.zeros(len(keys), dtype=bool)
+        at[at == len(terms)] = 0
+        return at, terms[at] == keys
+
+    def _matrix(self, count: int, rows: list, columns: list) -> sparse.csr_matrix:
+        rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+        columns = np.concatenate(columns) if columns else np.empty(0, dtype=np.int64)
+        # Each level's entries are in row order: a stable sort merges them.
+        order = np.argsort(rows, kind="stable")
+        indptr = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=count), out=indptr[1:])
         matrix = sparse.csr_matrix(
-            (np.ones(int(indptr[-1]), dtype=self.vectorizer.dtype), found[known], indptr),
-            shape=(len(texts), len(self.vectorizer.vocabulary_)),
+            (np.ones(len(columns), dtype=self.vectorizer.dtype), columns[order], indptr),
+            shape=(count, len(self.vectorizer.vocabulary_)),
         )
         matrix.sum_duplicates()
-        return _int32(matrix), words
+        return _int32(matrix)
 
 
 def tfidf(transformer, counts: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -135,3 +212,14 @@ def _int32(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
         matrix.indices = matrix.indices.astype(np.int32, copy=False)
         matrix.indptr = matrix.indptr.astype(np.int32, copy=False)
     return matrix
+
+
+def term_keys(vocabulary: dict) -> TermKeys | None:
+    """The vocabulary's term keys: pickled with a compact vocabulary, else built (and kept
+    on a ``Vocabulary``, so that it is pickled with them)."""
+    keys = getattr(vocabulary, "term_keys", None)
+    if keys is None:
+        keys = TermKeys.build(vocabulary)
+        if isinstance(vocabulary, Vocabulary):
+            vocabulary.term_keys = keys
+    return keys

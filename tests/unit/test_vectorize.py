@@ -123,3 +123,66 @@ def test_anything_else_goes_through_scikit_learn(data, vectorizer):
     features, words = vectorize(texts[:200])
     assert words is None
     assert_same(features, vectorizer.transform(texts[:200]))
+
+
+def terms_of(vectorizer, words: int) -> list[str]:
+    """The vocabulary's terms of ``words`` words, in column order."""
+    return sorted(
+        (term for term in vectorizer.vocabulary_ if term.count(" ") == words - 1),
+        key=vectorizer.vocabulary_.get,
+    )
+
+
+def test_n_grams_stop_at_unknown_words_breaks_and_the_end_of_a_review(data):
+    pipeline, _, _, _ = data
+    vectorizer = pipeline[0]
+    trigrams = terms_of(vectorizer, 3)[:40]
+    a, b, c = trigrams[0].split()
+    unknown = "zzzqx"
+    assert unknown not in vectorizer.vocabulary_
+    texts = [
+        # A trigram would straddle two reviews, cut after its first or its second word.
+        f"{a} {b}",
+        c,
+        a,
+        f"{b} {c}",
+        # An unknown word, a sentence break, or a single character inside it.
+        f"{a} {unknown} {b} {c}",
+        f"{a} {b} | {c}",
+        f"{a} {b}|{c} {a}",
+        f"{a} x {b} y {c} z",
+        # Breaks at the start and at the end, a one-word review, nothing but unknown words.
+        f"| {a} {b} {c} |",
+        f"|{a} {b} {c}|",
+        b,
+        f"{unknown} {unknown}x {unknown}",
+        *trigrams,
+    ]
+    vectorize = Vectorize(vectorizer)
+    features, words = vectorize(texts)
+    assert_same(features, vectorizer.transform(texts))
+    assert words.tolist() == [len(SentenceNgrams.words(text)) for text in texts]
+    has_trigram = features[:, vectorizer.vocabulary_[trigrams[0]]].toarray().ravel() > 0
+    # Single characters are no tokens: they cut nothing.
+    assert has_trigram[:10].tolist() == [False] * 7 + [True] * 3
+
+
+@pytest.mark.parametrize("texts", [[], [""], ["|"], ["x"], ["great"]], ids=str)
+def test_tiny_batches_give_scikit_learns_counts(data, texts):
+    pipeline, _, _, _ = data
+    vectorize = Vectorize(pipeline[0])
+    counts, words = vectorize.counts(texts)
+    assert_same(counts, CountVectorizer.transform(pipeline[0], texts))
+    assert words.tolist() == [len(SentenceNgrams.words(text)) for text in texts]
+
+
+def test_keys_too_long_for_64_bits_go_through_scikit_learn(data):
+    _, fitted, _, texts = data
+    vectorizer = TfidfVectorizer(analyzer=SentenceNgrams((1, 7))).fit(fitted[:100])
+    vectorize = Vectorize(vectorizer)
+    words = {word for term in vectorizer.vocabulary_ for word in term.split()}
+    assert (len(words) + 1) ** 7 > 2**63
+    assert not vectorize.fast
+    features, words = vectorize(texts[:50])
+    assert words is None
+    assert_same(features, vectorizer.transform(texts[:50]))

@@ -1,5 +1,6 @@
 """The compact vocabulary loads as the same terms and columns, and so the same model."""
 
+import copy
 import pickle
 
 import joblib
@@ -10,7 +11,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel, _Words
-from model.vocabulary import Vocabulary, compact
+from model.vectorize import Vectorize
+from model.vocabulary import SEPARATOR, TermKeys, Vocabulary, _from_terms, compact
 from pipelines.data import load_reviews
 from pipelines.features import PRESETS, build_pipeline, slim
 
@@ -69,3 +71,66 @@ def test_compact_leaves_other_vocabularies_alone():
     pipeline.steps[0] = ("tfidf", vectorizer)
     assert type(compact(pipeline)[0].vocabulary_) is Vocabulary
     assert compact(vectorizer) is vectorizer  # not a pipeline: unchanged
+
+
+class _PreviousVocabulary(dict):
+    """Pickles as the vocabulary did before it carried term keys: terms and count only."""
+
+    def __reduce__(self):
+        terms = sorted(self, key=self.__getitem__)
+        return (_from_terms, (SEPARATOR.join(terms), len(terms)))
+
+
+def test_a_pipeline_pickled_before_term_keys_loads_with_the_same_answers(fitted, tmp_path):
+    pipeline, texts = fitted
+    reviews = pd.DataFrame({"text": texts})
+    before = SentimentModel(pipeline).predict(None, reviews)
+    previous = copy.deepcopy(pipeline)
+    previous[0].vocabulary_ = _PreviousVocabulary(pipeline[0].vocabulary_)
+    joblib.dump(previous, tmp_path / "previous.joblib", compress=3)
+    loaded = joblib.load(tmp_path / "previous.joblib")
+    vocabulary = loaded[0].vocabulary_
+    assert type(vocabulary) is Vocabulary and vocabulary.term_keys is None
+    assert vocabulary == pipeline[0].vocabulary_
+    vectorize = Vectorize(loaded[0])
+    assert vectorize.fast and vocabulary.term_keys is vectorize.keys  # built, and kept
+    cleaned = [clean_text(text) for text in texts]
+    features, _ = vectorize(cleaned)
+    assert (features != pipeline[0].transform(cleaned)).nnz == 0
+    pd.testing.assert_frame_equal(SentimentModel(loaded).predict(None, reviews), before)
+
+
+def test_a_compact_pipeline_carries_its_term_keys(fitted, tmp_path):
+    pipeline, texts = fitted
+    built = TermKeys.build(dict(pipeline[0].vocabulary_))
+    joblib.dump(compact(copy.deepcopy(pipeline)), tmp_path / "pipeline.joblib", compress=3)
+    loaded = joblib.load(tmp_path / "pipeline.joblib")
+    keys = loaded[0].vocabulary_.term_keys
+    assert keys is not None and keys.words == built.words
+    np.testing.assert_array_equal(keys.keys, built.keys)
+    np.testing.assert_array_equal(keys.columns, built.columns)
+    assert Vectorize(loaded[0]).keys is keys  # read, not built again
+
+
+def test_term_keys_number_words_and_terms():
+    keys = TermKeys.build({"a": 0, "b": 1, "a b": 2, "b a b": 3, "b b": 4})
+    assert keys.words == ["a", "b"] and keys.base == 3
+    assert keys.keys.tolist() == [1, 2, 1 * 3 + 2, 2 * 3 + 2, (2 * 3 + 1) * 3 + 2]
+    assert keys.columns.tolist() == [0, 1, 2, 4, 3]
+    assert keys.single.tolist() == [-1, 0, 1, -1]
+    loaded = pickle.loads(pickle.dumps(keys))
+    assert loaded.numbers == {"a": 1, "b": 2}
+    assert loaded.keys.tolist() == keys.keys.tolist() and loaded.single.tolist() == [-1, 0, 1, -1]
+
+
+@pytest.mark.parametrize(
+    "vocabulary",
+    [
+        {"a  b": 0},  # not words joined by one space
+        {" a": 0},
+        {" ".join(f"w{i}" for i in range(7)): 0, **{f"x{i}": i + 1 for i in range(700)}},
+    ],
+    ids=["two-spaces", "leading-space", "too-long-for-64-bits"],
+)
+def test_term_keys_refuse_what_they_cannot_number(vocabulary):
+    assert TermKeys.build(vocabulary) is None
