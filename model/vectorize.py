@@ -36,8 +36,8 @@ def _distinct_words(tokens: list[str]) -> int:
     return len(distinct) - (SENTENCE_BREAK in distinct)
 
 
-# Up to this many n-grams of one length, a binary search finds them faster than a hash table.
-_FEW = 300
+# From this many tokens in a batch, longer n-grams are looked up only where pruning allows.
+_PRUNE_FROM = 2000
 
 
 class Vectorize:
@@ -80,13 +80,9 @@ class Vectorize:
         if self.fast:
             # Words are numbered 1..base-1, any other token (the sentence break too) 0.
             self._number = self.keys.numbers.get
-            # The terms of two words or more, in a hash table (pandas builds it on the first
-            # lookup: here, while the model loads, not in its first request).
-            first = int(np.searchsorted(self.keys.keys, self.keys.base))
-            self._longer_keys = self.keys.keys[first:]
-            self._longer = pd.Index(self._longer_keys)
-            self._longer_columns = self.keys.columns[first:]
-            self._longer.get_indexer(self.keys.keys[first : first + 1])
+            # Every term's key, in a hash table that pandas builds on the first lookup (~7 ms,
+            # once: not while the model loads, which it would make slower than before).
+            self._columns = pd.Index(self.keys.keys)
 
     def __call__(self, texts: list[str]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
         if not self.fast:
@@ -142,6 +138,10 @@ class Vectorize:
             found_rows.append(rows[found])
             found_columns.append(columns[found])
         same_row = rows[1:] == rows[:-1]
+        # A lookup costs ~25 µs whatever its size: a few texts look every level up at once,
+        # a large batch one level after the other, to skip what pruning rules out.
+        prune = self.prune and len(numbers) >= _PRUNE_FROM
+        wanted_rows, wanted_keys = [], []
         for n in range(2, self.high + 1):
             keys = keys[:-1] * self.keys.base + numbers[n - 1 :]
             valid = valid[:-1] & valid[1:]
@@ -149,30 +149,26 @@ class Vectorize:
                 valid &= same_row
             if n < self.low:
                 continue
-            look = valid & found[:-1] & found[1:] if self.prune and n > self.low else valid
-            positions = np.flatnonzero(look)
-            at, hit = self._find(keys[positions])
+            positions = np.flatnonzero(
+                valid & found[:-1] & found[1:] if prune and n > self.low else valid
+            )
+            if not prune:
+                wanted_rows.append(rows[positions])
+                wanted_keys.append(keys[positions])
+                continue
+            at = self._columns.get_indexer(keys[positions])
+            hit = at >= 0
             positions = positions[hit]
             found = np.zeros(len(keys), dtype=bool)
             found[positions] = True
             found_rows.append(rows[positions])
-            found_columns.append(self._longer_columns[at[hit]])
+            found_columns.append(at[hit])
+        if wanted_keys:
+            at = self._columns.get_indexer(np.concatenate(wanted_keys))
+            hit = at >= 0
+            found_rows.append(np.concatenate(wanted_rows)[hit])
+            found_columns.append(at[hit])
         return self._matrix(len(texts), found_rows, found_columns), words
-
-    def _find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where ``keys`` are among the longer terms' keys, and whether they are there.
-
-        pandas' hash table costs ~20 µs a call whatever its size: a few keys (one short
-        review) are found by binary search instead."""
-        if len(keys) > _FEW:
-            at = self._longer.get_indexer(keys)
-            return at, at >= 0
-        terms = self._longer_keys
-        at = np.searchsorted(terms, keys)
-        if not len(terms):
-            return at, np.zeros(len(keys), dtype=bool)
-        at[at == len(terms)] = 0
-        return at, terms[at] == keys
 
     def _matrix(self, count: int, rows: list, columns: list) -> sparse.csr_matrix:
         rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)

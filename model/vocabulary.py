@@ -8,8 +8,9 @@ every prediction.
 
 Its ``TermKeys`` (each term as one integer made of its words' numbers, see
 ``model.vectorize``) take half a second of Python to build from the terms; they are pickled
-with them as three arrays, which load in a few milliseconds. A pickle without them (made
-before they existed) loads as before, and they are built when the model is prepared.
+with them, as the words (one string) and one array of keys, and load in a few milliseconds.
+A pickle without them (made before they existed) loads as before, and they are built when
+the model is prepared.
 """
 
 from __future__ import annotations
@@ -28,21 +29,20 @@ class TermKeys:
     """The terms of a word n-gram vocabulary as integers, for lookups in numpy.
 
     Words are numbered 1..base-1 (``numbers``); the term ``w1 w2 w3`` is the number
-    ``(n1 * base + n2) * base + n3``. Numbers start at 1, so the n-word terms are exactly
-    the keys in ``[base**(n-1), base**n)``: one sorted array holds every order, each order a
-    contiguous slice of it, single words first. ``columns[i]`` is the column of ``keys[i]``.
+    ``(n1 * base + n2) * base + n3``, and ``keys[column]`` is the number of the column's
+    term. Numbers start at 1, so two different terms never share a key, and the single
+    words are the keys below ``base``.
     """
 
-    def __init__(self, words: list[str], keys: np.ndarray, columns: np.ndarray):
+    def __init__(self, words: list[str], keys: np.ndarray):
         self.words = words
         self.base = len(words) + 1
         self.numbers = dict(zip(words, range(1, self.base), strict=True))
         self.keys = keys
-        self.columns = columns
-        # Single words are the keys below ``base``: their columns, indexed by word number.
-        singles = int(np.searchsorted(keys, self.base))
+        # Indexed by word number: the column of that single word, else -1.
         self.single = np.full(self.base + 1, -1, dtype=np.int64)
-        self.single[keys[:singles]] = columns[:singles]
+        singles = np.flatnonzero(keys < self.base)
+        self.single[keys[singles]] = singles
 
     def fits(self, longest: int) -> bool:
         """Whether keys of n-grams up to ``longest`` words fit in 64 bits."""
@@ -50,9 +50,12 @@ class TermKeys:
 
     @classmethod
     def build(cls, vocabulary: dict) -> TermKeys | None:
-        """From ``vocabulary`` (term -> column, terms of words joined by one space); ``None``
-        for a term that is not that, or keys too long for 64 bits."""
+        """From ``vocabulary`` (term -> column, terms of words joined by one space, columns
+        0..len-1); ``None`` for anything else, or keys too long for 64 bits."""
         terms = list(vocabulary)
+        columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(terms))
+        if not np.array_equal(np.sort(columns), np.arange(len(terms))):
+            return None
         parts = [term.split(" ") for term in terms]
         lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
         flat = list(chain.from_iterable(parts))
@@ -69,19 +72,16 @@ class TermKeys:
         for position in range(int(lengths.max()) if len(terms) else 0):
             longer = lengths > position
             keys[longer] = keys[longer] * base + ids[starts[longer] + position]
-        columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(terms))
-        order = np.argsort(keys, kind="stable")
-        return cls(words, keys[order], columns[order].astype(np.int32))
+        in_column_order = np.empty_like(keys)
+        in_column_order[columns] = keys
+        return cls(words, in_column_order)
 
     def __reduce__(self):
-        return (
-            _keys_from_state,
-            (SEPARATOR.join(self.words), len(self.words), self.keys, self.columns),
-        )
+        return (_keys_from_state, (SEPARATOR.join(self.words), len(self.words), self.keys))
 
 
-def _keys_from_state(words: str, count: int, keys: np.ndarray, columns: np.ndarray) -> TermKeys:
-    return TermKeys(words.split(SEPARATOR) if count else [], keys, columns)
+def _keys_from_state(words: str, count: int, keys: np.ndarray) -> TermKeys:
+    return TermKeys(words.split(SEPARATOR) if count else [], keys)
 
 
 class Vocabulary(dict):
@@ -105,7 +105,7 @@ class Vocabulary(dict):
         this vocabulary was read from its compact form."""
         if self.term_keys is not None:
             is_word = np.zeros(len(self), dtype=np.int64)
-            is_word[self.term_keys.single[self.term_keys.single >= 0]] = 1
+            is_word[self.term_keys.keys < self.term_keys.base] = 1
             return is_word
         text = getattr(self, "_terms", None)
         if text is None:

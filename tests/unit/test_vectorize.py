@@ -6,6 +6,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
+from model import vectorize as vectorize_module
 from model.ngrams import SentenceNgrams
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
@@ -133,8 +134,9 @@ def terms_of(vectorizer, words: int) -> list[str]:
     )
 
 
-def test_n_grams_stop_at_unknown_words_breaks_and_the_end_of_a_review(data):
-    pipeline, _, _, _ = data
+@pytest.mark.parametrize("pruned", [False, True], ids=["few-texts", "large-batch"])
+def test_n_grams_stop_at_unknown_words_breaks_and_the_end_of_a_review(data, pruned):
+    pipeline, _, _, reviews = data
     vectorizer = pipeline[0]
     trigrams = terms_of(vectorizer, 3)[:40]
     a, b, c = trigrams[0].split()
@@ -158,6 +160,10 @@ def test_n_grams_stop_at_unknown_words_breaks_and_the_end_of_a_review(data):
         f"{unknown} {unknown}x {unknown}",
         *trigrams,
     ]
+    if pruned:  # enough tokens for the lookups level by level, where pruning allows
+        texts += reviews[:40]
+    tokens = sum(len(text.replace("|", " | ").split()) for text in texts)
+    assert (tokens >= vectorize_module._PRUNE_FROM) == pruned
     vectorize = Vectorize(vectorizer)
     features, words = vectorize(texts)
     assert_same(features, vectorizer.transform(texts))
