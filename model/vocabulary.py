@@ -61,7 +61,9 @@ class TermKeys:
         flat = list(chain.from_iterable(parts))
         if not all(flat) or any(SEPARATOR in word for word in flat):
             return None
-        words = sorted(set(flat))
+        # New strings, next to each other in memory as when read from a pickle: every token of
+        # every text is compared with one of them, and scattered they cost a cache miss each.
+        words = SEPARATOR.join(sorted(set(flat))).split(SEPARATOR) if flat else []
         base = len(words) + 1
         if len(terms) and base ** int(lengths.max()) > _MAX_KEY:
             return None
