@@ -2,10 +2,13 @@
 
 One run starts everything on free loopback ports: a throwaway tracking server, one model
 trained on the packaged data and promoted, the gateway (which starts `mlflow models serve`)
-with its default settings and again with batching off, and the in-process baseline
-(benchmarks/inprocess.py). wrk then posts the same real IMDB reviews to each target:
+with its default settings and again with batching off, the in-process baseline
+(benchmarks/inprocess.py) and a bare pass-through proxy (benchmarks/passthrough.py). wrk then
+posts the same real IMDB reviews to each target:
 
 - direct: POST /invocations on the gateway's scoring server, one review per request;
+- pass-through hop: the same bodies through the bare proxy to that same scoring server, the
+  floor of any extra Python hop (what the gateway adds beyond it is its own work);
 - gateway: POST /predict;
 - in-process: POST /predict on a FastAPI app that calls pyfunc predict itself.
 
@@ -57,6 +60,7 @@ SCRIPT = HERE / "wrk" / "post_bodies.lua"
 # promoted during the run) and authentication is off. GATEWAY_* variables of the calling
 # shell are not passed on, and it runs outside the repo so that no `.env` file applies.
 GATEWAY_ENV = {"GATEWAY_POLL_INTERVAL": "60", "GATEWAY_API_KEYS": ""}
+HOP = "pass-through hop"
 
 
 # --------------------------------------------------------------------------- processes
@@ -189,6 +193,23 @@ def start_inprocess(procs: Processes, tracking_uri: str, version: str):
             str(port),
         ],
         MLFLOW_TRACKING_URI=tracking_uri,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_passthrough(procs: Processes, upstream: str):
+    port = free_port()
+    proc = procs.spawn(
+        "passthrough",
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.passthrough",
+            "--upstream",
+            upstream,
+            "--port",
+            str(port),
+        ],
     )
     return proc, f"http://127.0.0.1:{port}"
 
@@ -368,6 +389,22 @@ def summarise(single: dict[str, dict], batch: dict[str, dict], args) -> dict:
         / batch["direct"]["reviews_per_s"],
     }
     bars = []
+    if HOP in single:
+        hop = single[HOP]
+        own = "gateway_minus_hop_c1_p50_ms"
+        ratios |= {
+            "hop_minus_direct_c1_p50_ms": hop["c1"]["p50_ms"] - direct["c1"]["p50_ms"],
+            own: gateway["c1"]["p50_ms"] - hop["c1"]["p50_ms"],
+            "hop_over_direct_c32_rps": hop["c32"]["rps"] / direct["c32"]["rps"],
+            "gateway_over_hop_c1_cpu": gateway["c1"]["server_cpu_ms_per_request"]["gateway"]
+            / hop["c1"]["server_cpu_ms_per_request"]["hop"],
+        }
+        # The same bar for the floor: if the hop alone misses it, so must any gateway.
+        delta = ratios["hop_minus_direct_c1_p50_ms"]
+        clean = hop["c1"]["errors"] == 0
+        bars.append(
+            _bar(HOP, "c=1 p50 within 1.5 ms of direct", f"{delta:+.2f} ms", clean and delta <= 1.5)
+        )
     for name in ("gateway", "gateway, batching off"):
         if name not in single:
             continue
@@ -456,6 +493,7 @@ def markdown(report: dict) -> str:
         f"{r['gateway_over_inprocess_c32_rps']:.2f}× |",
         f"| batch reviews/s | {r['gateway_over_direct_batch']:.2f}× | – |",
         "",
+        *hop_table(single),
         "| bar (issue 16) | target | measured | met |",
         "|---|---|---|---|",
     ]
@@ -463,6 +501,29 @@ def markdown(report: dict) -> str:
         met = "yes" if bar["met"] else "**no**"
         lines.append(f"| {bar['bar']} | {bar['target']} | {bar['measured']} | {met} |")
     return "\n".join(lines)
+
+
+def hop_table(single: dict[str, dict]) -> list[str]:
+    """c=1 p50 split into the hop itself (the bare proxy) and the gateway's own work on top."""
+    if HOP not in single:
+        return []
+    direct, hop = single["direct"]["c1"], single[HOP]["c1"]
+    lines = [
+        "| c=1, one review per request | p50 ms | over direct | over the pass-through hop "
+        "| proxy's own CPU ms/req |",
+        "|---|---|---|---|---|",
+        f"| direct | {direct['p50_ms']:.2f} | – | – | – |",
+    ]
+    for name, proxy in ((HOP, "hop"), ("gateway", "gateway"), ("gateway, batching off", "gateway")):
+        if name not in single:
+            continue
+        c1 = single[name]["c1"]
+        over_hop = "–" if name == HOP else f"{c1['p50_ms'] - hop['p50_ms']:+.2f} ms"
+        lines.append(
+            f"| {name} | {c1['p50_ms']:.2f} | {c1['p50_ms'] - direct['p50_ms']:+.2f} ms | "
+            f"{over_hop} | {c1['server_cpu_ms_per_request'][proxy]:.2f} |"
+        )
+    return [*lines, ""]
 
 
 def chart(report: dict, path: Path) -> None:
@@ -556,6 +617,8 @@ def run(args) -> dict:
         direct_url = info["scoring_server"].rstrip("/")
         if info["model_version"].lstrip("v") != version:
             raise RuntimeError(f"the gateway serves {info['model_version']}, not v{version}")
+        hop, hop_url = start_passthrough(procs, direct_url)
+        wait_until_up(f"{hop_url}/ready", timeout=args.start_timeout, proc=hop)
 
         singles, batch_texts = sample_reviews(
             args.reviews, args.batch_size, args.max_chars, args.seed
@@ -569,6 +632,13 @@ def run(args) -> dict:
                 f"{direct_url}/invocations",
                 bodies["invocations"],
                 {"scoring": descendants(gw_on.pid)},
+            ),
+            Target(
+                HOP,
+                "POST /invocations via a bare proxy",
+                f"{hop_url}/invocations",
+                bodies["invocations"],
+                {"hop": [psutil.Process(hop.pid)], "scoring": descendants(gw_on.pid)},
             ),
             Target(
                 "gateway",
@@ -603,20 +673,21 @@ def run(args) -> dict:
             ).items():
                 single[name][key] = result
 
-        batch_targets = [
+        by_name = {t.name: t for t in targets}
+        batch_targets = [  # the hop is left out here: its floor is the single-review one
             Target(
                 "direct",
                 "POST /invocations",
                 f"{direct_url}/invocations",
                 bodies["invocations_batch"],
-                targets[0].components,
+                by_name["direct"].components,
             ),
             Target(
                 "gateway",
                 "POST /predict/batch",
                 f"{gw_on_url}/predict/batch",
                 bodies["predict_batch"],
-                targets[1].components,
+                by_name["gateway"].components,
             ),
         ]
         for target in batch_targets:
