@@ -62,11 +62,19 @@ def _serving(rows: list[tuple[str, str, str, str]]) -> None:
     when = data["meta"]["measured_at"][:16]
     single, ratios = data["single"], data["ratios"]
     gateway, direct = single["gateway"], single["direct"]
+    hop = single.get("pass-through hop")
+    floor = (
+        f", a bare pass-through hop {hop['c1']['p50_ms']:.2f} ms "
+        f"(+{hop['c1']['p50_ms'] - direct['c1']['p50_ms']:.2f})"
+        if hop
+        else ""
+    )
     rows += [
         (
             "gateway: c=1 p50 over direct /invocations",
             f"+{ratios['gateway_minus_direct_c1_p50_ms']:.2f} ms",
-            f"direct {direct['c1']['p50_ms']:.2f} ms, gateway {gateway['c1']['p50_ms']:.2f} ms",
+            f"direct {direct['c1']['p50_ms']:.2f} ms, gateway {gateway['c1']['p50_ms']:.2f} ms"
+            f"{floor}",
             when,
         ),
         (
