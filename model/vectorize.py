@@ -80,9 +80,11 @@ class Vectorize:
         if self.fast:
             # Words are numbered 1..base-1, any other token (the sentence break too) 0.
             self._number = self.keys.numbers.get
-            # Every term's key, in a hash table that pandas builds on the first lookup (~7 ms,
-            # once: not while the model loads, which it would make slower than before).
+            # Every term's key, in a hash table. pandas builds it on the first lookup (~7 ms);
+            # done here, before any call: a scoring server runs calls in several threads, and
+            # that lazy build is not safe to race (pandas-dev/pandas#21150).
             self._columns = pd.Index(self.keys.keys)
+            self._columns.get_indexer(self.keys.keys[:1])
 
     def __call__(self, texts: list[str]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
         if not self.fast:

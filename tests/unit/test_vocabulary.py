@@ -108,7 +108,11 @@ def test_a_compact_pipeline_carries_its_term_keys(fitted, tmp_path):
     keys = loaded[0].vocabulary_.term_keys
     assert keys is not None and keys.words == built.words
     np.testing.assert_array_equal(keys.keys, built.keys)
-    assert Vectorize(loaded[0]).keys is keys  # read, not built again
+    vectorize = Vectorize(loaded[0])
+    assert vectorize.keys is keys  # read, not built again
+    # The terms' hash table exists before the first call: calls in several threads at once
+    # must not race to build it.
+    assert "_engine" in vectorize._columns._cache
 
 
 def test_term_keys_number_words_and_terms():
