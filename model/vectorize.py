@@ -105,30 +105,15 @@ class Vectorize:
         the row changes, so neither is counted, exactly as if the n-grams were built
         sentence by sentence.
         """
-        split = list(
-            map(str.split, map(str.replace, texts, repeat(SENTENCE_BREAK), repeat(_SPACED_BREAK)))
-        )
+        split = [
+            [token for token in text.split() if len(token) > 1 or token == SENTENCE_BREAK]
+            for text in map(str.replace, texts, repeat(SENTENCE_BREAK), repeat(_SPACED_BREAK))
+        ]
         lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
         tokens = list(chain.from_iterable(split))
         numbers = np.fromiter(map(self._number, tokens, repeat(0)), np.int64, len(tokens))
         rows = np.repeat(np.arange(len(texts)), lengths)
         words = np.fromiter(map(_distinct_words, split), dtype=np.int64, count=len(split))
-        # Single characters but the break are no tokens: in no term, never counted.
-        unknown = np.flatnonzero(numbers == 0)
-        short = unknown[
-            np.fromiter(map(len, map(tokens.__getitem__, unknown.tolist())), np.int64) == 1
-        ]
-        single = short[
-            np.fromiter(map(SENTENCE_BREAK.__ne__, map(tokens.__getitem__, short.tolist())), bool)
-        ]
-        if len(single):
-            for row in np.unique(rows[single]).tolist():
-                words[row] -= len({token for token in split[row] if len(token) == 1}) - (
-                    SENTENCE_BREAK in split[row]
-                )
-            keep = np.ones(len(numbers), dtype=bool)
-            keep[single] = False
-            numbers, rows = numbers[keep], rows[keep]
         found_rows, found_columns = [], []
         # Level n: each position's n-gram key, whether it is made of words of one text
         # (``valid``), and whether it is a term (``found``).
