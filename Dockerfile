@@ -1,27 +1,91 @@
-# One image for every service: tracking server, trainer and gateway (+ scoring servers).
-# It installs what training, the gateway and the tracking server need (requirements/
-# training.txt, gateway.txt and tracking.txt, each on top of model.txt), and no test tools.
-FROM python:3.11.7-slim
+# The service's images, one target each (docker build --target <name>):
+#   tracking  the MLflow tracking server (registry, UI, proxied artifacts)   port 5000
+#   gateway   the gateway and the `mlflow models serve` scoring servers it starts   port 8000
+#   trainer   `mlflow run .`: training, tuning, promotion, the monitor job
+#   batch     `mlflow run . -e batch_score`: the trainer with Spark and Java 17
+# Each runtime image holds one pinned virtual environment built in a stage of its own
+# (byte-compiled there, so a start compiles nothing), the code it runs and nothing else: no
+# compiler, no pip cache, no test tools. They run as the unprivileged user `app` (uid 1000).
+#
+# PYTHON_IMAGE: any Debian-based image with python3.11 and its venv module (the default is
+# the official one; the same file builds on a local Debian base where no registry is reached).
+ARG PYTHON_IMAGE=python:3.11.7-slim
 
+# ---- Virtual environments: model.txt first (the heavy, shared part), then each image's own.
+FROM ${PYTHON_IMAGE} AS venv-model
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python3.11 -m venv /opt/venv
+COPY requirements/model.txt /tmp/requirements/
+RUN pip install -r /tmp/requirements/model.txt
+
+FROM venv-model AS venv-tracking
+COPY requirements/tracking.txt /tmp/requirements/
+RUN pip install -r /tmp/requirements/tracking.txt
+
+FROM venv-model AS venv-gateway
+COPY requirements/gateway.txt /tmp/requirements/
+RUN pip install -r /tmp/requirements/gateway.txt
+
+FROM venv-model AS venv-trainer
+COPY requirements/training.txt /tmp/requirements/
+RUN pip install -r /tmp/requirements/training.txt
+
+# ---- What every runtime image shares.
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin app \
+    && mkdir -p /data && chown app /data
 WORKDIR /app
-COPY requirements/model.txt requirements/training.txt requirements/gateway.txt \
-     requirements/tracking.txt requirements/
-RUN pip install -r requirements/training.txt -r requirements/gateway.txt \
-    -r requirements/tracking.txt
 
-RUN useradd --create-home --uid 1000 app && mkdir -p /data && chown app /data
-COPY --chown=app MLproject conda.yaml ./
-COPY --chown=app model ./model
-COPY --chown=app pipelines ./pipelines
-COPY --chown=app gateway ./gateway
-COPY --chown=app monitoring ./monitoring
+FROM runtime AS tracking
+COPY --from=venv-tracking /opt/venv /opt/venv
 USER app
+EXPOSE 5000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD \
+    ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:5000/health', timeout=3)"]
+# The stores come from MLFLOW_BACKEND_STORE_URI and MLFLOW_ARTIFACTS_DESTINATION.
+CMD ["mlflow", "server", "--serve-artifacts", "--host", "0.0.0.0", "--port", "5000", "--workers", "1"]
 
-# The tracking server (5000) and the gateway (8000). The scoring servers listen on the
-# gateway container's loopback only: they are reached through the gateway.
-EXPOSE 5000 8000
+FROM runtime AS gateway
+COPY --from=venv-gateway /opt/venv /opt/venv
+# The code belongs to root: the user that runs it cannot change it.
+COPY model ./model
+COPY monitoring ./monitoring
+COPY gateway ./gateway
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD \
+    ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/health' % os.environ.get('GATEWAY_PORT', '8000'), timeout=3)"]
 CMD ["python", "-m", "gateway"]
+
+FROM runtime AS trainer
+COPY --from=venv-trainer /opt/venv /opt/venv
+COPY MLproject conda.yaml ./
+COPY model ./model
+COPY monitoring ./monitoring
+COPY pipelines ./pipelines
+USER app
+# A one-shot job: it has no port to check. Its exit status is its health.
+HEALTHCHECK NONE
+CMD ["mlflow", "run", ".", "--env-manager", "local", "--experiment-name", "Sentiment-Analysis"]
+
+# ---- Batch scoring on Spark: last, so that building the other targets never builds it.
+FROM venv-trainer AS venv-batch
+COPY requirements/batch.txt /tmp/requirements/
+RUN pip install -r /tmp/requirements/batch.txt
+
+FROM runtime AS batch
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+       openjdk-17-jre-headless \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=venv-batch /opt/venv /opt/venv
+COPY MLproject conda.yaml ./
+COPY model ./model
+COPY monitoring ./monitoring
+COPY pipelines ./pipelines
+USER app
+HEALTHCHECK NONE
+ENTRYPOINT ["mlflow", "run", ".", "-e", "batch_score", "--env-manager", "local"]

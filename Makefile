@@ -11,10 +11,10 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
+.PHONY: help install up test test-compose compose-images lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt $(wildcard requirements/*.txt)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ monitor: install ## Check the served version over the period since the last chec
 
 test: install ## Run the whole test suite (unit, integration, reliability)
 	$(BIN)/python -m pytest
+
+test-compose: install compose-images ## `docker compose up --build` end to end on a real Docker engine (~12 min)
+	$(BIN)/python -m pytest tests/compose -m compose
+
+compose-images: install ## Start Docker if needed; build stand-ins for images no registry serves here
+	$(BIN)/python -m tests.compose.engine
+	$(BIN)/python -m tests.compose.standins
 
 lint: install ## Check the code with ruff: lint rules and formatting (as CI does)
 	$(BIN)/ruff check .

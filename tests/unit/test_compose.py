@@ -1,4 +1,5 @@
-"""The compose file, checked statically: no Docker engine runs on the test machines."""
+"""The compose file and the Dockerfile, checked statically in every test run (the stack itself
+runs on a real engine in tests/compose, with `make test-compose`)."""
 
 import re
 import shlex
@@ -19,16 +20,35 @@ INTERPOLATED = re.compile(r"\$\{[A-Z_]+(?::?[-?][^}]*)?\}")
 
 
 # The services built from this repository; the others run official images.
-OWN = {"mlflow", "trainer", "gateway"}
+OWN = {"minio-bucket", "mlflow-db-upgrade", "mlflow", "trainer", "gateway"}
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
-def test_the_three_services_share_one_image_built_from_the_dockerfile():
+def default(value: str) -> str:
+    """The default of ``${VAR:-default}``."""
+    match = re.fullmatch(r"\$\{[A-Z_]+:-([^}]+)\}", value)
+    assert match, f"{value} is not a variable with a default"
+    return match.group(1)
+
+
+def stage(target: str) -> str:
+    """The Dockerfile's lines from ``FROM ... AS target`` to the next FROM."""
+    match = re.search(rf"^FROM \S+ AS {target}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.M | re.S)
+    assert match, f"no stage {target}"
+    return match.group(1)
+
+
+def test_own_services_run_targets_of_the_dockerfile_on_the_python_image_given():
     assert set(SERVICES) >= OWN
-    assert {SERVICES[s]["image"] for s in OWN} == {"sentiment-mlops-service:latest"}
-    assert all(SERVICES[s]["build"] == "." for s in OWN)
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert dockerfile.startswith("#") and "FROM python:3.11.7-slim" in dockerfile
-    for copied in re.findall(r"^COPY (?:--chown=\w+ )?(\S+)", dockerfile, re.M):
+    for name in OWN:
+        service = SERVICES[name]
+        target = service["build"]["target"]
+        assert service["build"]["context"] == "."
+        assert service["image"] == f"sentiment-mlops-{target}:latest", name
+        stage(target)
+        argument = service["build"]["args"]["PYTHON_IMAGE"]
+        assert f"ARG PYTHON_IMAGE={default(argument)}" in DOCKERFILE
+    for copied in re.findall(r"^COPY (?!--from)(?:--\S+ )*(\S+)", DOCKERFILE, re.M):
         assert (ROOT / copied).exists(), copied
 
 
@@ -50,7 +70,7 @@ def test_tracking_server_runs_on_postgres_and_minio_and_serves_artifacts():
     )
     assert SERVICES["postgres"]["environment"]["POSTGRES_USER"] == "mlflow"
     assert SERVICES["postgres"]["environment"]["POSTGRES_DB"] == "mlflow"
-    bucket = shlex.split(" ".join(SERVICES["minio-bucket"]["command"]))[-1].split("/")[1]
+    (bucket,) = re.findall(r"Bucket='([^']+)'", SERVICES["minio-bucket"]["command"][-1])
     assert env["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://{bucket}/artifacts"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert env["AWS_SECRET_ACCESS_KEY"] == SERVICES["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
@@ -75,8 +95,8 @@ def test_the_tracking_server_starts_after_the_schema_upgrade_and_the_bucket():
         env["MLFLOW_BACKEND_STORE_URI"]
         == SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
     )
-    assert bucket["entrypoint"] == ["mc"] and bucket["command"][:2] == ["mb", "--ignore-existing"]
-    assert bucket["environment"]["MC_HOST_store"].endswith("@minio:9000")
+    assert bucket["command"][:2] == ["python", "-c"] and "create_bucket" in bucket["command"][2]
+    assert bucket["environment"]["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
 
 
 def test_the_schema_upgrade_command_creates_the_tables(tmp_path):
@@ -131,8 +151,10 @@ def test_compose_refuses_to_start_without_the_store_passwords_and_shows_them_now
 
 def test_trainer_runs_the_mlproject_after_the_tracking_server_is_healthy():
     trainer = SERVICES["trainer"]
-    args = shlex.split(trainer["command"])
+    (command,) = re.findall(r"^CMD (.+)$", stage("trainer"), re.M)
+    args = yaml.safe_load(command)
     assert args[:3] == ["mlflow", "run", "."] and "--env-manager" in args
+    assert "command" not in trainer, "the image's command"
     assert (ROOT / "MLproject").exists()
     assert trainer["depends_on"]["mlflow"]["condition"] == "service_healthy"
     assert trainer["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -140,7 +162,7 @@ def test_trainer_runs_the_mlproject_after_the_tracking_server_is_healthy():
 
 def test_gateway_environment_names_are_settings():
     gateway = SERVICES["gateway"]
-    assert shlex.split(gateway["command"]) == ["python", "-m", "gateway"]
+    assert 'CMD ["python", "-m", "gateway"]' in stage("gateway") and "command" not in gateway
     assert (ROOT / "gateway" / "__main__.py").exists()
     env = gateway["environment"]
     fields = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields} | {"MLFLOW_TRACKING_URI"}
@@ -155,19 +177,24 @@ def test_gateway_environment_names_are_settings():
     )
 
 
-def test_only_the_balancer_and_the_uis_are_published_and_on_loopback():
+def test_only_the_balancer_the_uis_and_prometheus_are_published_and_on_loopback():
     published = {
         name: [p.rsplit(":", 1)[-1] for p in service["ports"]]
         for name, service in SERVICES.items()
         if service.get("ports")
     }
     gateway_port = SERVICES["gateway"]["environment"]["GATEWAY_PORT"]
-    assert published == {"mlflow": ["5000"], "nginx": [gateway_port], "grafana": ["3000"]}
+    assert published == {
+        "mlflow": ["5000"],
+        "nginx": [gateway_port],
+        "prometheus": ["9090"],
+        "grafana": ["3000"],
+    }
     for service in SERVICES.values():
         assert all(p.startswith("127.0.0.1:") for p in service.get("ports", [])), service["ports"]
     # The scoring servers answer without a key: only the gateway in their container reaches them.
     assert SERVICES["gateway"]["environment"]["GATEWAY_SCORING_HOST"] == "127.0.0.1"
-    exposed = re.findall(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    exposed = re.findall(r"^EXPOSE (.+)$", DOCKERFILE, re.M)
     assert {port for line in exposed for port in line.split()} == {"5000", gateway_port}
 
 
@@ -194,16 +221,15 @@ def test_the_gateway_accepts_real_keys_and_none():
     assert Settings(api_keys="").keys == []
 
 
-@pytest.mark.parametrize("name", ["mlflow", "gateway"])
-def test_health_checks_use_get_with_tools_the_slim_image_has(name):
-    test = SERVICES[name]["healthcheck"]["test"]
-    assert test[:2] == ["CMD", "python"], "no curl or wget in python:slim"
+@pytest.mark.parametrize("target", ["tracking", "gateway"])
+def test_the_images_health_checks_use_get_with_tools_the_slim_image_has(target):
+    (check,) = re.findall(r"^HEALTHCHECK (.+?)(?<!\\)$", stage(target).replace("\\\n", ""), re.M)
+    test = yaml.safe_load(check.split(" CMD ", 1)[1])
+    assert test[0] == "python", "no curl or wget in python:slim"
     assert "urlopen(" in test[-1], "urlopen sends GET; HEAD /ping answers 405"
-    port = re.search(r"127\.0\.0\.1:(\d+)", test[-1]).group(1)
-    if name == "gateway":  # not published: reached through nginx
-        assert port == SERVICES[name]["environment"]["GATEWAY_PORT"], port
-    else:
-        assert any(p.endswith(f":{port}") for p in SERVICES[name]["ports"]), port
+    assert re.search(r"EXPOSE (\d+)", stage(target)).group(1) in test[-1] + "8000"
+    for name in OWN:
+        assert "healthcheck" not in SERVICES[name], "the image's own"
 
 
 def test_env_example_lists_every_gateway_setting():
@@ -234,23 +260,32 @@ def test_gateway_replicas_are_reached_only_through_the_nginx_service():
     assert re.fullmatch(r"\$\{GATEWAY_REPLICAS:-([2-9]|\d\d+)\}", replicas), replicas
     assert "ports" not in gateway and "container_name" not in gateway
     assert "GATEWAY_REPLICA" not in gateway["environment"], "each names itself: <container>:8000"
-    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+(-alpine)?", nginx["image"]), "official, pinned"
+    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+(-alpine)?", default(nginx["image"])), "pinned"
     source, target, mode = nginx["volumes"][0].split(":")
     assert (ROOT / source).resolve() == NGINX_CONF and target == "/etc/nginx/nginx.conf"
     assert mode == "ro"
     assert nginx["depends_on"]["gateway"]["condition"] == "service_healthy"
 
 
-def test_the_compose_balancer_spreads_retries_and_errors_as_the_stack_does():
-    """Both configs: least_conn (no stickiness by client address), passive checks, one retry
-    on another gateway (POSTs included), the gateway's error format."""
+def test_the_compose_balancer_retries_and_errors_as_the_stack_does():
+    """Both configs: passive checks, one retry on another gateway (POSTs included), the
+    gateway's error format. Compose's names the replicas through Docker's DNS, looked up again
+    every 5 s (proxy_pass with a variable), so it has no upstream block."""
     compose = directives(NGINX_CONF.read_text())
     stack = directives(render("127.0.0.1", 8000, {8001: True, 8002: True}, ROOT, ROOT))
-    shared = {d for d in stack if not re.search(r"/|127\.0\.0\.1|daemon|master_process", d)}
+    upstream = ("upstream ", "zone ", "least_conn", "server ", "keepalive", "}", "proxy_pass ")
+    upstream += ('proxy_set_header Connection "";',)
+    shared = {
+        d
+        for d in stack
+        if not re.search(r"/|127\.0\.0\.1|daemon|master_process", d) and not d.startswith(upstream)
+    }
     assert shared - compose == set(), shared - compose
     port = SERVICES["gateway"]["environment"]["GATEWAY_PORT"]
     assert f"listen {port};" in compose
-    assert "server gateway:8000 resolve max_fails=2 fail_timeout=5s;" in compose
+    assert "resolver 127.0.0.11 valid=5s ipv6=off;" in compose
+    assert {"set $gateways gateway;", f"proxy_pass http://$gateways:{port};"} <= compose
+    assert not [d for d in compose if d.startswith("upstream")], "resolved once, at start"
     assert not [d for d in compose | stack if d.startswith(("ip_hash", "hash ", "sticky"))]
 
 
@@ -263,13 +298,14 @@ def mounted(service: str, path: str) -> Path:
     raise AssertionError(f"{path} is not mounted from the repository into {service}")
 
 
-def test_every_service_runs_a_pinned_image():
+def test_every_service_runs_a_pinned_image_that_a_variable_can_replace():
     for name, service in SERVICES.items():
         if "build" in service:  # this repository's image
-            assert service["image"] == "sentiment-mlops-service:latest", name
             continue
-        repository, _, tag = service["image"].rpartition(":")
+        repository, _, tag = default(service["image"]).rpartition(":")
         assert repository and re.search(r"\d", tag) and "latest" not in tag, (name, tag)
+        variable = re.match(r"\$\{([A-Z_]+)", service["image"]).group(1)
+        assert variable == f"{name.upper()}_IMAGE", name
 
 
 def test_every_folder_or_file_mounted_from_the_repository_exists():
@@ -294,8 +330,6 @@ def test_no_secret_has_a_default():
         for key, value in environment.items() if isinstance(environment, dict) else ():
             if secret.search(key):
                 assert all(INTERPOLATED.fullmatch(v) for v in str(value).split(",")), (name, key)
-    for name, source in COMPOSE["secrets"].items():
-        assert re.search(rf"\$\{{{source['environment']}:\?", text), (name, "required elsewhere")
 
 
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -317,12 +351,14 @@ def test_prometheus_scrapes_every_gateway_replica_with_the_metrics_key():
     assert job["metrics_path"] == "/metrics"
     authorization = job["authorization"]
     assert authorization["type"] == "Bearer"
-    (secret,) = prometheus["secrets"]
-    assert authorization["credentials_file"] == f"/run/secrets/{secret}"
-    assert COMPOSE["secrets"][secret] == {"environment": "METRICS_API_KEY"}
+    # The entrypoint writes the key where the scrape config reads it, then runs Prometheus.
+    shell, flag, script, _ = prometheus["entrypoint"]
+    assert (shell, flag) == ("/bin/sh", "-c")
+    assert f'"$$METRICS_API_KEY" >{authorization["credentials_file"]} ' in script
+    assert script.endswith('exec /bin/prometheus "$$@"') and script.startswith("umask 077")
+    assert "${METRICS_API_KEY:?" in prometheus["environment"]["METRICS_API_KEY"]
     assert "${METRICS_API_KEY:?" in SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS"]
     assert prometheus["volumes"][1].split(":") == ["prometheus-data", flags["storage.tsdb.path"]]
-    assert "ports" not in prometheus, "reached through Grafana"
 
 
 def test_grafana_is_provisioned_with_prometheus_and_the_dashboard():
@@ -355,5 +391,5 @@ def test_every_gateway_replica_logs_to_one_shared_monitoring_folder():
     (volume,) = gateway["volumes"]
     name, mount = volume.split(":")
     assert name in COMPOSE["volumes"] and folder.is_relative_to(mount)
-    assert "mkdir -p /data && chown app /data" in (ROOT / "Dockerfile").read_text()
+    assert "mkdir -p /data && chown app /data" in DOCKERFILE
     assert mount == "/data"

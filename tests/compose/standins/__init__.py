@@ -1,0 +1,80 @@
+"""Local stand-ins for the images docker-compose.yml pulls, for machines that reach no image
+registry (test fixtures only: with a registry, compose pulls the official images).
+
+Each is built from Debian's package of the same software (s3rver stands in for MinIO, which
+Debian lacks) on a Debian base made with mmdebstrap, which also stands in for the official
+Python image our Dockerfile starts from. `make compose-images` builds them; the variables in
+IMAGES point compose at them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BASE = "sentiment-standin/python:3.11"
+# Compose's image variable -> the stand-in's tag and its build folder (None: the base).
+IMAGES: dict[str, tuple[str, str | None]] = {
+    "PYTHON_IMAGE": (BASE, None),
+    "POSTGRES_IMAGE": ("sentiment-standin/postgres:15", "postgres"),
+    "MINIO_IMAGE": ("sentiment-standin/s3:3.7.1", "s3"),
+    "NGINX_IMAGE": ("sentiment-standin/nginx:1.22", "nginx"),
+    "PROMETHEUS_IMAGE": ("sentiment-standin/prometheus:2.42", "prometheus"),
+}
+# Debian 12 with Python 3.11, its venv module, TLS roots (pip) and useradd.
+BASE_PACKAGES = "python3.11,python3.11-venv,ca-certificates,passwd"
+# This machine's own certificate authorities. Where the network inspects TLS, builds reach
+# the package registries only if the base trusts them, as the host does; pip and Node.js read
+# the system's bundle through the variables below.
+LOCAL_CAS = Path("/usr/local/share/ca-certificates")
+BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+TRUST = f"""\
+FROM {BASE}-bare
+COPY ca-certificates/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates >/dev/null
+ENV PIP_CERT={BUNDLE} REQUESTS_CA_BUNDLE={BUNDLE} NODE_EXTRA_CA_CERTS={BUNDLE}
+"""
+
+
+def variables() -> dict[str, str]:
+    """The compose variables that select the stand-ins."""
+    return {name: tag for name, (tag, _) in IMAGES.items()}
+
+
+def exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def build_base() -> None:
+    """Debian bookworm (minbase) imported as an image, trusting this machine's certificate
+    authorities: about 30 s, once."""
+    debootstrap = subprocess.Popen(
+        ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={BASE_PACKAGES}",
+         "bookworm", "-"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    subprocess.run(["docker", "import", "-", f"{BASE}-bare"], stdin=debootstrap.stdout, check=True)
+    if debootstrap.wait() != 0:
+        raise SystemExit("mmdebstrap failed: see its output above")
+    with tempfile.TemporaryDirectory() as context:
+        cas = Path(context, "ca-certificates")
+        cas.mkdir()
+        for ca in LOCAL_CAS.glob("*.crt"):
+            shutil.copy(ca, cas)
+        Path(context, "Dockerfile").write_text(TRUST)
+        subprocess.run(["docker", "build", "--quiet", "-t", BASE, context], check=True)
+
+
+def build() -> None:
+    if not exists(BASE):
+        build_base()
+    for tag, folder in IMAGES.values():
+        if folder is not None:
+            subprocess.run(
+                ["docker", "build", "--quiet", "--build-arg", f"BASE={BASE}", "-t", tag,
+                 str(HERE / folder)],
+                check=True,
+            )  # fmt: skip

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Initialises an empty data folder as the official image does, then runs the server.
+set -eu
+: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}"
+user="${POSTGRES_USER:-postgres}"
+db="${POSTGRES_DB:-$user}"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    pwfile="$(mktemp)"
+    printf '%s' "$POSTGRES_PASSWORD" >"$pwfile"
+    initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --auth-local=trust \
+        --auth-host=scram-sha-256 >/dev/null
+    rm -f "$pwfile"
+    echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+    if [ "$db" != postgres ]; then
+        createdb -U "$user" "$db"
+    fi
+    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+fi
+exec postgres -D "$PGDATA" -c listen_addresses='*'
