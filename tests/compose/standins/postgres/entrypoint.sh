@@ -1,5 +1,6 @@
 #!/bin/sh
-# Initialises an empty data folder as the official image does, then runs the server.
+# Initialises an empty data folder as the official image does (UTF-8, a password for TCP),
+# then runs the server.
 set -eu
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}"
 user="${POSTGRES_USER:-postgres}"
@@ -7,7 +8,8 @@ db="${POSTGRES_DB:-$user}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile="$(mktemp)"
     printf '%s' "$POSTGRES_PASSWORD" >"$pwfile"
-    initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --auth-local=trust \
+    initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \
+        --auth-local=trust \
         --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
     echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
