@@ -16,7 +16,11 @@ FROM ${PYTHON_IMAGE} AS venv-model
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python3.11 -m venv /opt/venv
 COPY requirements/model.txt /tmp/requirements/
-RUN pip install -r /tmp/requirements/model.txt
+# The test suites that numpy, scipy, pandas, pyarrow and scikit-learn ship (about 100 MB)
+# are never imported by the service.
+RUN pip install -r /tmp/requirements/model.txt \
+    && cd /opt/venv/lib/python3.11/site-packages \
+    && find numpy scipy pandas pyarrow sklearn -depth -type d -name tests -exec rm -rf {} +
 
 FROM venv-model AS venv-tracking
 COPY requirements/tracking.txt /tmp/requirements/
@@ -30,6 +34,13 @@ FROM venv-model AS venv-trainer
 COPY requirements/training.txt /tmp/requirements/
 RUN pip install -r /tmp/requirements/training.txt
 
+# ---- The MLproject and the code its entry points run (the trainer and batch images).
+FROM scratch AS project
+COPY MLproject conda.yaml /app/
+COPY model /app/model
+COPY monitoring /app/monitoring
+COPY pipelines /app/pipelines
+
 # ---- What every runtime image shares.
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONUNBUFFERED=1 \
@@ -40,6 +51,8 @@ RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin app \
 WORKDIR /app
 
 FROM runtime AS tracking
+LABEL org.opencontainers.image.title="sentiment-mlops-tracking" \
+      org.opencontainers.image.description="The MLflow tracking server: registry, UI and proxied artifacts"
 COPY --from=venv-tracking /opt/venv /opt/venv
 USER app
 EXPOSE 5000
@@ -49,6 +62,8 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD \
 CMD ["mlflow", "server", "--serve-artifacts", "--host", "0.0.0.0", "--port", "5000", "--workers", "1"]
 
 FROM runtime AS gateway
+LABEL org.opencontainers.image.title="sentiment-mlops-gateway" \
+      org.opencontainers.image.description="The sentiment gateway and the MLflow scoring servers it supervises"
 COPY --from=venv-gateway /opt/venv /opt/venv
 # The code belongs to root: the user that runs it cannot change it.
 COPY model ./model
@@ -61,11 +76,10 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD \
 CMD ["python", "-m", "gateway"]
 
 FROM runtime AS trainer
+LABEL org.opencontainers.image.title="sentiment-mlops-trainer" \
+      org.opencontainers.image.description="mlflow run .: training, tuning, promotion and the monitor job"
 COPY --from=venv-trainer /opt/venv /opt/venv
-COPY MLproject conda.yaml ./
-COPY model ./model
-COPY monitoring ./monitoring
-COPY pipelines ./pipelines
+COPY --from=project /app ./
 USER app
 # A one-shot job: it has no port to check. Its exit status is its health.
 HEALTHCHECK NONE
@@ -77,15 +91,14 @@ COPY requirements/batch.txt /tmp/requirements/
 RUN pip install -r /tmp/requirements/batch.txt
 
 FROM runtime AS batch
+LABEL org.opencontainers.image.title="sentiment-mlops-batch" \
+      org.opencontainers.image.description="mlflow run . -e batch_score: batch scoring on Spark"
 RUN apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
        openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=venv-batch /opt/venv /opt/venv
-COPY MLproject conda.yaml ./
-COPY model ./model
-COPY monitoring ./monitoring
-COPY pipelines ./pipelines
+COPY --from=project /app ./
 USER app
 HEALTHCHECK NONE
 ENTRYPOINT ["mlflow", "run", ".", "-e", "batch_score", "--env-manager", "local"]

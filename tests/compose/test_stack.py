@@ -15,16 +15,19 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 
+from tests.compose import engine
 from tests.compose.conftest import (
     AUTH,
     GATEWAY,
     IMAGES,
     PROJECT,
     PROMETHEUS,
+    README_ENV,
+    ROOT,
     TRACKING,
-    Stack,
     docker,
     predict,
+    stack_env,
     wait_for,
 )
 from tests.load import Load
@@ -51,16 +54,18 @@ def failures(load: Load) -> list:
     return [a for a in load.answers if a.status != 200]
 
 
-def test_a_missing_password_stops_compose_with_a_sentence_naming_it(stack: Stack):
-    env = {k: v for k, v in stack.env.items() if k != "POSTGRES_PASSWORD"}
+@pytest.mark.parametrize("variable", sorted(README_ENV))
+def test_a_missing_password_or_key_stops_compose_with_a_sentence_naming_it(variable):
+    env = {k: v for k, v in stack_env().items() if k != variable}
     result = subprocess.run(
-        [*stack.command, "--project-name", f"{PROJECT}-refused", "config"],
+        [*engine.compose(), "--project-name", f"{PROJECT}-refused", "up", "--no-start"],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
     )
     assert result.returncode != 0
-    assert "set POSTGRES_PASSWORD" in result.stderr
+    assert f"set {variable}" in result.stderr, result.stderr[-500:]
 
 
 def test_first_training_promotes_a_version_answered_by_two_gateways_through_nginx(stack):
