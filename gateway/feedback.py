@@ -46,6 +46,10 @@ class AlreadyLabelled(Exception):
     """The prediction has a label already."""
 
 
+class NotTheAnsweredText(ValueError):
+    """The text sent with a label is not the review that was answered."""
+
+
 @dataclass(frozen=True)
 class Feedback:
     request_id: str
@@ -74,14 +78,20 @@ class FeedbackStore:
         """Record the true ``label`` of a logged prediction.
 
         Raises NotInLog for a prediction no log file holds, AlreadyLabelled for a second
-        label. ``text`` is stored as given (a client sends it to have it kept, for
-        retraining); without it, the logged text if the log keeps texts (GATEWAY_LOG_TEXTS).
+        label, NotTheAnsweredText for a ``text`` that is not the review answered (its digest
+        differs from the logged one). A label can only ever be about the text the model saw:
+        what retraining learns from is what was answered. The text kept is the one sent
+        (to have it kept, for retraining) or else the logged one (GATEWAY_LOG_TEXTS).
         """
         if self._log is not None:
             self._log.flush(FLUSH_TIMEOUT)
         found = prediction_log.find(self.monitor_dir, request_id, item)
         if found is None:
             raise NotInLog(request_id, item)
+        if text is not None and (
+            found.text_digest is None or prediction_log.digest(text) != found.text_digest
+        ):
+            raise NotTheAnsweredText(request_id, item)
         record = Feedback(
             request_id=request_id,
             item=item,

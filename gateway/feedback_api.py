@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from gateway.errors import ApiError
-from gateway.feedback import AlreadyLabelled, FeedbackStore, NotInLog
+from gateway.feedback import AlreadyLabelled, FeedbackStore, NotInLog, NotTheAnsweredText
 from gateway.schemas import Error, FeedbackRequest, FeedbackResponse
 
 
@@ -36,6 +36,13 @@ def add_feedback_route(app: FastAPI, store: FeedbackStore, auth: dict[str, Any])
                 404,
                 f"Request id {request.request_id!r} (item {request.item}) is not in the "
                 "prediction log.",
+            ) from None
+        except NotTheAnsweredText:
+            raise ApiError(
+                400,
+                f"The text sent is not the review answered for request id "
+                f"{request.request_id!r} (item {request.item}): send the label alone, or the "
+                "review exactly as it was sent for prediction.",
             ) from None
         except AlreadyLabelled:
             raise ApiError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     confidence REAL NOT NULL,
     text_length INTEGER,
     known_term_ratio REAL,
-    text TEXT
+    text TEXT,
+    text_digest TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id);
 """
@@ -73,6 +75,9 @@ class Prediction:
     text_length: int | None
     known_term_ratio: float | None
     text: str | None = None
+    # SHA-256 of the review, kept even when its text is not: feedback may then send the text
+    # it labels, and only the text that was answered is accepted.
+    text_digest: str | None = None
 
 
 COLUMNS = [field.name for field in fields(Prediction)]
@@ -308,6 +313,7 @@ class PredictionLog:
                     text_length=len(text) if text is not None else None,
                     known_term_ratio=_number(row.get("known_term_ratio")),
                     text=storable(text) if self.keep_texts and text is not None else None,
+                    text_digest=digest(text) if text is not None else None,
                 )
             )
         return predictions
@@ -326,18 +332,26 @@ def storable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def digest(text: str) -> str:
+    """The review's SHA-256, as the log keeps it."""
+    return hashlib.sha256(storable(text).encode("utf-8")).hexdigest()
+
+
 def find(folder: Path, request_id: str, item: int = 0) -> Prediction | None:
-    """The latest logged prediction for (request id, item), from any replica's files under
-    ``folder`` (the monitor dir), or None if no file still holds it."""
-    files = sorted((folder / "predictions").glob("*/*.sqlite"), key=lambda p: p.name, reverse=True)
-    for path in files:
+    """The latest logged prediction for (request id, item) by its time, from every replica's
+    files under ``folder`` (the monitor dir), or None if no file still holds it."""
+    found = []
+    for path in (folder / "predictions").glob("*/*.sqlite"):
         try:
             db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
         except sqlite3.Error:
             continue
         try:
+            # Files written before a column existed lack it.
+            present = {row[1] for row in db.execute("PRAGMA table_info(predictions)")}
+            columns = [c for c in COLUMNS if c in present]
             row = db.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM predictions "
+                f"SELECT {', '.join(columns)} FROM predictions "
                 "WHERE request_id = ? AND item = ? ORDER BY time DESC LIMIT 1",
                 (storable(request_id), item),
             ).fetchone()
@@ -346,8 +360,8 @@ def find(folder: Path, request_id: str, item: int = 0) -> Prediction | None:
         finally:
             db.close()
         if row is not None:
-            return Prediction(*row)
-    return None
+            found.append(Prediction(**dict(zip(columns, row, strict=True))))
+    return max(found, key=lambda p: p.time, default=None)
 
 
 def _number(value: Any) -> float | None:

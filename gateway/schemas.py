@@ -202,7 +202,8 @@ class FeedbackRequest(BaseModel):
     text: StrictStr | None = Field(
         None,
         max_length=MAX_TEXT_CHARS,
-        description="The review, if it may be kept (for retraining on labelled feedback).",
+        description="The review, if it may be kept (for retraining on labelled feedback): "
+        "exactly the text that was answered, or the label is refused (400).",
     )
 
 

@@ -11,7 +11,7 @@ from tempfile import gettempdir
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.names import ALIAS, MODEL_NAME
+from model.names import ALIAS, CHALLENGER, MODEL_NAME
 
 # Example keys from docs and old compose files: refused, since anyone could guess them.
 PLACEHOLDER_KEYS = {"change-me", "changeme", "change_me", "secret", "password", "api-key", "apikey"}
@@ -89,7 +89,7 @@ class Settings(BaseSettings):
 
     # The second alias the gateway follows: its version gets a scoring server of its own that
     # sees a copy of the traffic (the shadow) and answers nobody; empty: no challenger.
-    challenger_alias: str = "challenger"
+    challenger_alias: str = CHALLENGER
     # Share of /predict and /predict/batch requests mirrored to the challenger.
     shadow_fraction: float = Field(1.0, ge=0.0, le=1.0)
     # Texts waiting to be mirrored; past it new ones are shed (and counted), never waited for.

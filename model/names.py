@@ -9,3 +9,5 @@ LABELS = ("negative", "positive")
 # Where the registry keeps the model, and the alias that names the version to serve.
 MODEL_NAME = "SentimentClassifier"
 ALIAS = "production"
+# The alias of a version on trial (shadow, canary); a model retrained on feedback goes there.
+CHALLENGER = "challenger"

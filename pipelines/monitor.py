@@ -22,11 +22,13 @@ Verdicts (run tag ``monitoring.verdict``, also set on the model version):
 
 With ``--retrain if_needed`` and a verdict of ``drift`` or ``degraded``, a challenger is
 trained in the ``Sentiment-Analysis`` experiment on the served version's data (its split
-seed and sample, read from its tags) plus every feedback label that came with its text,
-added to the training split only; reviews of the validation or test split are left out of
-the feedback, so both versions are still scored on the same validation rows and
-champion/challenger decides as for any training run (``promote=if_better``): the challenger's
-figure is its train+feedback fit on validation, before the preset's refit on train+val.
+seed and sample, read from its tags) plus the period's feedback labels that came with their
+text, added to the training split only; reviews of the validation or test split are left out
+of the feedback, so both versions are still scored on the same validation rows and compared
+as for any training run (the challenger's figure is its train+feedback fit on validation,
+before the preset's refit on train+val). If it is better, it takes the ``challenger`` alias,
+never ``production``: the gateway's shadow and canary then try it on live traffic, and the
+`promote` entry point's gate decides whether it serves.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import pandas as pd
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 
-from model.names import LABELS, MODEL_NAME
+from model.names import CHALLENGER, LABELS, MODEL_NAME
 from model.preprocess import clean_text
 from monitoring import drift, reference
 from pipelines import drift_report, training
@@ -181,6 +183,9 @@ class Outcome:
     run_id: str
     version: str | None
     challenger: str | None = None
+    # The period checked: retraining learns from its labels only.
+    start: datetime | None = None
+    until: datetime | None = None
 
 
 def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outcome:
@@ -261,7 +266,7 @@ def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outc
         f"{_pct(estimated)}, measured {_pct(measured)} on {len(labelled)} labels, "
         f"test {expected:.1%}"
     )
-    outcome = Outcome(result, run_id, version)
+    outcome = Outcome(result, run_id, version, start=start, until=until)
     if retrain == "if_needed" and result in ("drift", "degraded"):
         outcome.challenger = "pending"
     return outcome
@@ -277,15 +282,24 @@ def feedback_reviews(feedback: pd.DataFrame, held_out: set[str]) -> pd.DataFrame
     ).astype({"label": "int64"})
 
 
-def retrain_with_feedback(state_dir: Path, version: str, monitor_run: str, data_path: str) -> str:
-    """Train the challenger (see the module docstring); returns its version."""
+def retrain_with_feedback(
+    state_dir: Path,
+    version: str,
+    monitor_run: str,
+    data_path: str,
+    start: datetime | None,
+    until: datetime,
+) -> str:
+    """Train the challenger on the labels of the period [start, until) (see the module
+    docstring); returns its version."""
     tags = MlflowClient().get_model_version(MODEL_NAME, version).tags
     max_rows, seed = int(tags.get("max_rows", 0)), int(tags.get("split_seed", 42))
     mlflow.set_experiment(training.EXPERIMENT)
     with mlflow.start_run(run_name="train-best-feedback", tags={RUN_ID: monitor_run}):
         data = training.prepare(data_path or None, max_rows, seed)
         held_out = set(data.splits.val["text"]) | set(data.splits.test["text"])
-        added = feedback_reviews(read_feedback(Path(state_dir) / "monitoring"), held_out)
+        labels = in_period(read_feedback(Path(state_dir) / "monitoring"), start, until)
+        added = feedback_reviews(labels, held_out)
         digest = hashlib.sha256("\n".join(added["text"]).encode()).hexdigest()[:16]
         print(f"  + {len(added)} feedback reviews in the training split only (digest {digest})")
         data.splits = replace(
@@ -297,7 +311,8 @@ def retrain_with_feedback(state_dir: Path, version: str, monitor_run: str, data_
         mlflow.set_tags({"feedback_rows": str(len(added)), "feedback_digest": digest})
         with training.phase("fit", f"fitting the '{PRESET}' preset with the feedback"):
             fitted = training.fit(params, data, seed)
-        return training.publish(fitted, data, PRESET, "if_better", MODEL_NAME)
+        # Never production directly: shadow, canary and the promotion gate decide that.
+        return training.publish(fitted, data, PRESET, "if_better", MODEL_NAME, CHALLENGER)
 
 
 def _since(value: str) -> str:
@@ -339,7 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[retrain] verdict {outcome.verdict}: training a challenger with the feedback")
         os.environ.pop(MLFLOW_RUN_ID.name, None)  # the next run is a training run of its own
         challenger = retrain_with_feedback(
-            Path(args.state_dir), outcome.version, outcome.run_id, args.data_path
+            Path(args.state_dir),
+            outcome.version,
+            outcome.run_id,
+            args.data_path,
+            outcome.start,
+            outcome.until,
         )
         MlflowClient().set_tag(outcome.run_id, "monitoring.challenger", challenger)
     print(f"Monitoring completed: {outcome.verdict} (run {outcome.run_id})")

@@ -202,10 +202,19 @@ def find_champion(
 
 
 def champion_challenger(
-    mode: str, name: str, version: str, val_f1: float, trained_on: TrainedOn, val: pd.DataFrame
+    mode: str,
+    name: str,
+    version: str,
+    val_f1: float,
+    trained_on: TrainedOn,
+    val: pd.DataFrame,
+    alias: str = ALIAS,
 ) -> Decision:
-    """Decide for ``version`` (validation F1 ``val_f1`` on ``val``), move the alias if chosen,
-    and record the decision on the active run."""
+    """Decide for ``version`` (validation F1 ``val_f1`` on ``val``, against production), move
+    ``alias`` to it if chosen, and record the decision on the active run.
+
+    ``alias`` is ``production`` for a training run. A model retrained on feedback moves
+    ``challenger`` instead: shadow, canary and the promotion gate decide whether it serves."""
     client = MlflowClient()
     checked = False
     for _ in range(ATTEMPTS):
@@ -221,7 +230,7 @@ def champion_challenger(
                 check(name, version)
             except PromotionError as error:
                 cannot = Decision(False, f"the new version cannot serve: {error}")
-                record(cannot, champion, announce=False)  # the entry point says it
+                record(cannot, champion, alias, announce=False)  # the entry point says it
                 raise
             checked = True
         if decision.promote and mode == "if_better":
@@ -231,28 +240,33 @@ def champion_challenger(
                 print("  the production alias moved meanwhile: deciding again")
                 continue
         if decision.promote:
-            move_alias(name, version)
-        record(decision, champion)
+            move_alias(name, version, alias)
+        record(decision, champion, alias)
         return decision
     decision = Decision(False, "the production alias kept moving during the comparison")
-    record(decision, None)
+    record(decision, None, alias)
     return decision
 
 
-def record(decision: Decision, champion: Champion | None, announce: bool = True) -> None:
+def record(
+    decision: Decision, champion: Champion | None, alias: str = ALIAS, announce: bool = True
+) -> None:
     mlflow.set_tags(
         {
             "promotion.decision": "promoted" if decision.promote else "kept",
             "promotion.reason": decision.reason,
             "promotion.champion": champion.version if champion else "none",
+            "promotion.alias": alias,
         }
     )
     if champion is not None and champion.val_f1 is not None:
         mlflow.log_metric("champion_val_f1", champion.val_f1)
     if not announce:
         return
-    if decision.promote:
+    if decision.promote and alias == ALIAS:
         print(f"This is the best model! Promoting to production... ({decision.reason})")
+    elif decision.promote:
+        print(f"Better than production: it becomes the {alias} ({decision.reason}).")
     else:
         print(f"Not promoted: {decision.reason}.")
 
@@ -278,8 +292,8 @@ def check(name: str, version: str) -> None:
         )
 
 
-def move_alias(name: str, version: str) -> None:
-    MlflowClient().set_registered_model_alias(name, ALIAS, version)
+def move_alias(name: str, version: str, alias: str = ALIAS) -> None:
+    MlflowClient().set_registered_model_alias(name, alias, version)
 
 
 def main(argv: list[str] | None = None) -> int:

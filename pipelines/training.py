@@ -31,7 +31,7 @@ from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from model.names import MODEL_NAME
+from model.names import ALIAS, MODEL_NAME
 from model.preprocess import clean_text
 from model.signature import INPUT_EXAMPLE, SIGNATURE
 from model.vocabulary import compact
@@ -231,9 +231,16 @@ def git_commit() -> str:
         return "unknown"
 
 
-def publish(fitted: Fitted, data: Prepared, preset: str, promote_mode: str, model_name: str) -> str:
-    """Refit if the preset says so, estimate on test, log, register and maybe promote;
-    returns the version."""
+def publish(
+    fitted: Fitted,
+    data: Prepared,
+    preset: str,
+    promote_mode: str,
+    model_name: str,
+    alias: str = ALIAS,
+) -> str:
+    """Refit if the preset says so, estimate on test, log, register and maybe move ``alias``
+    (``production``, or ``challenger`` for a model retrained on feedback); returns the version."""
     m = fitted.metrics
     print(f"  Validation Metrics - Accuracy: {m['val_accuracy']:.4f}, F1: {m['val_f1']:.4f}")
     fitted = refit(fitted, data)
@@ -288,7 +295,7 @@ def publish(fitted: Fitted, data: Prepared, preset: str, promote_mode: str, mode
         model_card.written(model_name, version, evidence, rerun),
     ):
         promote.champion_challenger(
-            promote_mode, model_name, version, m["val_f1"], on, data.splits.val
+            promote_mode, model_name, version, m["val_f1"], on, data.splits.val, alias
         )
     return version
 

@@ -64,12 +64,13 @@ def log_predictions(folder: Path, replica: str, start: datetime, answers: pd.Dat
             len(text),
             float(answer.known_term_ratio),
             None,
+            prediction_log.digest(text),
         )  # fmt: skip
         for i, (answer, text) in enumerate(zip(answers.itertuples(), texts, strict=True))
     ]
     with sqlite3.connect(path / f"{start:%Y%m%dT%H%M%SZ}.sqlite") as db:
         db.executescript(prediction_log.SCHEMA)
-        db.executemany(f"INSERT INTO predictions VALUES ({','.join('?' * 11)})", rows)
+        db.executemany(f"INSERT INTO predictions VALUES ({','.join('?' * 12)})", rows)
     return [row[1] for row in rows]
 
 
@@ -194,7 +195,12 @@ def test_the_next_period_of_other_text_is_flagged_and_a_challenger_trained(track
     client, version, state = setup["client"], setup["version"], setup["state"]
     folder = state / "monitoring"
     start = datetime.now(UTC)  # after the last run: the default period holds only these
-    log_predictions(folder, "gw:2", start, setup["other_answers"], setup["others"])
+    answers, others = setup["other_answers"], setup["others"]
+    ids = log_predictions(folder, "gw:2", start, answers, others)
+    # 40 labels with their texts: retraining learns from this period's labels only, not from
+    # the 150 texts labelled in the period before.
+    flipped = [LABELS[1 - LABELS.index(s)] for s in answers["sentiment"].iloc[:40]]
+    give_feedback(folder, start, ids[:40], answers.iloc[:40], flipped, list(others[:40]))
 
     result = run_monitor(
         tracking_uri, f"state_dir={state}", f"gateway_url={setup['nowhere']}",
@@ -215,12 +221,17 @@ def test_the_next_period_of_other_text_is_flagged_and_a_challenger_trained(track
     assert (
         client.get_model_version(MODEL_NAME, version).tags[monitor.VERDICT] == tags[monitor.VERDICT]
     )
-    # The challenger: trained with the 150 feedback reviews that had text, registered with
-    # its own reference, and compared with the version on the same validation rows.
+    # The challenger: trained with the period's labelled texts, registered with its own
+    # reference, and compared with the version on the same validation rows. It can only ever
+    # become the challenger: production stays until shadow, canary and the gate decide.
     challenger = tags["monitoring.challenger"]
     trained = client.get_run(client.get_model_version(MODEL_NAME, challenger).run_id)
     assert trained.data.tags[monitor.RUN_ID] == run.info.run_id
-    assert 0 < int(trained.data.tags["feedback_rows"]) <= 150
+    assert 0 < int(trained.data.tags["feedback_rows"]) <= 40
+    assert trained.data.tags["promotion.alias"] == "challenger"
+    assert client.get_model_version_by_alias(MODEL_NAME, "production").version == version
+    if trained.data.tags["promotion.decision"] == "promoted":
+        assert client.get_model_version_by_alias(MODEL_NAME, "challenger").version == challenger
     assert trained.data.tags["promotion.champion"] == version
     assert "on the same validation rows" in trained.data.tags["promotion.reason"]
     files = {a.path for a in client.list_artifacts(trained.info.run_id, "model/artifacts")}

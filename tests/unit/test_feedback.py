@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
-from gateway.feedback import AlreadyLabelled, FeedbackStore, NotInLog
+from gateway.feedback import AlreadyLabelled, FeedbackStore, NotInLog, NotTheAnsweredText
 from gateway.logs import REQUEST_ID
 from gateway.prediction_log import PredictionLog
 
@@ -84,13 +85,49 @@ def test_text_is_stored_only_when_sent_or_logged(tmp_path, logged):
     log = logged("r1", "v1", [POSITIVE, POSITIVE], ["first review", "second review"])
     store = FeedbackStore(tmp_path, log)
     store.submit("r1", 0, "positive", None)
-    store.submit("r1", 1, "positive", "sent with the label")
+    store.submit("r1", 1, "positive", "second review")
     kept = logged("r2", "v1", [POSITIVE], ["kept review"], replica="texts", keep_texts=True)
     FeedbackStore(tmp_path, kept).submit("r2", 0, "negative", None)
     db = sqlite3.connect(store.path)
     texts = dict(db.execute("SELECT request_id || ':' || item, text FROM feedback"))
     db.close()
-    assert texts == {"r1:0": None, "r1:1": "sent with the label", "r2:0": "kept review"}
+    assert texts == {"r1:0": None, "r1:1": "second review", "r2:0": "kept review"}
+
+
+@pytest.mark.parametrize("keep_texts", [False, True])
+def test_a_label_with_any_other_text_than_the_answered_one_is_refused(tmp_path, logged, keep_texts):
+    """What retraining learns from can only be what the model answered: a key holder cannot
+    label texts of their own choosing."""
+    log = logged("r1", "v1", [POSITIVE], ["the answered review"], keep_texts=keep_texts)
+    store = FeedbackStore(tmp_path, log)
+    for other in ("an attacker's text", "the answered review ", "The answered review"):
+        with pytest.raises(NotTheAnsweredText):
+            store.submit("r1", 0, "negative", other)
+    assert store.accuracy() == {}, "nothing was stored"
+    assert store.submit("r1", 0, "negative", "the answered review").text == "the answered review"
+
+
+def test_text_cannot_be_checked_against_a_log_written_before_digests(tmp_path, logged):
+    log = logged("r1", "v1", [POSITIVE], ["a review"])
+    log.flush(2)
+    with sqlite3.connect(log.path) as db:  # as the log's files were before the digest column
+        db.execute("ALTER TABLE predictions DROP COLUMN text_digest")
+    store = FeedbackStore(tmp_path, log)
+    with pytest.raises(NotTheAnsweredText):
+        store.submit("r1", 0, "positive", "a review")
+    assert store.submit("r1", 0, "positive", None).text is None
+
+
+def test_the_latest_answer_by_time_is_labelled_when_a_request_id_repeats(tmp_path, logged):
+    """A file is named by when it was opened: an answer logged later can be in a file whose
+    name sorts first."""
+    first = logged("other", "v1", [POSITIVE], replica="opened-first")
+    first.flush(2)
+    time.sleep(1.1)  # file names have a resolution of one second
+    logged("same", "v1", [POSITIVE], replica="opened-later").flush(2)
+    time.sleep(0.01)
+    logged("same", "v2", [NEGATIVE], replica="opened-first").flush(2)
+    assert FeedbackStore(tmp_path).submit("same", 0, "negative", None).model_version == "v2"
 
 
 def test_accuracy_is_per_version(tmp_path, logged):
@@ -114,4 +151,5 @@ def test_ids_and_texts_sqlite_cannot_encode_are_handled(tmp_path, logged):
     store = FeedbackStore(tmp_path, logged("r1", "v1", [POSITIVE]))
     with pytest.raises(NotInLog):
         store.submit("\ud800", 0, "positive", None)
-    assert store.submit("r1", 0, "positive", "lone \udfff").text == "lone ?"
+    lone = logged("r2", "v1", [POSITIVE], ["lone \udfff"])
+    assert FeedbackStore(tmp_path, lone).submit("r2", 0, "positive", "lone \udfff").text == "lone ?"

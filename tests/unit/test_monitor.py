@@ -41,12 +41,25 @@ def write_log(folder, replica, start, rows):
     path.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path / f"{start:%Y%m%dT%H%M%SZ}.sqlite") as db:
         db.executescript(prediction_log.SCHEMA)
-        db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
 
 def row(at, request_id, version="v1", ratio=0.9, replica="gw:1"):
     time = at.isoformat(timespec="milliseconds")
-    return (time, request_id, 0, "/predict", replica, version, "positive", 0.9, 100, ratio, None)
+    return (
+        time,
+        request_id,
+        0,
+        "/predict",
+        replica,
+        version,
+        "positive",
+        0.9,
+        100,
+        ratio,
+        None,
+        None,
+    )
 
 
 @pytest.fixture
