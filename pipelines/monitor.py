@@ -41,7 +41,6 @@ import os
 import sqlite3
 import sys
 import tempfile
-import urllib.request
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,7 +54,7 @@ from mlflow.tracking import MlflowClient
 from model.names import CHALLENGER, LABELS, MODEL_NAME
 from model.preprocess import clean_text
 from monitoring import drift, reference
-from pipelines import drift_report, training
+from pipelines import drift_report, gateway_info, training
 from pipelines.features import PRESETS
 
 EXPERIMENT = "Sentiment-Monitoring"
@@ -150,18 +149,22 @@ def window(rows: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def served_version(gateway_url: str, predictions: pd.DataFrame) -> str | None:
-    """What the gateway serves, else the version of the last logged prediction."""
+    """What the gateway serves, else the version that answered most of the period (a canary's
+    challenger answers a small share). A gateway that refuses the key is an error, not a
+    reason to guess."""
     try:
-        with urllib.request.urlopen(f"{gateway_url.rstrip('/')}/info", timeout=5) as answer:
-            label = str(json.load(answer).get("model_version", "")).removeprefix("v")
-        if label.isdigit():
-            return label
-    except (OSError, ValueError, AttributeError):  # unreachable, refused, not the gateway
+        label = str(gateway_info.info(gateway_url, timeout=5).get("model_version", ""))
+        if label.removeprefix("v").isdigit():
+            return label.removeprefix("v")
+    except gateway_info.KeyRefused as error:
+        raise MonitorError(str(error)) from None
+    except gateway_info.GatewayUnreadable:
         pass
     labelled = predictions[predictions["model_version"].str.removeprefix("v").str.isdigit()]
     if labelled.empty:
         return None
-    return str(labelled.sort_values("at")["model_version"].iloc[-1]).removeprefix("v")
+    counts = labelled.groupby("model_version")["at"].agg(["size", "max"])
+    return str(counts.sort_values(["size", "max"]).index[-1]).removeprefix("v")
 
 
 def last_period_end(client: MlflowClient) -> datetime | None:

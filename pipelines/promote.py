@@ -307,9 +307,21 @@ def main(argv: list[str] | None = None) -> int:
         help="share of reviews the gateway's shadow must have found labelled as production "
         "does (0: no gate); see pipelines/promotion_gate.py",
     )
-    parser.add_argument("--gateway-url", default=promotion_gate.DEFAULT_GATEWAY)
+    parser.add_argument(
+        "--gateway-url",
+        default=promotion_gate.DEFAULT_GATEWAY,
+        help="the gateway, or every replica's address, comma-separated",
+    )
+    parser.add_argument(
+        "--min-compared",
+        type=float,
+        default=promotion_gate.MIN_COMPARED,
+        help="reviews the shadows must have compared before the gate decides",
+    )
     args = parser.parse_args(argv)
-    why = promotion_gate.check_gate(args.gateway_url, args.version, args.require_agreement)
+    why = promotion_gate.check_gate(
+        args.gateway_url, args.version, args.require_agreement, int(args.min_compared)
+    )
     if why:
         print(f"Not promoted: {why}.", file=sys.stderr)
         return 1

@@ -1,10 +1,13 @@
 """The monitor job's verdict rule and how it reads the gateways' files (real SQLite files in
 the layout the gateway writes)."""
 
+import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -85,11 +88,52 @@ def test_every_replicas_log_is_read_and_cut_to_the_period(logged):
     assert np.isnan(window["known_term_ratio"]).all()  # a version that does not report it
 
 
-def test_without_a_gateway_the_served_version_is_the_last_logged(logged):
+def test_without_a_gateway_the_served_version_is_the_one_that_answered_most(logged):
+    """Not the last logged: a canary's challenger answers a small share, often last."""
     folder, _ = logged
-    predictions = monitor.read_predictions(folder)
-    assert monitor.served_version("http://127.0.0.1:9", predictions) == "2"
+    predictions = monitor.read_predictions(folder)  # v1 three times, then v2 once
+    assert monitor.served_version("http://127.0.0.1:9", predictions) == "1"
     assert monitor.served_version("http://127.0.0.1:9", predictions.iloc[:0]) is None
+
+
+@pytest.fixture
+def keyed_gateway():
+    """A real HTTP server answering /info as a gateway with API keys does."""
+
+    class Info(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("X-API-Key") != "the-key":
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.dumps({"model_version": "v7", "challenger": None}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Info)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_the_served_version_is_asked_with_the_key_and_a_refusal_is_an_error(
+    logged, keyed_gateway, monkeypatch
+):
+    predictions = monitor.read_predictions(logged[0])
+    monkeypatch.setenv("GATEWAY_API_KEY", "the-key")
+    assert monitor.served_version(keyed_gateway, predictions) == "7"
+    monkeypatch.delenv("GATEWAY_API_KEY")
+    with pytest.raises(monitor.MonitorError, match="set GATEWAY_API_KEY"):
+        monitor.served_version(keyed_gateway, predictions)
+    monkeypatch.setenv("GATEWAY_API_KEY", "a-wrong-key")
+    with pytest.raises(monitor.MonitorError, match="refused the key"):
+        monitor.served_version(keyed_gateway, predictions)
 
 
 def test_no_files_read_as_no_rows(tmp_path):
