@@ -11,7 +11,8 @@ A gateway without a model therefore gets no traffic. Between two checks nginx's 
 checks cover a gateway that dies or loses its model: a connection error, a timeout or a 503
 counts as a failure (`max_fails` of them take it out for `fail_timeout`), and the request is
 sent once more to another gateway. POSTs are retried too (`non_idempotent`): a prediction
-has no side effects, so answering it from another gateway is safe. nginx retries only while
+has no side effects, so answering it from another gateway is safe. A label (`/feedback`) is
+stored once, so it is sent again only if it never reached a gateway. nginx retries only while
 nothing of the answer has reached the client.
 """
 
@@ -69,23 +70,31 @@ http {{
 
     server {{
         listen {host}:{port};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_connect_timeout 2s;
+        proxy_read_timeout 60s;
+        proxy_next_upstream_tries {tries};
 
         location / {{
             proxy_pass http://gateways;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 60s;
             # Predictions have no side effects: a request that met a dead gateway, a timeout
             # or a 503 is sent to another gateway once, POSTs included.
             proxy_next_upstream error timeout http_503 non_idempotent;
-            proxy_next_upstream_tries {tries};
+        }}
+
+        # A label is stored once. Once a gateway has it, a timeout or a dropped answer does not
+        # mean it was not stored, and a second try would answer 409 for a stored label: only a
+        # request that never reached a gateway (connection refused or timed out) goes to another.
+        location = /feedback {{
+            proxy_pass http://gateways;
+            proxy_next_upstream error timeout;
         }}
 
         # nginx's own errors (no gateway could answer) in the gateway's format.
-        error_page 502 503 @unavailable;
+        error_page 502 503 =503 @unavailable;
         error_page 504 @timeout;
         error_page 413 @too_large;
         location @unavailable {{

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
+import time
 
+import httpx
 import pytest
 
 from stack.balancer import Balancer, find_nginx, render
+from stack.processes import free_port
 from stack.settings import StackSettings
 from stack.up import Stack
 
@@ -32,7 +37,8 @@ def test_with_no_gateway_ready_every_one_gets_its_chance(tmp_path):
 def test_every_path_nginx_writes_is_in_the_state_dir(tmp_path):
     balancer = Balancer("nginx", "127.0.0.1", 8000, [8001], tmp_path / "run", tmp_path / "logs")
     text = balancer.config.read_text()
-    paths = [word.rstrip(";") for word in text.split() if word.startswith("/") and word != "/"]
+    words = [word.rstrip(";") for word in text.split() if word.startswith("/")]
+    paths = [word for word in words if word not in ("/", "/feedback")]  # not locations
     assert paths and all(path.startswith(str(tmp_path)) for path in paths), paths
     assert "daemon off;" in text
     assert balancer.command()[1:] == [
@@ -65,3 +71,62 @@ def test_several_gateways_without_nginx_stop_make_up_before_anything_starts():
     assert "apt-get install nginx" in str(refused.value)
     assert "GATEWAY_REPLICAS=1" in str(refused.value)
     assert Stack(StackSettings(gateway_replicas=1, nginx_bin="no-such-nginx")).nginx() is None
+
+
+class Dropping:
+    """A gateway that reads each request, counts it by path and closes the connection without
+    answering, as a gateway killed mid-request does."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.paths: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    request += chunk
+                if request:
+                    self.paths.append(request.split(b" ")[1].decode())
+
+
+@pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (.ci/run installs it)")
+def test_a_prediction_is_sent_again_but_a_label_that_reached_a_gateway_is_not(tmp_path):
+    """Once a gateway has a label it may have stored it: sent again, the client would get
+    409 for a stored label. A prediction has no side effects and is retried elsewhere."""
+    gateways = [Dropping(), Dropping()]
+    port = free_port()
+    ports = [g.port for g in gateways]
+    balancer = Balancer(find_nginx(), "127.0.0.1", port, ports, tmp_path, tmp_path / "logs")
+    nginx = subprocess.Popen(balancer.command(), stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.1)
+        label = {"request_id": "r1", "label": "positive"}
+        assert httpx.post(f"{balancer.url}/feedback", json=label).status_code == 503
+        sent = sorted(p for g in gateways for p in g.paths)
+        assert sent == ["/feedback"], "a label reaches one gateway only"
+        assert httpx.post(f"{balancer.url}/predict", json={"text": "x"}).status_code == 503
+        sent = sorted(p for g in gateways for p in g.paths)
+        assert sent == ["/feedback", "/predict", "/predict"], "a prediction is sent again"
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        for gateway in gateways:
+            gateway.sock.close()
