@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -395,15 +396,19 @@ def version_page(tracking_uri: str, model_name: str, version: str) -> str | None
 @contextmanager
 def written(model_name: str, version: str, evidence: Evidence, rerun: Rerun):
     """Write the card with the decision pending, and again once the block has decided (also
-    when it found that the version cannot serve)."""
+    when it found that the version cannot serve). The block may have moved the alias: from
+    then on the card is information, and failing to write it cannot fail the run."""
     write(model_name, version, evidence, rerun)
     try:
         yield
     except PromotionError:
         write(model_name, version, evidence, rerun)
         raise
-    write(model_name, version, evidence, rerun)
-    print(f"  model card: {location(model_name, version)}")
+    try:
+        write(model_name, version, evidence, rerun)
+        print(f"  model card: {location(model_name, version)}")
+    except Exception as error:  # noqa: BLE001 - anything the registry or the store raises
+        print(f"  model card not updated with the decision: {error}", file=sys.stderr)
 
 
 def location(name: str, version: str) -> str:

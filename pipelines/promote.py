@@ -38,6 +38,7 @@ another run moved it meanwhile, the decision is made again against that version.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -239,9 +240,20 @@ def champion_challenger(
             if (latest.version if latest else None) != faced:
                 print("  the production alias moved meanwhile: deciding again")
                 continue
-        if decision.promote:
-            move_alias(name, version, alias)
         record(decision, champion, alias)
+        if decision.promote:
+            # The last step: nothing after the move can fail the run once the model serves.
+            try:
+                move_alias(name, version, alias)
+            except Exception as error:
+                with contextlib.suppress(Exception):
+                    mlflow.set_tags(
+                        {
+                            "promotion.decision": "kept",
+                            "promotion.reason": f"the move failed: {error}",
+                        }
+                    )
+                raise
         return decision
     decision = Decision(False, "the production alias kept moving during the comparison")
     record(decision, None, alias)
@@ -336,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model_name}@{ALIAS} -> version {args.version}{was}")
     from pipelines.model_card import location  # the card module imports this one
 
-    print(f"Model card: {location(args.model_name, args.version)}")
+    try:  # the alias has moved: the card's address is information, not a step that can fail
+        print(f"Model card: {location(args.model_name, args.version)}")
+    except Exception as error:  # noqa: BLE001
+        print(f"Model card: not found ({error})", file=sys.stderr)
     return 0
 
 

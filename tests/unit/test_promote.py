@@ -2,12 +2,14 @@
 
 from types import SimpleNamespace
 
+import mlflow
 import mlflow.pyfunc  # the module itself, not mlflow's lazy stand-in, is patched
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
 from model.names import LABELS
+from pipelines import model_card, promote
 from pipelines.promote import Champion, TrainedOn, decide, find_champion
 
 HERE = TrainedOn(data_digest="5f2a9c1e0b7d4a66", split_seed=42, max_rows=2000)
@@ -175,3 +177,49 @@ def test_a_champion_fitted_on_train_only_is_re_scored_on_the_validation_rows(loa
     assert loads == ["models:/SentimentClassifier/3"]
     assert found.val_f1 == 1.0 and not found.recorded
     assert "(re-scored)" in decide("if_better", 0.88, HERE, found).reason
+
+
+def test_the_alias_move_is_the_last_registry_step_of_a_promotion(monkeypatch):
+    """A failure after the move would fail a run whose model already serves."""
+    steps = []
+    monkeypatch.setattr(promote, "check", lambda name, version: None)
+    monkeypatch.setattr(promote, "current", lambda client, name: None)
+    monkeypatch.setattr(promote, "MlflowClient", lambda: None)
+    monkeypatch.setattr(promote, "record", lambda *args, **kwargs: steps.append("record"))
+    monkeypatch.setattr(promote, "move_alias", lambda *args: steps.append("move"))
+    decision = promote.champion_challenger("always", "M", "4", 0.9, HERE, VAL)
+    assert decision.promote and steps == ["record", "move"]
+
+
+def test_a_failed_move_leaves_the_run_saying_kept(monkeypatch):
+    tags = {}
+    monkeypatch.setattr(promote, "check", lambda name, version: None)
+    monkeypatch.setattr(promote, "current", lambda client, name: None)
+    monkeypatch.setattr(promote, "MlflowClient", lambda: None)
+    monkeypatch.setattr(mlflow, "set_tags", tags.update)
+    monkeypatch.setattr(mlflow, "log_metric", lambda *args: None)
+
+    def refused(*args):
+        raise MlflowException("registry unavailable")
+
+    monkeypatch.setattr(promote, "move_alias", refused)
+    with pytest.raises(MlflowException):
+        promote.champion_challenger("always", "M", "4", 0.9, HERE, VAL)
+    assert (
+        tags["promotion.decision"] == "kept" and "registry unavailable" in tags["promotion.reason"]
+    )
+
+
+def test_the_model_card_cannot_fail_a_run_after_its_decision(monkeypatch, capsys):
+    writes = []
+
+    def write(*args):
+        writes.append(args)
+        if len(writes) > 1:
+            raise MlflowException("the tracking server went away")
+
+    monkeypatch.setattr(model_card, "write", write)
+    with model_card.written("M", "4", None, None):
+        pass  # the decision, and the alias move, happened here
+    assert len(writes) == 2
+    assert "model card not updated with the decision" in capsys.readouterr().err
