@@ -31,8 +31,9 @@ decision is logged on the run as the tags ``promotion.decision`` (``promoted`` o
 ``promotion.reason`` and ``promotion.champion`` (the production version it faced, or
 ``none``), and, when the champion was scored, the metric ``champion_val_f1``.
 
-The registry has no compare-and-set: the alias is re-read just before it is moved, and if
-another run moved it meanwhile, the decision is made again against that version.
+The registry has no compare-and-set: a run holds a lock while it reads the champion, decides
+and moves the alias (``pipelines.promotion_lock``), so promotions from any machine take turns,
+and each decides against the production version the previous one left.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from mlflow.tracking import MlflowClient
 
 from model.names import ALIAS, LABELS, MODEL_NAME
 from model.signature import INPUT_EXAMPLE
-from pipelines import evaluate, promotion_gate
+from pipelines import evaluate, promotion_gate, promotion_lock
 from pipelines.data import SPLIT
 
 MODES = ("never", "if_better", "always")
@@ -217,6 +218,21 @@ def champion_challenger(
     ``alias`` is ``production`` for a training run. A model retrained on feedback moves
     ``challenger`` instead: shadow, canary and the promotion gate decide whether it serves."""
     client = MlflowClient()
+    with promotion_lock.held(name, client):
+        return _decide_and_move(client, mode, name, version, val_f1, trained_on, val, alias)
+
+
+def _decide_and_move(
+    client: MlflowClient,
+    mode: str,
+    name: str,
+    version: str,
+    val_f1: float,
+    trained_on: TrainedOn,
+    val: pd.DataFrame,
+    alias: str,
+) -> Decision:
+    """champion_challenger's work, while it holds the promotion lock."""
     checked = False
     for _ in range(ATTEMPTS):
         champion = find_champion(client, name, trained_on, val) if mode == "if_better" else None
@@ -342,8 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     except PromotionError as error:
         print(f"Not promoted: {error}", file=sys.stderr)
         return 1
-    before = current(MlflowClient(), args.model_name)
-    move_alias(args.model_name, args.version)
+    with promotion_lock.held(args.model_name):
+        before = current(MlflowClient(), args.model_name)
+        move_alias(args.model_name, args.version)
     was = f" (was version {before.version})" if before else ""
     print(f"{args.model_name}@{ALIAS} -> version {args.version}{was}")
     from pipelines.model_card import location  # the card module imports this one

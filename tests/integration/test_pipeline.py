@@ -3,14 +3,16 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from model.names import ALIAS, MODEL_NAME
+from pipelines import promotion_lock
 from pipelines.features import PRESETS
-from tests.servers import env, run_training, tracking_server
+from tests.servers import BIN, ROOT, env, run_training, tracking_server
 
 pytestmark = pytest.mark.integration
 NAME = MODEL_NAME
@@ -166,6 +168,39 @@ def test_promote_entry_point_checks_then_moves_the_alias(registry, first_run):
     assert f"Model card: {page} (artifact runs:/" in moved.stdout
     back = run_training(uri, "version=1", entry="promote")
     assert back.returncode == 0 and production(client) == "1"
+
+
+def test_concurrent_promotions_take_turns_under_the_lock(registry, first_run):
+    """Two `mlflow run . -e promote` at once, while a third promotion holds the lock: both
+    wait, neither moves the alias meanwhile, then each moves it in turn."""
+    uri, client = registry
+    seed_version = client.search_model_versions(f"name='{NAME}' and tag.preset='seed'")[0].version
+    before = production(client)
+    args = [str(BIN / "mlflow"), "run", ".", "-e", "promote", "--env-manager", "local"]
+    with promotion_lock.held(NAME, client):
+        runs = [
+            subprocess.Popen(
+                [*args, "-P", f"version={version}"],
+                cwd=ROOT,
+                env=env(MLFLOW_TRACKING_URI=uri),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for version in (seed_version, "1")
+        ]
+        deadline = time.monotonic() + 60  # each loads and checks its version, then waits
+        while time.monotonic() < deadline and all(run.poll() is None for run in runs):
+            assert production(client) == before
+            time.sleep(1)
+        assert all(run.poll() is None for run in runs), "a promotion ignored the lock"
+    outputs = [run.communicate(timeout=120) for run in runs]
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+        assert "waiting for another promotion" in out
+    assert production(client) in (seed_version, "1")
+    assert not client.search_registered_models(f"name='{promotion_lock.lock_name(NAME)}'")
+    client.set_registered_model_alias(NAME, ALIAS, before)
 
 
 def test_tune_runs_nested_candidates_and_registers_the_best(registry, first_run):

@@ -1,5 +1,6 @@
 """The champion/challenger rule, with plain values: what is compared, on what, and when not."""
 
+import contextlib
 from types import SimpleNamespace
 
 import mlflow
@@ -185,6 +186,7 @@ def test_the_alias_move_is_the_last_registry_step_of_a_promotion(monkeypatch):
     monkeypatch.setattr(promote, "check", lambda name, version: None)
     monkeypatch.setattr(promote, "current", lambda client, name: None)
     monkeypatch.setattr(promote, "MlflowClient", lambda: None)
+    monkeypatch.setattr(promote.promotion_lock, "held", lambda *args: contextlib.nullcontext())
     monkeypatch.setattr(promote, "record", lambda *args, **kwargs: steps.append("record"))
     monkeypatch.setattr(promote, "move_alias", lambda *args: steps.append("move"))
     decision = promote.champion_challenger("always", "M", "4", 0.9, HERE, VAL)
@@ -196,6 +198,7 @@ def test_a_failed_move_leaves_the_run_saying_kept(monkeypatch):
     monkeypatch.setattr(promote, "check", lambda name, version: None)
     monkeypatch.setattr(promote, "current", lambda client, name: None)
     monkeypatch.setattr(promote, "MlflowClient", lambda: None)
+    monkeypatch.setattr(promote.promotion_lock, "held", lambda *args: contextlib.nullcontext())
     monkeypatch.setattr(mlflow, "set_tags", tags.update)
     monkeypatch.setattr(mlflow, "log_metric", lambda *args: None)
 
