@@ -377,8 +377,11 @@ function renderTable(name) {
   applyFilter();
 }
 
+// A review that starts like a formula (=, +, -, @, tab, carriage return) would run as one when
+// the file is opened in a spreadsheet: a leading ' makes it text.
 function csvField(value) {
-  const text = value === undefined || value === null ? "" : String(value);
+  let text = value === undefined || value === null ? "" : String(value);
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;
   return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 

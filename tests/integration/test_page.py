@@ -6,6 +6,7 @@ nothing the other modules serve). Set SAVE_SCREENSHOTS=1 to write docs/page.png.
 
 from __future__ import annotations
 
+import csv as csv_module
 import os
 import secrets
 import time
@@ -197,6 +198,18 @@ def test_a_batch_file_gives_a_table_a_filter_and_a_download(tab, tmp_path):
     assert table[0] == "row,text,sentiment,confidence,no_known_terms,model_version"
     assert len(table) == 21
     assert table[20].startswith('20,"He said ""wow"", twice",')
+
+    # Reviews that a spreadsheet would run as formulas are written as text.
+    formulas = ['=HYPERLINK("http://example.com","x")', "+1 great", "-2 awful", "@SUM(A1)"]
+    (tmp_path / "formulas.txt").write_text("\n".join(formulas) + "\n")
+    page.set_input_files("#batch-file", str(tmp_path / "formulas.txt"))
+    expect(rows).to_have_count(4)
+    with page.expect_download() as download:
+        page.click("#batch-download")
+    download.value.save_as(tmp_path / "formulas.csv")
+    with open(tmp_path / "formulas.csv", newline="") as file:
+        cells = [row["text"] for row in csv_module.DictReader(file)]
+    assert cells == [f"'{text}" for text in formulas]
 
     # A CSV's `review` column, with a quoted comma and line break inside a review.
     csv = tmp_path / "reviews.csv"
