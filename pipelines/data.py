@@ -74,6 +74,16 @@ def split(frame: pd.DataFrame, seed: int = 42) -> Splits:
     return Splits(*(part.reset_index(drop=True) for part in (train, val, test)))
 
 
+def without_near_duplicates(
+    frame: pd.DataFrame, cleaned: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The first of reviews that are the same once cleaned (``cleaned``, one per row: another
+    case, spacing, punctuation or markup), so that no review is trained on while its twin is
+    held out for validation or test."""
+    keep = ~pd.Series(cleaned).duplicated().to_numpy()
+    return frame[keep].reset_index(drop=True), [c for c, k in zip(cleaned, keep, strict=True) if k]
+
+
 def fingerprint(frame: pd.DataFrame) -> str:
     """A digest of every row, in order: the split depends on both.
 

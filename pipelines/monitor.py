@@ -276,10 +276,12 @@ def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outc
 
 
 def feedback_reviews(feedback: pd.DataFrame, held_out: set[str]) -> pd.DataFrame:
-    """Labelled feedback that came with its text, as training rows; a review of the
-    validation or test split, or one labelled twice, is left out."""
+    """Labelled feedback that came with its text, as training rows. A review that cleans like
+    one of the validation or test split (``held_out``, cleaned texts), or like another label's
+    review, is left out: compared raw, another case or a trailing space would slip through."""
     rows = feedback[feedback["text"].notna() & feedback["label"].isin(LABELS)]
-    rows = rows[~rows["text"].isin(held_out)].drop_duplicates("text", keep="last")
+    rows = rows.assign(cleaned=[clean_text(str(t)) for t in rows["text"]])
+    rows = rows[~rows["cleaned"].isin(held_out)].drop_duplicates("cleaned", keep="last")
     return pd.DataFrame(
         {"text": rows["text"].astype(str).tolist(), "label": rows["label"].map(LABELS.index)}
     ).astype({"label": "int64"})
@@ -300,7 +302,7 @@ def retrain_with_feedback(
     mlflow.set_experiment(training.EXPERIMENT)
     with mlflow.start_run(run_name="train-best-feedback", tags={RUN_ID: monitor_run}):
         data = training.prepare(data_path or None, max_rows, seed)
-        held_out = set(data.splits.val["text"]) | set(data.splits.test["text"])
+        held_out = set(data.cleaned["val"]) | set(data.cleaned["test"])
         labels = in_period(read_feedback(Path(state_dir) / "monitoring"), start, until)
         added = feedback_reviews(labels, held_out)
         digest = hashlib.sha256("\n".join(added["text"]).encode()).hexdigest()[:16]

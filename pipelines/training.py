@@ -37,7 +37,16 @@ from model.signature import INPUT_EXAMPLE, SIGNATURE
 from model.vocabulary import compact
 from monitoring import reference as monitoring_reference
 from pipelines import evaluate, model_card, promote
-from pipelines.data import SPLIT, DataError, Splits, fingerprint, load_reviews, packaged_csv, split
+from pipelines.data import (
+    SPLIT,
+    DataError,
+    Splits,
+    fingerprint,
+    load_reviews,
+    packaged_csv,
+    split,
+    without_near_duplicates,
+)
 from pipelines.features import build_pipeline, slim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,11 +76,16 @@ class Prepared:
 
 
 def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepared:
-    """Load, split, record the data set in the active run, and clean every split once."""
+    """Load, clean every review once (keeping one of reviews that clean alike), split, and
+    record the data set in the active run."""
     started = time.perf_counter()
     with phase("load", f"reading reviews from {data_path or 'the packaged IMDB data'}"):
         frame = load_reviews(data_path, max_rows=max_rows, seed=seed)
-        splits = split(frame, seed)
+    with phase("clean", "cleaning text with model.preprocess.clean_text"):
+        frame, cleaned = without_near_duplicates(frame, [clean_text(t) for t in frame["text"]])
+    with phase("split", f"{SPLIT}, stratified, seed {seed}"):
+        splits = split(frame.assign(cleaned=cleaned), seed)
+        cleaned = {name: getattr(splits, name).pop("cleaned").tolist() for name in SPLITS}
         trained_on = promote.TrainedOn(fingerprint(frame), seed, max_rows)
         with warnings.catch_warnings():  # the integer label column is never missing
             warnings.simplefilter("ignore", UserWarning)
@@ -96,8 +110,6 @@ def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepare
             f"{trained_on.data_digest}; train {len(splits.train)}, val {len(splits.val)}, "
             f"test {len(splits.test)}"
         )
-    with phase("clean", "cleaning text with model.preprocess.clean_text"):
-        cleaned = clean(splits)
     return Prepared(splits, cleaned, trained_on, started, data_path or None)
 
 

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from gateway import feedback as gateway_feedback
 from gateway import prediction_log
+from model.preprocess import clean_text
 from pipelines import monitor, promote
 from tests.servers import ROOT, env
 
@@ -155,8 +156,20 @@ def test_feedback_with_text_trains_but_never_a_held_out_review(tmp_path):
             ],
         )
     feedback = monitor.read_feedback(tmp_path)
-    added = monitor.feedback_reviews(feedback, held_out={"In the validation split."})
+    held_out = {clean_text("In the validation split.")}
+    added = monitor.feedback_reviews(feedback, held_out)
     assert added.to_dict("list") == {"text": ["A dull film.", "A fine film."], "label": [0, 1]}
+    # Another case, spacing or punctuation is the same review to the model.
+    for twin in ("in the VALIDATION split ", "In the validation split!!", "a DULL film"):
+        with sqlite3.connect(tmp_path / "feedback.sqlite") as db:
+            db.execute(
+                "INSERT INTO feedback VALUES (?,?,?,?,?,?,?,?,?)",
+                (twin, 0, "negative", twin, now, "v1", "positive", 0.6, "gw"),
+            )
+    added = monitor.feedback_reviews(monitor.read_feedback(tmp_path), held_out)
+    assert "in the VALIDATION split " not in set(added["text"])
+    assert "In the validation split!!" not in set(added["text"])
+    assert len(added) == 2, "a DULL film is A dull film once cleaned"
 
 
 def test_a_challenger_with_feedback_in_training_faces_the_champion_on_its_validation_rows():

@@ -2,14 +2,16 @@
 
 import time
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+from model.preprocess import clean_text
 from pipelines.data import DataError, fingerprint, load_reviews, split
 from pipelines.features import PRESETS, build_pipeline
 from pipelines.promote import TrainedOn
-from pipelines.training import Prepared, clean, fit, refit
+from pipelines.training import Prepared, clean, fit, prepare, refit
 
 
 def prepared(frame: pd.DataFrame, seed: int = 42) -> Prepared:
@@ -71,3 +73,27 @@ def test_a_preset_that_does_not_ask_publishes_the_train_only_fit(data):
 
 def test_best_refits_and_seed_keeps_the_original_recipe():
     assert PRESETS["best"]["refit"] is True and PRESETS["seed"]["refit"] is False
+
+
+def test_reviews_that_clean_alike_are_kept_once_so_none_is_trained_on_and_held_out(tmp_path):
+    """Another case, spacing or punctuation: to the model the same review, which compared raw
+    could land in training while its twin is scored in validation or test."""
+    rows = []
+    for i in range(200):
+        word = "zq" + "".join(chr(97 + (i // 26**k) % 26) for k in range(2))
+        sentiment = "positive" if i % 2 else "negative"
+        adjective = "wonderful" if i % 2 else "dreadful"
+        rows.append((f"The film {word} was {adjective}.", sentiment))
+        rows.append((f"  the FILM {word} was {adjective}!! ", sentiment))
+    reviews = tmp_path / "IMDB Dataset.csv"
+    pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(reviews, index=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run():
+            data = prepare(str(reviews))
+    finally:
+        mlflow.set_tracking_uri(None)
+    held_out = set(data.cleaned["val"]) | set(data.cleaned["test"])
+    assert not set(data.cleaned["train"]) & held_out
+    assert sum(len(part) for part in (data.splits.train, data.splits.val, data.splits.test)) == 200
+    assert data.cleaned["train"] == [clean_text(t) for t in data.splits.train["text"]]
