@@ -83,7 +83,7 @@ def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepare
         frame = load_reviews(data_path, max_rows=max_rows, seed=seed)
     with phase("clean", "cleaning text with model.preprocess.clean_text"):
         frame, cleaned = without_near_duplicates(frame, [clean_text(t) for t in frame["text"]])
-    with phase("split", f"{SPLIT}, stratified, seed {seed}"):
+    with phase("split", f"{SPLIT}, seed {seed}"):
         splits = split(frame.assign(cleaned=cleaned), seed)
         cleaned = {name: getattr(splits, name).pop("cleaned").tolist() for name in SPLITS}
         trained_on = promote.TrainedOn(fingerprint(frame), seed, max_rows)
