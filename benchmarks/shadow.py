@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,7 +22,8 @@ import httpx
 import psutil
 from mlflow import MlflowClient
 
-from model.names import ALIAS, MODEL_NAME
+from model.names import ALIAS, CHALLENGER, MODEL_NAME
+from pipelines.data import load_reviews
 from stack.processes import (
     ROOT,
     cpu_seconds,
@@ -32,11 +35,29 @@ from stack.processes import (
     wait_until_up,
 )
 from stack.tracking import tracking_server
-from tests.models import held_out_reviews, register_version
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CHALLENGER = "challenger"
 REQUESTS = 400  # per measurement
+SAMPLE = 2000  # reviews each version is trained on: two quick models that answer differently
+
+
+def train(tracking_uri: str, seed: int, log: Path) -> str:
+    """One version of the `seed` preset on a sample, trained and registered as a user would
+    (not promoted); returns its version."""
+    args = [sys.executable, "-m", "pipelines.train", "--preset", "seed",
+            "--max-rows", str(SAMPLE), "--seed", str(seed), "--promote", "never"]  # fmt: skip
+    env = environment(drop=("MLFLOW_",), MLFLOW_TRACKING_URI=tracking_uri)
+    with open(log, "w") as out:
+        subprocess.run(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+    versions = MlflowClient(tracking_uri).search_model_versions(f"name='{MODEL_NAME}'")
+    return str(max(int(v.version) for v in versions))
+
+
+def new_reviews(count: int) -> list[str]:
+    """Packaged reviews neither version was trained on, of at most 5,000 characters."""
+    trained = {t for seed in (42, 7) for t in load_reviews(max_rows=SAMPLE, seed=seed)["text"]}
+    others = load_reviews(max_rows=8000, seed=1042)["text"]
+    return [t for t in others if t not in trained and len(t) <= 5000][:count]
 
 
 def measure(url: str, texts: list[str], concurrency: int, requests: int) -> list[float]:
@@ -73,8 +94,8 @@ def wait(condition, timeout: float = 180.0) -> None:
 def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
     with tracking_server(state / "tracking", env=environment(drop=("MLFLOW_",))) as uri:
-        v1 = register_version(uri)
-        v2 = register_version(uri, sample=1)
+        v1 = train(uri, 42, state / "train-v1.log")
+        v2 = train(uri, 7, state / "train-v2.log")
         client = MlflowClient(uri)
         client.set_registered_model_alias(MODEL_NAME, ALIAS, v1)
         port = free_port()
@@ -95,7 +116,7 @@ def main() -> None:
         try:
             wait_until_up(f"{url}/ready", timeout=180, proc=proc)
             info = lambda: httpx.get(f"{url}/info").json()  # noqa: E731
-            texts = [t for t in held_out_reviews(0)["text"] if len(t) <= 5000][:500]
+            texts = new_reviews(500)
             measure(url, texts, 4, 100)  # warm up
             rows = []
             for round_ in (1, 2):

@@ -167,12 +167,11 @@ def served_version(gateway_url: str, predictions: pd.DataFrame) -> str | None:
     return str(counts.sort_values(["size", "max"]).index[-1]).removeprefix("v")
 
 
-def last_period_end(client: MlflowClient) -> datetime | None:
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        return None
+def last_period_end(client: MlflowClient, experiment_id: str) -> datetime | None:
+    """Where the last finished monitoring run of this experiment (the one `mlflow run` put
+    this run in: Sentiment-Monitoring with `make monitor`) ended its period."""
     runs = client.search_runs(
-        [experiment.experiment_id],
+        [experiment_id],
         "attributes.status = 'FINISHED' and params.period_end != ''",
         order_by=["attributes.start_time DESC"],
         max_results=1,
@@ -196,7 +195,8 @@ def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outc
     client = MlflowClient()
     monitor_dir = Path(state_dir) / "monitoring"
     until = datetime.now(UTC)
-    start = datetime.fromisoformat(since) if since else last_period_end(client)
+    experiment_id = mlflow.active_run().info.experiment_id
+    start = datetime.fromisoformat(since) if since else last_period_end(client, experiment_id)
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
     run_id = mlflow.active_run().info.run_id

@@ -206,4 +206,28 @@ def test_a_period_without_predictions_is_a_no_data_run_and_the_next_starts_after
     assert run.data.tags[monitor.VERDICT] == "no_data" and run.data.metrics["rows"] == 0
     assert run.data.params["period_start"] == since
     end = datetime.fromisoformat(run.data.params["period_end"])
-    assert monitor.last_period_end(client) == end
+    assert monitor.last_period_end(client, experiment.experiment_id) == end
+
+
+def test_runs_in_the_experiment_mlflow_run_chose_chain_their_periods(logged):
+    """`mlflow run . -e monitor` without --experiment-name puts the run in Default: the next
+    run there starts where it ended, rather than from the beginning."""
+    folder, _ = logged
+    store = f"sqlite:///{folder / 'chained.db'}"
+    client = MlflowClient(store)
+    starts, ends = [], []
+    for _ in range(2):
+        run = client.create_run("0")  # what `mlflow run` makes before the command starts
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.monitor", "--state-dir", str(folder / "empty"),
+             "--gateway-url", "http://127.0.0.1:9"],
+            env=env(MLFLOW_TRACKING_URI=store, MLFLOW_RUN_ID=run.info.run_id), cwd=ROOT,
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        client.set_terminated(run.info.run_id)
+        params = client.get_run(run.info.run_id).data.params
+        starts.append(params["period_start"])
+        ends.append(params["period_end"])
+    assert starts == ["", ends[0]]
+    assert monitor.last_period_end(client, "0") == datetime.fromisoformat(ends[1])
