@@ -347,6 +347,11 @@ def monitor_problems(docs: Docs) -> list[str]:
     )
     if read is None or read != written:
         problems.append(f"the monitor reads {read}, the gateways write {written}")
+    # With keys on, /info answers 401 without one, and the job stops (pipelines/monitor.py).
+    key = env(c).get("GATEWAY_API_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    gateway_keys = env(gateway_container).get("GATEWAY_API_KEYS", {}).get("valueFrom", {})
+    if not key or key.get("name") != gateway_keys.get("secretKeyRef", {}).get("name"):
+        problems.append("the monitor has no key from the gateways' Secret: /info answers 401")
     return problems
 
 
@@ -559,6 +564,10 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
     "state elsewhere": (
         "monitor",
         lambda d: _replace(_command(d, "CronJob", MONITOR), "state_dir=/data", "state_dir=/tmp"),
+    ),
+    "monitor without a key": (
+        "monitor",
+        lambda d: container(find(d, "CronJob", MONITOR), MONITOR)["env"].pop(),
     ),
     "overlapping runs": (
         "monitor",
