@@ -53,6 +53,28 @@ class OutputLog:
         self._handler.close()
 
 
+# `mlflow models serve` (MLflow's CLI, and the uvicorn it starts, in one process group) run so
+# that they go when the gateway goes, even when it is SIGKILLed and cannot stop them: the
+# kernel sends the CLI SIGTERM when its parent dies (PR_SET_PDEATHSIG), and the CLI passes it
+# to its whole group. Otherwise an orphaned server keeps its port, and a gateway started again
+# on the same ports cannot serve.
+WITH_THE_GATEWAY = """\
+import ctypes, os, signal, sys
+def stop(signum=None, frame=None):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.killpg(0, signal.SIGTERM)
+signal.signal(signal.SIGTERM, stop)
+if sys.platform == "linux":
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+gateway = int(sys.argv.pop(1))
+if os.getppid() != gateway:  # it died before the line above
+    stop()
+from mlflow.cli import cli
+sys.argv[0] = "mlflow"
+cli()
+"""
+
+
 class ScoringServer:
     """One `mlflow models serve` child, in its own process group so all of it can be stopped."""
 
@@ -82,8 +104,9 @@ class ScoringServer:
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "mlflow",
+            "-c",
+            WITH_THE_GATEWAY,
+            str(os.getpid()),
             "models",
             "serve",
             "-m",

@@ -168,3 +168,16 @@ def _lowest_free_fd(pid: int) -> int:
     """The lowest descriptor number the process has free: as a limit, no new one opens."""
     used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
     return next(n for n in range(len(used) + 1) if n not in used)
+
+
+def test_a_sigkilled_gateway_leaves_no_scoring_server_behind(served, tracking_uri, tmp_path):
+    """It cannot stop them itself: the kernel tells them it is gone, and they go too, so a
+    gateway started again on the same ports can serve."""
+    with gateway(tmp_path, tracking_uri) as gw:
+        gw.wait_for(lambda: gw.serving(f"v{served.v1}"), timeout=90)
+        below = [psutil.Process(pid) for pid in descendants(gw.proc.pid)]
+        assert any("models serve" in " ".join(p.cmdline()) for p in below), below
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait(10)
+        _, left = psutil.wait_procs(below, timeout=30)
+        assert not [p for p in left if alive(p.pid)], [p.cmdline()[:6] for p in left]
