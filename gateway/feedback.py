@@ -7,8 +7,13 @@ up in every replica's log. One label per prediction: the primary key refuses a s
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import sqlite3
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -16,6 +21,8 @@ from pathlib import Path
 
 from gateway import prediction_log
 from gateway.prediction_log import PredictionLog
+
+log = logging.getLogger("gateway.feedback")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -36,6 +43,15 @@ BUSY_TIMEOUT = 5.0
 # How long a label waits for this replica's log to write what it has queued (a label sent
 # right after its answer).
 FLUSH_TIMEOUT = 2.0
+# Labels being looked up and stored at once (each may wait FLUSH_TIMEOUT and BUSY_TIMEOUT, on
+# threads of their own); more get 503 at once rather than queueing without bound.
+THREADS, IN_FLIGHT = 2, 32
+# The labels since the last count, per version: a range of the table's rowid B-tree, so a
+# count costs what arrived since, not the whole table (320 ms at 300,000 labels).
+COUNT_SINCE = (
+    "SELECT model_version, COUNT(*), SUM(label = sentiment), MAX(rowid) "
+    "FROM feedback WHERE rowid > ? GROUP BY model_version"
+)
 
 
 class NotInLog(LookupError):
@@ -48,6 +64,10 @@ class AlreadyLabelled(Exception):
 
 class NotTheAnsweredText(ValueError):
     """The text sent with a label is not the review that was answered."""
+
+
+class Busy(Exception):
+    """IN_FLIGHT labels are being stored already."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,23 @@ class FeedbackStore:
         self.path = monitor_dir / "feedback.sqlite"
         self._log = log
         self._ready = False
+        self._threads = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="feedback")
+        self._in_flight = 0
+        # Per version: [labels, right], and the last rowid counted (every replica's rows).
+        self._counts: dict[str, list[int]] = {}
+        self._counted = 0
+        self._counting = threading.Lock()
+
+    async def label(self, request_id: str, item: int, label: str, text: str | None) -> Feedback:
+        """``submit`` on the store's own threads; Busy when IN_FLIGHT labels are under way."""
+        if self._in_flight >= IN_FLIGHT:
+            raise Busy
+        self._in_flight += 1
+        try:
+            call = functools.partial(self.submit, request_id, item, label, text)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        finally:
+            self._in_flight -= 1
 
     def submit(self, request_id: str, item: int, label: str, text: str | None) -> Feedback:
         """Record the true ``label`` of a logged prediction.
@@ -116,15 +153,39 @@ class FeedbackStore:
         return record
 
     def accuracy(self) -> dict[str, tuple[int, int]]:
-        """Per model version: (labels received, of them where the model was right)."""
+        """Per model version: (labels received, of them where the model was right), counted
+        from where the last call stopped."""
         if not self.path.exists():
             return {}
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT model_version, COUNT(*), SUM(label = sentiment) "
-                "FROM feedback GROUP BY model_version"
-            ).fetchall()
-        return {version: (int(total), int(right or 0)) for version, total, right in rows}
+        if not self._counting.acquire(blocking=False):
+            return self._snapshot()  # the first count is under way (start): what it has so far
+        try:
+            with self._connect() as db:
+                (top,) = db.execute("SELECT MAX(rowid) FROM feedback").fetchone()
+                if (top or 0) < self._counted:  # a new file: count again
+                    self._counts, self._counted = {}, 0
+                for version, total, right, last in db.execute(COUNT_SINCE, (self._counted,)):
+                    counts = self._counts.setdefault(version, [0, 0])
+                    counts[0] += int(total)
+                    counts[1] += int(right or 0)
+                    self._counted = max(self._counted, int(last))
+        finally:
+            self._counting.release()
+        return self._snapshot()
+
+    def start(self) -> None:
+        """Count what the store holds already on a thread, not in the first /info or scrape
+        (about a second at a million labels)."""
+        threading.Thread(target=self._first_count, name="feedback-count", daemon=True).start()
+
+    def _first_count(self) -> None:
+        try:
+            self.accuracy()
+        except Exception as error:  # noqa: BLE001 - the next scrape tries again, and says why
+            log.warning("feedback store unreadable: %s", error)
+
+    def _snapshot(self) -> dict[str, tuple[int, int]]:
+        return {version: (total, right) for version, (total, right) in list(self._counts.items())}
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import FastAPI
 
 from gateway.errors import ApiError
-from gateway.feedback import AlreadyLabelled, FeedbackStore, NotInLog, NotTheAnsweredText
+from gateway.feedback import AlreadyLabelled, Busy, FeedbackStore, NotInLog, NotTheAnsweredText
 from gateway.schemas import Error, FeedbackRequest, FeedbackResponse
 
 
@@ -20,7 +19,7 @@ def add_feedback_route(app: FastAPI, store: FeedbackStore, auth: dict[str, Any])
         dependencies=auth["dependencies"],
         responses={
             **auth["responses"],
-            **{code: {"model": Error} for code in (400, 404, 409, 413, 422)},
+            **{code: {"model": Error} for code in (400, 404, 409, 413, 422, 503)},
         },
     )
     async def feedback(request: FeedbackRequest) -> FeedbackResponse:
@@ -28,9 +27,15 @@ def add_feedback_route(app: FastAPI, store: FeedbackStore, auth: dict[str, Any])
         `item` is the row of a batch). One label per answer."""
         try:
             # SQLite files, and a short wait for this gateway's log to write what it holds.
-            record = await asyncio.to_thread(
-                store.submit, request.request_id, request.item, request.label, request.text
+            record = await store.label(
+                request.request_id, request.item, request.label, request.text
             )
+        except Busy:
+            raise ApiError(
+                503,
+                "Too many labels are being stored at once. Please try again shortly.",
+                headers={"Retry-After": "1"},
+            ) from None
         except NotInLog:
             raise ApiError(
                 404,

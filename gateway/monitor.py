@@ -137,6 +137,7 @@ class Monitor:
 
     def start(self) -> None:
         self.log.start()
+        self.feedback.start()
 
     def close(self) -> None:
         self.log.close()

@@ -6,6 +6,8 @@ MLflow's client is synchronous, so every call runs in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,13 +43,19 @@ class Registry:
         self.alias = settings.model_alias
         remember(settings.tracking_uri)  # its password is taken out of anything shown
         self._client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+        # Threads of its own: registry calls block, and other blocking work (a flood of
+        # labels) must not delay noticing a promotion. One for the alias poll and one for a
+        # download or description at a time.
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="registry")
+
+    async def _call(self, function, *args, **kwargs):
+        call = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def resolve(self) -> str | None:
         """The version the alias points at, or None while there is none."""
         try:
-            found = await asyncio.to_thread(
-                self._client.get_model_version_by_alias, self.name, self.alias
-            )
+            found = await self._call(self._client.get_model_version_by_alias, self.name, self.alias)
         except MlflowException as error:
             if error.error_code in _ALIAS_MISSING:
                 return None
@@ -61,7 +69,7 @@ class Registry:
 
         None if the registry is unreachable."""
         try:
-            found = await asyncio.to_thread(self._client.get_model_version, self.name, version)
+            found = await self._call(self._client.get_model_version, self.name, version)
         except (MlflowException, OSError):
             return None
         metrics, tags = {}, {}
@@ -84,7 +92,7 @@ class Registry:
         """Copy the version's model files under ``into``; return the directory holding MLmodel."""
         uri = f"models:/{self.name}/{version}"
         try:
-            local = await asyncio.to_thread(
+            local = await self._call(
                 mlflow.artifacts.download_artifacts, artifact_uri=uri, dst_path=str(into)
             )
         except (MlflowException, OSError) as error:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from gateway.feedback import AlreadyLabelled, FeedbackStore, NotInLog, NotTheAnsweredText
+from gateway.feedback import (
+    COUNT_SINCE,
+    IN_FLIGHT,
+    AlreadyLabelled,
+    Busy,
+    FeedbackStore,
+    NotInLog,
+    NotTheAnsweredText,
+)
 from gateway.logs import REQUEST_ID
 from gateway.prediction_log import PredictionLog
+from gateway.registry import Registry
+from gateway.settings import Settings
 
 POSITIVE = {"sentiment": "positive", "confidence": 0.8}
 NEGATIVE = {"sentiment": "negative", "confidence": 0.7}
@@ -153,3 +166,46 @@ def test_ids_and_texts_sqlite_cannot_encode_are_handled(tmp_path, logged):
         store.submit("\ud800", 0, "positive", None)
     lone = logged("r2", "v1", [POSITIVE], ["lone \udfff"])
     assert FeedbackStore(tmp_path, lone).submit("r2", 0, "positive", "lone \udfff").text == "lone ?"
+
+
+def test_counts_read_only_what_arrived_since_the_last_count(tmp_path, logged):
+    """Every replica writes the store: a count adds the rows past the last one it counted
+    (a rowid range, not a scan of every label) and starts again on a new file."""
+    log = logged("a", "v1", [POSITIVE] * 3)
+    store = FeedbackStore(tmp_path, log)
+    store.submit("a", 0, "positive", None)
+    assert store.accuracy() == {"v1": (1, 1)}
+    other = FeedbackStore(tmp_path, log)  # another replica
+    other.submit("a", 1, "negative", None)
+    other.submit("a", 2, "positive", None)
+    assert store.accuracy() == {"v1": (3, 2)}
+    with sqlite3.connect(store.path) as db:
+        plan = " | ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {COUNT_SINCE}", (0,)))
+    assert "INTEGER PRIMARY KEY (rowid>?)" in plan, plan
+    store.path.unlink()
+    FeedbackStore(tmp_path, log).submit("a", 0, "negative", None)
+    assert store.accuracy() == {"v1": (1, 0)}
+
+
+def test_a_flood_of_labels_is_refused_at_once_and_never_delays_the_registry(tmp_path, monkeypatch):
+    store = FeedbackStore(tmp_path)
+    release = threading.Event()
+    monkeypatch.setattr(store, "submit", lambda *args: release.wait(10))
+    registry = Registry(Settings(tracking_uri="http://127.0.0.1:9"))
+    found = SimpleNamespace(version="3")
+    monkeypatch.setattr(registry._client, "get_model_version_by_alias", lambda *args: found)
+
+    async def flood() -> str:
+        labels = [
+            asyncio.create_task(store.label("r", i, "positive", None)) for i in range(IN_FLIGHT + 5)
+        ]
+        await asyncio.sleep(0.2)
+        refused = [t for t in labels if t.done() and isinstance(t.exception(), Busy)]
+        assert len(refused) == 5
+        # The labels hold the store's threads; the alias poll has threads of its own.
+        version = await asyncio.wait_for(registry.resolve(), 2)
+        release.set()
+        await asyncio.gather(*(t for t in labels if t not in refused))
+        return version
+
+    assert asyncio.run(flood()) == "3"
