@@ -5,9 +5,12 @@ Design:
   Its SHA-256 maps it to [0, 1); below the fraction the challenger answers. The same key
   always gets the same side, on any gateway replica.
 - Its answers are labelled with its version (`model_version`, `X-Model-Version`).
-- A challenger that fails a call (an error, a timeout, an unusable answer, no server) drops
-  out of the canary at once: that request and every later one are answered by production,
-  until the challenger has a new server (restarted, or another version).
+- The challenger has a short deadline of its own (GATEWAY_CANARY_TIMEOUT, 2 s), not the
+  request's: a slow challenger must not use up the time production needs to answer (nginx
+  would then send the request again).
+- A challenger that fails a call (an error, a 503, that deadline, an unusable answer, no
+  server) drops out of the canary at once: that request and every later one are answered by
+  production for GATEWAY_CANARY_BACKOFF seconds, or until the challenger has a new server.
 - Canary answers are not mirrored by the shadow: there is no production answer to compare.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Annotated
 
 from fastapi import Header
@@ -44,8 +48,12 @@ class Canary:
     def __init__(self, settings: Settings, challenger: Controller, scorer: Scorer | None = None):
         self.fraction = settings.canary_fraction
         self._challenger = challenger
-        self._scorer = scorer or Scorer(settings, challenger)  # micro-batched like production
+        # Micro-batched like production, with the canary's deadline.
+        budget = settings.model_copy(update={"request_timeout": settings.canary_timeout})
+        self._scorer = scorer or Scorer(budget, challenger)
+        self._backoff = settings.canary_backoff
         self._dropped: Upstream | None = None  # the challenger server that failed
+        self._dropped_until = 0.0
         self.answered: dict[str, int] = {}  # by version label
         self.fallbacks = 0
 
@@ -54,14 +62,14 @@ class Canary:
 
     def _chosen(self, key: str) -> Upstream | None:
         live = self._challenger.live
-        if not self.fraction or live is None or live is self._dropped:
+        if not self.fraction or live is None or self.dropped:
             return None
         return live if share(key) < self.fraction else None
 
     @property
     def dropped(self) -> bool:
         live = self._challenger.live
-        return live is not None and live is self._dropped
+        return live is not None and live is self._dropped and time.monotonic() < self._dropped_until
 
     async def predict_many(
         self, key: str | None, texts: list[str], explain: bool = False, top: int = 5
@@ -100,9 +108,14 @@ class Canary:
 
     def _drop(self, upstream: Upstream, why: str) -> None:
         self.fallbacks += 1
-        if self._dropped is not upstream:
-            self._dropped = upstream
-            log.warning("challenger v%s drops out of the canary: %s", upstream.version, why)
+        if not self.dropped:
+            log.warning(
+                "challenger v%s drops out of the canary for %g s: %s",
+                upstream.version,
+                self._backoff,
+                why,
+            )
+        self._dropped, self._dropped_until = upstream, time.monotonic() + self._backoff
 
     def info(self) -> dict:
         live = self._challenger.live

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # Share of /predict and /predict/batch requests the challenger answers (the canary), split
     # by X-Canary-Key or X-Request-ID; a challenger that fails drops out at once.
     canary_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    # Seconds the challenger gets to answer a canary request (then production answers it),
+    # and how long a challenger that failed or was too slow stays out of the canary.
+    canary_timeout: float = Field(2.0, gt=0)
+    canary_backoff: float = Field(60.0, ge=0)
 
     # Monitoring: the prediction log (predictions/<replica>/*.sqlite) and feedback.sqlite.
     monitor_dir: Path = Path(gettempdir()) / "sentiment-gateway" / "monitoring"

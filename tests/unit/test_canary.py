@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -11,11 +12,18 @@ from gateway.errors import ApiError
 from gateway.logs import REQUEST_ID
 from gateway.scoring import Upstream
 from gateway.settings import Settings
+from tests.gateways import misbehaving_scoring_server
 
 
 class FakeChallenger:
+    """The challenger's controller as the scorer sees it (a Router): which server is live."""
+
     def __init__(self, version: str | None = "2"):
         self.live = Upstream("http://challenger.test", version) if version else None
+        self.standby = None
+
+    def lost(self, upstream):
+        pass
 
 
 class FakeScorer:
@@ -98,3 +106,32 @@ def test_no_canary_without_a_challenger_or_at_fraction_zero():
         assert scorer.calls == 0
 
     asyncio.run(main())
+
+
+def test_a_slow_challenger_costs_one_short_wait_then_sits_out_its_backoff():
+    """Its own deadline, not the request's: production still has its time to answer."""
+    with misbehaving_scoring_server(delay=20) as url:
+        challenger = FakeChallenger()
+        challenger.live = Upstream(url, "2")
+        settings = Settings(
+            _env_file=None,
+            canary_fraction=1.0,
+            request_timeout=30,
+            canary_timeout=0.5,
+            canary_backoff=1.0,
+        )
+        canary = Canary(settings, challenger)
+
+        async def main():
+            began = time.monotonic()
+            assert await canary.predict_many("k", ["stall"]) is None  # production answers
+            waited = time.monotonic() - began
+            assert waited < 10, f"waited {waited:.1f} s for the challenger"
+            assert canary.dropped and canary.fallbacks == 1
+            assert await canary.predict_many("k", ["stall"]) is None  # not asked again
+            assert canary.fallbacks == 1
+            await asyncio.sleep(1.1)
+            assert not canary.dropped, "back in the canary after its back-off"
+            await canary.aclose()
+
+        asyncio.run(main())
