@@ -173,6 +173,17 @@ class FeedbackStore:
             self._counting.release()
         return self._snapshot()
 
+    def expire(self, cutoff: float) -> None:
+        """Forget the texts of labels given before ``cutoff`` (a Unix time): the prediction
+        log's retention applies to every text kept. The labels stay for the accuracy."""
+        if not self.path.exists():
+            return
+        before = datetime.fromtimestamp(cutoff, UTC).isoformat(timespec="milliseconds")
+        with self._connect() as db:
+            db.execute(
+                "UPDATE feedback SET text = NULL WHERE text IS NOT NULL AND time < ?", (before,)
+            )
+
     def start(self) -> None:
         """Count what the store holds already on a thread, not in the first /info or scrape
         (about a second at a million labels)."""

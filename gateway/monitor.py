@@ -133,6 +133,7 @@ class Monitor:
             listeners=[self.window.add],
         )
         self.feedback = FeedbackStore(settings.monitor_dir, self.log)
+        self.log.expiring.append(self.feedback.expire)
         self.references = References(router)
 
     def start(self) -> None:

@@ -52,6 +52,10 @@ CREATE INDEX IF NOT EXISTS predictions_request_id ON predictions (request_id);
 FILE_TIME = "%Y%m%dT%H%M%SZ"
 # How many queued answers the writer takes into one transaction at most.
 BATCH = 512
+# A failed write waits this long before the next, doubling up to the maximum (seconds).
+BACKOFF, BACKOFF_MAX = 1.0, 30.0
+# How often (seconds) files past the retention are looked for.
+EXPIRE_EVERY = 60.0
 # How long the writer waits for more answers after the first, so that a slow stream of
 # requests is written a few transactions a second rather than one per request (each costs
 # the gateway's CPU and the event loop the GIL). A flush or close cuts the wait short.
@@ -115,12 +119,16 @@ class PredictionLog:
         queue_size: int = 10_000,
         linger: float = LINGER,
         listeners: Iterable[Callable[[list[Prediction]], None]] = (),
+        expiring: Iterable[Callable[[float], None]] = (),
     ):
         self.folder = folder / "predictions" / replica_folder(replica)
         self.replica = replica
         self.keep_texts = keep_texts
         self.max_bytes, self.max_age, self.retention = max_bytes, max_age, retention
         self.listeners = list(listeners)
+        # Told the retention's cutoff (a Unix time) whenever files expire: whatever else
+        # keeps text (the feedback store) applies the same retention.
+        self.expiring = list(expiring)
         self.linger = linger
         self.path: Path | None = None  # the file being written
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -130,6 +138,10 @@ class PredictionLog:
         self._wake = threading.Event()
         self._db: sqlite3.Connection | None = None
         self._opened = 0.0
+        # After a failed write (a full disk), the next try waits, doubling up to BACKOFF_MAX;
+        # answers meanwhile are dropped and counted.
+        self._retry_at, self._backoff = 0.0, 0.0
+        self._next_expiry = 0.0
 
     @property
     def dropped(self) -> int:
@@ -224,18 +236,25 @@ class PredictionLog:
                 predictions.extend(self._parse(answer))
             except Exception:  # noqa: BLE001 - one odd answer must not stop the log
                 log.warning("prediction log: could not read an answer", exc_info=True)
-        try:
-            db = self._file()
-            with db:
-                db.executemany(
-                    f"INSERT INTO predictions ({', '.join(COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(COLUMNS))})",
-                    [_VALUES(p) for p in predictions],
-                )
-        except Exception as error:  # noqa: BLE001 - the writer must outlive any failure
-            log.error("prediction log: %d answers not written: %s", len(answers), error)
+        now = time.time()
+        self._expire(now)  # also while writes fail: expiring is what frees the disk
+        if time.monotonic() < self._retry_at:
             self._drop(len(answers))
-            self._close_file()
+        else:
+            try:
+                self._insert(self._file(), predictions)
+                self._backoff = 0.0
+            except Exception as error:  # noqa: BLE001 - the writer must outlive any failure
+                self._backoff = min(max(2 * self._backoff, BACKOFF), BACKOFF_MAX)
+                self._retry_at = time.monotonic() + self._backoff
+                log.error(
+                    "prediction log: %d answers not written (next try in %g s): %s",
+                    len(answers),
+                    self._backoff,
+                    error,
+                )
+                self._drop(len(answers))
+                self._close_file()
         # The live gauges describe the traffic even while the disk refuses the log.
         for listener in self.listeners:
             try:
@@ -243,12 +262,23 @@ class PredictionLog:
             except Exception:  # noqa: BLE001
                 log.exception("prediction log: a listener failed")
 
+    def _insert(self, db: sqlite3.Connection, predictions: list[Prediction]) -> None:
+        with db:
+            db.executemany(
+                f"INSERT INTO predictions ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                [_VALUES(p) for p in predictions],
+            )
+
     def _file(self) -> sqlite3.Connection:
-        """The open file, or a new one when it is too big or too old (or none is open)."""
+        """The open file; the same file again after a failure; a new one when it is too big
+        or too old (or this log has none yet)."""
         now = time.time()
-        if self._db is not None and self.path is not None:
+        if self.path is not None:
             size = sum(_size(self.path.with_name(self.path.name + s)) for s in ("", "-wal"))
             if size < self.max_bytes and now - self._opened < self.max_age:
+                if self._db is None:  # a write failed: reuse it rather than add files
+                    self._db = self._open(self.path)
                 return self._db
             self._close_file()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -257,13 +287,21 @@ class PredictionLog:
         while path.exists():  # a restart or a rotation within the same second
             start += 1
             path = self.folder / f"{time.strftime(FILE_TIME, time.gmtime(start))}.sqlite"
-        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-        self._db, self.path, self._opened = db, path, now
+        self.path, self._opened = path, now
+        self._db = self._open(path)
         log.info("prediction log: writing %s", path)
-        self._expire(now)
+        return self._db
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
         return db
 
     def _close_file(self) -> None:
@@ -273,15 +311,31 @@ class PredictionLog:
         self._db = None
 
     def _expire(self, now: float) -> None:
-        """Delete this replica's files last written before the retention period."""
-        for path in self.folder.glob("*.sqlite"):
+        """At most once a minute: delete every replica's files last written before the
+        retention period (a replica that no longer runs leaves its own), then folders left
+        empty, and tell ``expiring`` the cutoff."""
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + EXPIRE_EVERY
+        root = self.folder.parent
+        for path in root.glob("*/*.sqlite"):
             if path == self.path:
                 continue
             with contextlib.suppress(OSError):
                 if now - path.stat().st_mtime > self.retention:
                     for suffix in ("", "-wal", "-shm"):
                         path.with_name(path.name + suffix).unlink(missing_ok=True)
-                    log.info("prediction log: deleted %s (past the retention)", path.name)
+                    log.info("prediction log: deleted %s (past the retention)", path)
+        with contextlib.suppress(OSError):
+            for folder in root.iterdir():
+                if folder != self.folder and folder.is_dir():
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only if empty
+        for expire in self.expiring:
+            try:
+                expire(now - self.retention)
+            except Exception as error:  # noqa: BLE001 - the log goes on; the next minute retries
+                log.warning("prediction log: expiring failed: %s", error)
 
     def _parse(self, answer: _Answer) -> list[Prediction]:
         at = datetime.fromtimestamp(answer.at, UTC).isoformat(timespec="milliseconds")

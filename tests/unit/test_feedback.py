@@ -209,3 +209,17 @@ def test_a_flood_of_labels_is_refused_at_once_and_never_delays_the_registry(tmp_
         return version
 
     assert asyncio.run(flood()) == "3"
+
+
+def test_label_texts_are_forgotten_past_the_prediction_logs_retention(tmp_path, logged):
+    log = logged("r1", "v1", [POSITIVE, NEGATIVE], ["old review", "recent review"])
+    store = FeedbackStore(tmp_path, log)
+    store.submit("r1", 0, "positive", "old review")
+    store.submit("r1", 1, "negative", "recent review")
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE feedback SET time = '2020-01-01T00:00:00.000+00:00' WHERE item = 0")
+    store.expire(time.time() - 30 * 86_400)
+    with sqlite3.connect(store.path) as db:
+        texts = dict(db.execute("SELECT item, text FROM feedback"))
+    assert texts == {0: None, 1: "recent review"}
+    assert store.accuracy() == {"v1": (2, 2)}, "the labels stay"

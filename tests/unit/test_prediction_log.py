@@ -248,3 +248,36 @@ def test_a_slow_stream_of_answers_is_written_in_few_transactions(started):
     assert log.flush()
     assert sum(len(batch) for batch in writes) == 40
     assert len(writes) == 1, [len(batch) for batch in writes]
+
+
+def test_a_full_disk_adds_no_file_per_try_backs_off_and_still_expires(started, tmp_path):
+    """Each failed write used to open a new, empty file (about four a second under load),
+    and nothing expired while the disk stayed full."""
+    cutoffs = []
+    log = started(retention=2 * 86_400, expiring=[cutoffs.append])
+    log.record("/predict", "v1", [ROW], ["x"])
+    assert log.flush()
+    attempts = []
+
+    def full(db, predictions):
+        attempts.append(len(predictions))
+        raise sqlite3.OperationalError("database or disk is full")
+
+    log._insert = full
+    for _ in range(5):
+        log.record("/predict", "v1", [ROW], ["x"])
+        assert log.flush()
+    assert len(files(log)) == 1, files(log)
+    assert log.dropped == 5
+    assert len(attempts) == 1, "the next try waits for the back-off"
+    # A replica that no longer runs left a file past the retention: it goes anyway.
+    gone = tmp_path / "predictions" / "gone-replica"
+    gone.mkdir()
+    old = gone / "20200101T000000Z.sqlite"
+    sqlite3.connect(old).close()
+    os.utime(old, (time.time() - 3 * 86_400,) * 2)
+    log._next_expiry = 0.0  # the next minute's look
+    log.record("/predict", "v1", [ROW], ["x"])
+    assert log.flush()
+    assert not old.exists() and not gone.exists()
+    assert cutoffs and abs(cutoffs[-1] - (time.time() - 2 * 86_400)) < 60
