@@ -141,6 +141,9 @@ def score(spark: SparkSession, job: Job) -> Result:
         }
         mlflow.log_params({key: value for key, value in params.items() if key not in given})
         fs = _Files(spark)
+        overlap = _overlap(_absolute(job.input), output)
+        if overlap:
+            raise BatchError(overlap)
         if fs.exists(output) and not job.overwrite:
             raise BatchError(_exists(output))
         frame, digest = read_input(spark, fs, job.input)
@@ -293,18 +296,30 @@ def skip_reason(text: Column, data_type: T.DataType) -> Column:
 def write(
     spark: SparkSession, fs: _Files, scored: DataFrame, output: str, overwrite: bool, lineage: dict
 ) -> list:
-    """Write beside ``output``, count, add the lineage file, then move it into place."""
+    """Write beside ``output``, count, add the lineage file, then move it into place: an
+    output being replaced is moved aside first and deleted only once the new one is in place
+    (put back if the move fails), so the old output or the new one always exists."""
     parent, name = output.rstrip("/").rsplit("/", 1)
     # Not hidden: Spark's readers skip names starting with "." or "_", and it is read back.
-    staging = f"{parent}/{name}.incomplete-{uuid.uuid4().hex[:8]}"
+    token = uuid.uuid4().hex[:8]
+    staging, aside = f"{parent}/{name}.incomplete-{token}", f"{parent}/{name}.replaced-{token}"
     try:
         scored.write.parquet(staging)
         counts = spark.read.parquet(staging).groupBy("sentiment", "skip_reason").count().collect()
         fs.write_text(f"{staging}/{LINEAGE_FILE}", json.dumps(lineage, indent=2) + "\n")
-        if overwrite and fs.exists(output):
-            fs.delete(output)
-        if not fs.rename(staging, output):
+        # Checked again: an output may have appeared while the job ran, and a move onto an
+        # existing folder would put the result inside it.
+        replacing = fs.exists(output)
+        if replacing and not overwrite:
+            raise BatchError(_exists(output))
+        if replacing and not fs.rename(output, aside):
+            raise BatchError(f"Could not move the previous output at {output} aside.")
+        if not fs.rename(staging, output) or not fs.exists(f"{output}/{LINEAGE_FILE}"):
+            if replacing and not fs.exists(output):
+                fs.rename(aside, output)  # the previous output, back in place
             raise BatchError(f"Could not move the finished output into place at {output}.")
+        if replacing:
+            fs.delete(aside)
     except BatchError:
         fs.delete(staging)
         raise
@@ -404,6 +419,18 @@ def _without_credentials(uri: str) -> str:
     return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
+def _overlap(source: str, output: str) -> str | None:
+    """Why ``output`` may not be written given ``source`` (both absolute), or None: the same
+    path, or one inside the other, would read what is being replaced, or delete the input."""
+    a, b = source.rstrip("/"), output.rstrip("/")
+    if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+        return (
+            f"The output {output} overlaps the input {source} (the same path, or one inside "
+            "the other): choose an output outside the input."
+        )
+    return None
+
+
 def _exists(output: str) -> str:
     return f"Output {output} already exists: pass overwrite=true to replace it, or choose another."
 
@@ -450,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_size,
     )
     output = _absolute(args.output)
+    overlap = _overlap(_absolute(args.input), output)
+    if overlap:
+        print(f"Batch scoring error: {overlap} Nothing was written.", file=sys.stderr)
+        return 2
     if not args.overwrite and "://" not in output and os.path.exists(output):
         # Said before Spark starts; score() checks again, for any file system.
         print(f"Batch scoring error: {_exists(output)} Nothing was written.", file=sys.stderr)

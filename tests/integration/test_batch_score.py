@@ -125,7 +125,12 @@ def check_output(output: Path, corpus, expected, version: str, fmt: str = "parqu
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if "incomplete" in p.name)
+    return sorted(
+        p.name for p in folder.iterdir() if "incomplete" in p.name or "replaced" in p.name
+    )
+
+
+SCORED = "text string, sentiment string, skip_reason string"  # a scored frame's least columns
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
@@ -303,3 +308,40 @@ def test_mlflow_run_batch_score_as_a_user_types_it(registry, corpus, expected, t
     again = run_training(uri, f"input={source}", f"output={output}", entry="batch_score")
     assert again.returncode != 0  # `mlflow run` reports the entry point's exit status 2 as 1
     assert "already exists: pass overwrite=true" in again.stderr
+
+
+def test_an_output_that_appears_during_the_job_is_not_written_into(spark, registry, tmp_path):
+    """score() checked before the job; the move checks again: a move onto a folder that
+    exists now would put the result inside it."""
+    frame = spark.createDataFrame(
+        [("x", "positive", "")], "text string, sentiment string, skip_reason string"
+    )
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("someone's data")
+    fs = batch_score._Files(spark)
+    with pytest.raises(BatchError, match="already exists"):
+        batch_score.write(spark, fs, frame, str(output), False, {})
+    assert [p.name for p in output.iterdir()] == ["keep.txt"] and not leftovers(tmp_path)
+
+
+def test_an_overwrite_whose_move_fails_keeps_the_previous_output(
+    spark, registry, tmp_path, monkeypatch
+):
+    frame = spark.createDataFrame(
+        [("x", "positive", "")], "text string, sentiment string, skip_reason string"
+    )
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text("the previous output")
+    fs = batch_score._Files(spark)
+    rename = fs.rename
+
+    def refused(source, target):  # the store refuses to move the new output into place
+        return False if ".incomplete-" in source else rename(source, target)
+
+    monkeypatch.setattr(fs, "rename", refused)
+    with pytest.raises(BatchError, match="Could not move the finished output"):
+        batch_score.write(spark, fs, frame, str(output), True, {})
+    assert (output / "keep.txt").read_text() == "the previous output"
+    assert not leftovers(tmp_path)
