@@ -262,11 +262,16 @@ def install_inference_protocol(
         """Always 200 while the gateway answers."""
         return Live(live=True)
 
-    @health.get("/health/ready", response_model=Ready, responses={503: {"model": ProtocolError}})
+    def not_ready(name: str | None = None) -> ApiError:
+        """The protocol's health APIs answer 4xx for "not ready" (503 is for inference)."""
+        what = f"Model '{name}' is" if name else "The server is"
+        return ApiError(400, f"{what} not ready: no version is served yet.")
+
+    @health.get("/health/ready", response_model=Ready, responses={400: {"model": ProtocolError}})
     async def server_ready() -> Ready:
-        """200 only while a model is served."""
+        """200 only while a model is served; 400 before."""
         if router.live is None:
-            raise not_loaded()
+            raise not_ready()
         return Ready(ready=True)
 
     @v2.get("", response_model=ServerMetadata, responses=errors)
@@ -285,11 +290,16 @@ def install_inference_protocol(
 
     @v2.get("/models/{name}/ready", response_model=ModelReady, responses=errors)
     async def model_ready(name: str) -> ModelReady:
-        version_of(name, None)
+        model(name)
+        if not servable_versions(router, canary):
+            raise not_ready(name)
         return ModelReady(name=name, ready=True)
 
     @v2.get("/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=errors)
     async def version_ready(name: str, version: str) -> ModelReady:
+        model(name)
+        if not servable_versions(router, canary):
+            raise not_ready(name)
         version_of(name, version)
         return ModelReady(name=name, ready=True)
 
@@ -315,7 +325,7 @@ def install_inference_protocol(
             model_name=name,
             model_version=answered,
             id=request.id,
-            outputs=[_output(output, rows) for output in selected],
+            outputs=[_output(output, rows, request.inputs[0].shape) for output in selected],
         )
 
     async def _production(texts: list[str]) -> tuple[list[Row], str]:
@@ -374,9 +384,9 @@ def _texts(request: InferenceRequest) -> list[str]:
         raise ApiError(400, f"Input '{INPUT}' must have datatype BYTES, not {tensor.datatype}.")
     if (tensor.parameters or {}).get("binary_data_size") is not None:
         raise ApiError(400, BINARY_REFUSED)
-    texts = _flat(tensor.data)
     if not tensor.shape or any(size < 0 for size in tensor.shape):
         raise ApiError(400, f"Input '{INPUT}' has an invalid shape {tensor.shape}.")
+    texts = _flat(tensor.data, len(tensor.shape))
     if math.prod(tensor.shape) != len(texts):
         raise ApiError(
             400,
@@ -390,10 +400,23 @@ def _texts(request: InferenceRequest) -> list[str]:
     return texts
 
 
-def _flat(data: list[Any]) -> list[Any]:
+def _flat(data: list[Any], depth: int) -> list[Any]:
+    """The elements of ``data``, nested at most ``depth`` lists deep (its shape's rank)."""
     flat: list[Any] = []
-    for item in data:
-        flat.extend(_flat(item) if isinstance(item, list) else [item])
+    level = [data]
+    for _ in range(max(depth, 1)):
+        if not any(isinstance(item, list) for item in level):
+            break
+        items: list[Any] = []
+        for item in level:
+            items.extend(item if isinstance(item, list) else [item])
+        level = items
+    else:
+        if any(isinstance(item, list) for item in level):
+            raise ApiError(
+                400, f"Input '{INPUT}' data is nested deeper than its shape's {depth} dimensions."
+            )
+    flat.extend(level)
     return flat
 
 
@@ -407,10 +430,12 @@ def _selected(request: InferenceRequest) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _output(name: str, rows: list[Row]) -> ResponseOutput:
+def _output(name: str, rows: list[Row], shape: list[int]) -> ResponseOutput:
+    """One value per text, in the input's shape ([n] or [n, 1]), its data flattened."""
     datatype = next(t.datatype for t in _tensors(SIGNATURE.outputs, (name,)))
+    shape = shape if math.prod(shape) == len(rows) else [len(rows)]
     return ResponseOutput(
-        name=name, shape=[len(rows)], datatype=datatype, data=[row[name] for row in rows]
+        name=name, shape=shape, datatype=datatype, data=[row[name] for row in rows]
     )
 
 

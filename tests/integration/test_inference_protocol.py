@@ -175,10 +175,21 @@ def test_nested_data_and_binary_extension(v2_gateway):
     assert answer.json()["id"] == "nested"
     assert answer.json()["outputs"][0] == {
         "name": "sentiment",
-        "shape": [2],
+        "shape": [2, 1],  # the input's shape: one answer per text
         "datatype": "BYTES",
         "data": ["positive", "negative"],
     }
+    # Nested deeper than the shape says, or deeper than any JSON parser recurses: refused.
+    deep = "[" * 5000 + '"Fine."' + "]" * 5000
+    head = '{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": '
+    for data in (deep, '[[["Fine."]]]'):
+        refused = v2_gateway.http.post(
+            f"/v2/models/{NAME}/infer",
+            content=f"{head}{data}}}]}}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert refused.status_code == 400, refused.text[:200]
+        assert list(refused.json()) == ["error"]
     binary = v2_gateway.http.post(
         f"/v2/models/{NAME}/infer",
         content=b'{"inputs":[]}\x00\x00\x00\x00',

@@ -31,6 +31,7 @@ CLOSED = [
     ("GET", "/metrics", None),
 ]
 OPEN = ["/health", "/ready", "/", "/docs", "/openapi.json"]
+AUTH_FIRST = {"Authorization": "Bearer first-key-0123456789"}
 
 
 @pytest.fixture(autouse=True)
@@ -127,6 +128,22 @@ def test_health_readiness_and_docs_stay_open():
     answers = call(settings(api_keys=KEYS), [("GET", path, None, {}) for path in OPEN])
     assert [a.status_code for a in answers] == [200, 503, 200, 200, 200]  # /ready: no model
     assert answers[1].json()["detail"].startswith("Model not loaded")
+
+
+def test_the_inference_protocols_readiness_is_4xx_without_a_model():
+    """Its health APIs say "not ready" with a 4xx; 503 is for an inference that cannot run."""
+    paths = ["/v2/health/ready", "/v2/models/SentimentClassifier/ready",
+             "/v2/models/SentimentClassifier/versions/1/ready"]  # fmt: skip
+    answers = call(settings(api_keys=KEYS), [("GET", p, None, AUTH_FIRST) for p in paths])
+    assert [a.status_code for a in answers] == [400, 400, 400]
+    assert all("not ready" in a.json()["error"] for a in answers)
+    (infer,) = call(
+        settings(api_keys=KEYS),
+        [("POST", "/v2/models/SentimentClassifier/infer",
+          {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Fine."]}]},
+          AUTH_FIRST)],
+    )  # fmt: skip
+    assert infer.status_code == 503
 
 
 def test_unknown_paths_are_closed_too():
