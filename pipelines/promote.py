@@ -219,61 +219,47 @@ def champion_challenger(
     ``challenger`` instead: shadow, canary and the promotion gate decide whether it serves."""
     client = MlflowClient()
     with promotion_lock.held(name, client):
-        return _decide_and_move(client, mode, name, version, val_f1, trained_on, val, alias)
-
-
-def _decide_and_move(
-    client: MlflowClient,
-    mode: str,
-    name: str,
-    version: str,
-    val_f1: float,
-    trained_on: TrainedOn,
-    val: pd.DataFrame,
-    alias: str,
-) -> Decision:
-    """champion_challenger's work, while it holds the promotion lock."""
-    checked = False
-    for _ in range(ATTEMPTS):
-        champion = find_champion(client, name, trained_on, val) if mode == "if_better" else None
-        decision = decide(mode, val_f1, trained_on, champion)
-        if champion is not None and champion.val_f1 is not None:
-            print(
-                f"  production is version {champion.version}: validation F1 "
-                f"{champion.val_f1:.4f} on this run's validation rows ({champion.figure()})"
-            )
-        if decision.promote and not checked:
-            try:
-                check(name, version)
-            except PromotionError as error:
-                cannot = Decision(False, f"the new version cannot serve: {error}")
-                record(cannot, champion, alias, announce=False)  # the entry point says it
-                raise
-            checked = True
-        if decision.promote and mode == "if_better":
-            latest = current(client, name)
-            faced = champion.version if champion else None
-            if (latest.version if latest else None) != faced:
-                print("  the production alias moved meanwhile: deciding again")
-                continue
-        record(decision, champion, alias)
-        if decision.promote:
-            # The last step: nothing after the move can fail the run once the model serves.
-            try:
-                move_alias(name, version, alias)
-            except Exception as error:
-                with contextlib.suppress(Exception):
-                    mlflow.set_tags(
-                        {
-                            "promotion.decision": "kept",
-                            "promotion.reason": f"the move failed: {error}",
-                        }
-                    )
-                raise
+        checked = False
+        for _ in range(ATTEMPTS):
+            champion = find_champion(client, name, trained_on, val) if mode == "if_better" else None
+            decision = decide(mode, val_f1, trained_on, champion)
+            if champion is not None and champion.val_f1 is not None:
+                print(
+                    f"  production is version {champion.version}: validation F1 "
+                    f"{champion.val_f1:.4f} on this run's validation rows ({champion.figure()})"
+                )
+            if decision.promote and not checked:
+                try:
+                    check(name, version)
+                except PromotionError as error:
+                    cannot = Decision(False, f"the new version cannot serve: {error}")
+                    record(cannot, champion, alias, announce=False)  # the entry point says it
+                    raise
+                checked = True
+            if decision.promote and mode == "if_better":
+                latest = current(client, name)
+                faced = champion.version if champion else None
+                if (latest.version if latest else None) != faced:
+                    print("  the production alias moved meanwhile: deciding again")
+                    continue
+            record(decision, champion, alias)
+            if decision.promote:
+                # The last step: nothing after the move can fail the run once the model serves.
+                try:
+                    move_alias(name, version, alias)
+                except Exception as error:
+                    with contextlib.suppress(Exception):
+                        mlflow.set_tags(
+                            {
+                                "promotion.decision": "kept",
+                                "promotion.reason": f"the move failed: {error}",
+                            }
+                        )
+                    raise
+            return decision
+        decision = Decision(False, "the production alias kept moving during the comparison")
+        record(decision, None, alias)
         return decision
-    decision = Decision(False, "the production alias kept moving during the comparison")
-    record(decision, None, alias)
-    return decision
 
 
 def record(

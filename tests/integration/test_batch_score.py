@@ -310,16 +310,19 @@ def test_mlflow_run_batch_score_as_a_user_types_it(registry, corpus, expected, t
     assert "already exists: pass overwrite=true" in again.stderr
 
 
+def scored_and_an_output(spark, tmp_path: Path, kept: str):
+    """A scored frame's least columns, the file system, and an output folder holding ``kept``."""
+    frame = spark.createDataFrame([("x", "positive", "")], SCORED)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "keep.txt").write_text(kept)
+    return frame, batch_score._Files(spark), output
+
+
 def test_an_output_that_appears_during_the_job_is_not_written_into(spark, registry, tmp_path):
     """score() checked before the job; the move checks again: a move onto a folder that
     exists now would put the result inside it."""
-    frame = spark.createDataFrame(
-        [("x", "positive", "")], "text string, sentiment string, skip_reason string"
-    )
-    output = tmp_path / "out"
-    output.mkdir()
-    (output / "keep.txt").write_text("someone's data")
-    fs = batch_score._Files(spark)
+    frame, fs, output = scored_and_an_output(spark, tmp_path, "someone's data")
     with pytest.raises(BatchError, match="already exists"):
         batch_score.write(spark, fs, frame, str(output), False, {})
     assert [p.name for p in output.iterdir()] == ["keep.txt"] and not leftovers(tmp_path)
@@ -328,13 +331,7 @@ def test_an_output_that_appears_during_the_job_is_not_written_into(spark, regist
 def test_an_overwrite_whose_move_fails_keeps_the_previous_output(
     spark, registry, tmp_path, monkeypatch
 ):
-    frame = spark.createDataFrame(
-        [("x", "positive", "")], "text string, sentiment string, skip_reason string"
-    )
-    output = tmp_path / "out"
-    output.mkdir()
-    (output / "keep.txt").write_text("the previous output")
-    fs = batch_score._Files(spark)
+    frame, fs, output = scored_and_an_output(spark, tmp_path, "the previous output")
     rename = fs.rename
 
     def refused(source, target):  # the store refuses to move the new output into place
