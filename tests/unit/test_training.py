@@ -89,7 +89,7 @@ def test_reviews_that_clean_alike_are_kept_once_so_none_is_trained_on_and_held_o
     pd.DataFrame(rows, columns=["review", "sentiment"]).to_csv(reviews, index=False)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id="0"):  # not another test's active experiment
             data = prepare(str(reviews))
     finally:
         mlflow.set_tracking_uri(None)
