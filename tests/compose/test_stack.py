@@ -74,8 +74,9 @@ def test_first_training_promotes_a_version_answered_by_two_gateways_through_ngin
     assert answer.status_code == 200, answer.text
     assert answer.json()["model_version"] == f"v{production.version}"
     assert answer.json()["sentiment"] == "positive"
-    # nginx spreads requests over both replicas: both names are seen.
-    assert len(replicas_seen(20)) == 2
+    # nginx spreads requests over both replicas: both names are seen (a replica that is
+    # healthy but still loading its model answers 503, and nginx sends that request on).
+    wait_for(lambda: len(replicas_seen(20)) == 2, 120, "both gateways answering through nginx")
     assert len(stack.containers("gateway")) == 2
     refused = httpx.post(f"{GATEWAY}/predict", json={"text": "A fine film."})
     assert refused.status_code == 401, "compose always sets API keys"
