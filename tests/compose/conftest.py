@@ -109,6 +109,17 @@ def stack_env() -> dict[str, str]:
     return env | README_ENV | standins.variables() | {"GATEWAY_REPLICAS": "2"}
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test's report carries the containers' last log lines: what each gateway,
+    nginx and the tracking server were doing when it failed."""
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and call.when == "call" and isinstance(stack, Stack):
+        report.sections.append(("docker-compose logs", stack.logs()))
+    return report
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """The stack, brought up from no containers and no volumes (images are built as needed)

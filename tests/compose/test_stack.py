@@ -124,6 +124,25 @@ def test_a_killed_gateway_and_a_restarted_database_fail_no_request(stack):
     wait_for(lambda: registry().get_model_version_by_alias(MODEL, "production"), 60, "registry")
 
 
+def test_gateways_scaled_out_and_back_in_are_followed_by_nginx_with_no_failed_request(stack):
+    """nginx looks the replicas up again: a third gateway is used once it answers, and the one
+    removed when scaling back in is dropped, without restarting nginx."""
+    (nginx,) = stack.containers("nginx")
+    nginx_started = docker("inspect", "--format", "{{.State.StartedAt}}", nginx)
+    with Load(GATEWAY, headers=AUTH, concurrency=4, pause=0.05) as load:
+        load.wait(3)
+        stack.compose("up", "-d", "--no-recreate", "--scale", "gateway=3", "gateway")
+        wait_for(lambda: len(replicas_seen(30)) == 3, 240, "three gateways answering", every=2)
+        stack.compose("up", "-d", "--no-recreate", "--scale", "gateway=2", "gateway")
+        load.wait(10)
+    assert failures(load) == [], failures(load)[:5]
+    assert len(stack.containers("gateway")) == 2
+    assert len({a.replica for a in load.answers}) == 3
+    wait_for(lambda: len(replicas_seen(20)) == 2, 60, "the two remaining gateways answering")
+    assert docker("inspect", "--format", "{{.State.StartedAt}}", nginx) == nginx_started
+    stack.timings["scaling_requests"] = len(load.answers)
+
+
 def test_prometheus_scrapes_every_gateway_with_the_sentiment_gauges(stack):
     def targets():
         found = httpx.get(f"{PROMETHEUS}/api/v1/targets").json()["data"]["activeTargets"]

@@ -260,7 +260,10 @@ def test_gateway_replicas_are_reached_only_through_the_nginx_service():
     assert re.fullmatch(r"\$\{GATEWAY_REPLICAS:-([2-9]|\d\d+)\}", replicas), replicas
     assert "ports" not in gateway and "container_name" not in gateway
     assert "GATEWAY_REPLICA" not in gateway["environment"], "each names itself: <container>:8000"
-    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+(-alpine)?", default(nginx["image"])), "pinned"
+    pinned = re.fullmatch(r"nginx:(\d+)\.(\d+)\.(\d+)(-alpine)?", default(nginx["image"]))
+    assert pinned, "pinned"
+    # `server ... resolve` in an upstream block: open-source nginx 1.27.3 and later.
+    assert tuple(map(int, pinned.groups()[:3])) >= (1, 27, 3)
     source, target, mode = nginx["volumes"][0].split(":")
     assert (ROOT / source).resolve() == NGINX_CONF and target == "/etc/nginx/nginx.conf"
     assert mode == "ro"
@@ -270,7 +273,8 @@ def test_gateway_replicas_are_reached_only_through_the_nginx_service():
 def test_the_compose_balancer_spreads_retries_and_errors_as_the_stack_does():
     """Both configs: least_conn (no stickiness by client address), passive checks, one retry
     on another gateway (POSTs included, labels only when they never reached one), the
-    gateway's error format. Compose's upstream is the service name, one address per replica."""
+    gateway's error format. Compose's upstream is the service name, one address per replica,
+    resolved again as replicas come and go."""
     compose = directives(NGINX_CONF.read_text())
     stack = directives(render("127.0.0.1", 8000, {8001: True, 8002: True}, ROOT, ROOT))
     shared = {
@@ -281,7 +285,10 @@ def test_the_compose_balancer_spreads_retries_and_errors_as_the_stack_does():
     assert shared - compose == set(), shared - compose
     port = SERVICES["gateway"]["environment"]["GATEWAY_PORT"]
     assert f"listen {port};" in compose
-    assert f"server gateway:{port} max_fails=2 fail_timeout=5s;" in compose
+    # Looked up again in Docker's DNS: a restarted replica may come back with a new address,
+    # and scaling adds addresses; nginx follows both without a restart.
+    assert f"server gateway:{port} resolve max_fails=2 fail_timeout=5s;" in compose
+    assert any(d.startswith("resolver 127.0.0.11 ") for d in compose), "Docker's DNS"
     # A name in a variable is looked up again, but every request then goes to its first address.
     assert not [d for d in compose if "$" in d and d.startswith("proxy_pass")]
     assert not [d for d in compose | stack if d.startswith(("ip_hash", "hash ", "sticky"))]

@@ -21,9 +21,14 @@ IMAGES: dict[str, tuple[str, str | None]] = {
     "PYTHON_IMAGE": (BASE, None),
     "POSTGRES_IMAGE": ("sentiment-standin/postgres:15", "postgres"),
     "MINIO_IMAGE": ("sentiment-standin/s3:3.7.1", "s3"),
-    "NGINX_IMAGE": ("sentiment-standin/nginx:1.22", "nginx"),
+    "NGINX_IMAGE": ("sentiment-standin/nginx:1.30", "nginx"),
     "PROMETHEUS_IMAGE": ("sentiment-standin/prometheus:2.42", "prometheus"),
 }
+# Stand-ins whose package is newer in another Debian suite: their own base, with the package
+# installed by mmdebstrap (folder -> suite, packages). deploy/nginx.conf re-resolves the
+# gateways' addresses (`server ... resolve`), which open-source nginx has since 1.27.3;
+# bookworm's is 1.22.
+OWN_BASES = {"nginx": ("sid", "nginx")}
 # Debian 12 with Python 3.11, its venv module, TLS roots (pip) and useradd.
 BASE_PACKAGES = "python3.11,python3.11-venv,ca-certificates,passwd"
 # This machine's own certificate authorities. Where the network inspects TLS, builds reach
@@ -48,17 +53,24 @@ def exists(tag: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
 
 
-def build_base() -> None:
-    """Debian bookworm (minbase) imported as an image, trusting this machine's certificate
-    authorities: about 30 s, once."""
+def debian(suite: str, packages: str, tag: str) -> None:
+    """A Debian ``suite`` (minbase) with ``packages``, imported as ``tag``: about 30 s, once.
+
+    The mirror may be a snapshot older than a suite's Release file allows: its date is not
+    checked (unstable's expires within days)."""
     debootstrap = subprocess.Popen(
-        ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={BASE_PACKAGES}",
-         "bookworm", "-"],
+        ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={packages}",
+         "--aptopt=Acquire::Check-Valid-Until \"false\"", suite, "-"],
         stdout=subprocess.PIPE,
     )  # fmt: skip
-    subprocess.run(["docker", "import", "-", f"{BASE}-bare"], stdin=debootstrap.stdout, check=True)
+    subprocess.run(["docker", "import", "-", tag], stdin=debootstrap.stdout, check=True)
     if debootstrap.wait() != 0:
         raise SystemExit("mmdebstrap failed: see its output above")
+
+
+def build_base() -> None:
+    """Debian bookworm with Python, trusting this machine's certificate authorities."""
+    debian("bookworm", BASE_PACKAGES, f"{BASE}-bare")
     with tempfile.TemporaryDirectory() as context:
         cas = Path(context, "ca-certificates")
         cas.mkdir()
@@ -72,9 +84,16 @@ def build() -> None:
     if not exists(BASE):
         build_base()
     for tag, folder in IMAGES.values():
-        if folder is not None:
-            subprocess.run(
-                ["docker", "build", "--quiet", "--build-arg", f"BASE={BASE}", "-t", tag,
-                 str(HERE / folder)],
-                check=True,
-            )  # fmt: skip
+        if folder is None:
+            continue
+        base = BASE
+        if folder in OWN_BASES:
+            suite, packages = OWN_BASES[folder]
+            base = f"sentiment-standin/{folder}-base:{suite}"
+            if not exists(base):
+                debian(suite, packages, base)
+        subprocess.run(
+            ["docker", "build", "--quiet", "--build-arg", f"BASE={base}", "-t", tag,
+             str(HERE / folder)],
+            check=True,
+        )  # fmt: skip
