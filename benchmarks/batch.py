@@ -27,6 +27,7 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = 300
+ALONE_BATCH = 1_000
 # The one-process baseline reads a file at a time: a bound on the file bounds its memory.
 ROWS_PER_FILE = 25_000
 
@@ -78,6 +79,22 @@ def worker_baseline(corpus: str, model_uri: str, batch_size: int) -> dict:
         for start in range(0, len(texts), batch_size):
             rows += len(model.predict(texts.iloc[start : start + batch_size]))
     return {"rows": rows, "load_s": loaded - started, "score_s": time.perf_counter() - loaded}
+
+
+def worker_alone(corpus: str, model_uri: str) -> dict:
+    """`predict` alone, in batches of 1,000: the texts are read first and not timed, and
+    nothing is written. What the model costs on one core with no input or output around it."""
+    import mlflow
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    files = sorted(Path(corpus).glob("*.parquet"))
+    texts = pd.concat([pd.read_parquet(f, columns=["text"]) for f in files], ignore_index=True)
+    model.predict(texts.iloc[:ALONE_BATCH])  # first-call costs are not the rate
+    started = time.perf_counter()
+    for start in range(0, len(texts), ALONE_BATCH):
+        model.predict(texts.iloc[start : start + ALONE_BATCH])
+    return {"rows": len(texts), "predict_s": time.perf_counter() - started}
 
 
 def worker_spark(corpus: str, model_uri: str, batch_size: int, master: str, out: str) -> dict:
@@ -168,13 +185,17 @@ def measure(args_list: list[str], env: dict) -> dict:
     )
     root = psutil.Process(proc.pid)
     peaks = dict.fromkeys(("total", *PARTS), 0)
+    cpu: dict[int, tuple[str, float]] = {}  # pid -> its kind, its CPU seconds when last seen
     while proc.poll() is None:
         sample = dict.fromkeys(peaks, 0)
         try:
             for p in [root, *root.children(recursive=True)]:
+                kind = _kind(p, root.pid)  # not cached: spark-submit's bash execs java
                 rss = p.memory_info().rss
                 sample["total"] += rss
-                sample[_kind(p, root.pid)] += rss  # not cached: spark-submit's bash execs java
+                sample[kind] += rss
+                times = p.cpu_times()
+                cpu[p.pid] = (kind, times.user + times.system)
         except psutil.Error:
             pass
         peaks = {part: max(peaks[part], sample[part]) for part in peaks}
@@ -185,7 +206,9 @@ def measure(args_list: list[str], env: dict) -> dict:
         raise RuntimeError(f"{args_list} failed with {proc.returncode}: {out[-2000:]}")
     report = json.loads(out.strip().splitlines()[-1])
     parts = {f"{part}_peak_mb": peaks[part] / 2**20 for part in PARTS}
-    return {**report, "wall_s": wall, "peak_mb": peaks["total"] / 2**20, **parts}
+    # CPU seconds by kind, as last sampled (a process's final 0.2 s may be missed).
+    used = {f"{part}_cpu_s": sum(c for k, c in cpu.values() if k == part) for part in PARTS}
+    return {**report, "wall_s": wall, "peak_mb": peaks["total"] / 2**20, **parts, **used}
 
 
 # Where a process tree's memory is: the driver Python, Spark's JVM, the Python workers it forks.
@@ -222,6 +245,9 @@ def run(rows: int, batch_size: int) -> dict:
         big, small = build_corpus(tmp / "big", rows), build_corpus(tmp / "small", SMALL)
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        print("predict alone on the large corpus...", flush=True)
+        report["alone"] = measure(["--worker", big.as_posix(), model_uri, "0", "--alone"], env)
+        print(f"  {report['alone']}", flush=True)
         targets = {}
         for name, extra in [("pyfunc", []), ("local[1]", ["local[1]"]), ("local[*]", ["local[*]"])]:
             for size, corpus in (("small", small), ("big", big)):
@@ -272,6 +298,85 @@ def scan(sizes: list[int], batch_size: int, keep=lambda report: None) -> dict:
             report["load_after"] = os.getloadavg()
             keep(report)
     return report
+
+
+def batch_scan(sizes: list[int], rows: int) -> dict:
+    """Spark `local[*]` at each Arrow batch size, against `predict` alone, in one run."""
+    from pipelines.batch_score import MODEL_NAME
+
+    report: dict = {
+        "rows": rows,
+        "sizes": sizes,
+        "cores": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        tmp = Path(tmp)
+        tracking_uri = f"sqlite:///{tmp}/mlflow.db"
+        print("Training the best preset...", flush=True)
+        model_uri = f"models:/{MODEL_NAME}/{train(tracking_uri)}"
+        big, small = build_corpus(tmp / "big", rows), build_corpus(tmp / "small", SMALL)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        report["alone"] = measure(["--worker", big.as_posix(), model_uri, "0", "--alone"], env)
+        points = report["points"] = []
+        for size in sizes:
+            print(f"local[*], batches of {size:,}...", flush=True)
+            point = {"batch_size": size}
+            for name, corpus in (("small", small), ("big", big)):
+                out = str(tmp / f"out-{size}-{name}")
+                cli = ["--worker", corpus.as_posix(), model_uri, str(size), "local[*]", out]
+                point[name] = measure(cli, env)
+            print(f"  {point}", flush=True)
+            points.append(_beyond(point, rows))
+    report["load_after"] = os.getloadavg()
+    return report
+
+
+def _beyond(target: dict, rows: int) -> dict:
+    """A target's rate and CPU per row beyond its fixed cost (the job on SMALL rows)."""
+    big, small = target["big"], target["small"]
+    more = rows - SMALL
+    target["fixed_s"] = small["wall_s"]
+    target["scoring_rows_per_s"] = more / max(big["wall_s"] - small["wall_s"], 1e-9)
+    target["cpu_us_per_row"] = {
+        part: (big[f"{part}_cpu_s"] - small[f"{part}_cpu_s"]) / more * 1e6
+        for part in PARTS
+        if f"{part}_cpu_s" in big
+    }
+    return target
+
+
+def _alone_rate(report: dict) -> float:
+    alone = report["alone"]
+    return alone["rows"] / alone["predict_s"]
+
+
+def batch_scan_markdown(r: dict) -> str:
+    alone = _alone_rate(r)
+    lines = [
+        f"### Spark `local[*]` by Arrow batch size (one run, {r['date']}; load average before "
+        f"{r['load_before'][0]:.2f}, after {r['load_after'][0]:.2f})",
+        "",
+        f"`python -m benchmarks.batch --batch-scan {','.join(map(str, r['sizes']))}` on "
+        f"{r['rows']:,} reviews. Rates and CPU are beyond the fixed cost (the same job on "
+        f"{SMALL} rows). `predict` alone, in batches of {ALONE_BATCH:,} in one process with "
+        f"nothing read or written while timed: {alone:,.0f} rows/s "
+        f"({1e6 / alone:.0f} µs per row).",
+        "",
+        "| rows per Arrow batch | scoring rows/s | × `predict` alone | JVM µs/row | "
+        "Python workers µs/row | peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for x in r["points"]:
+        cpu = x["cpu_us_per_row"]
+        lines.append(
+            f"| {x['batch_size']:,} | {x['scoring_rows_per_s']:,.0f} | "
+            f"{x['scoring_rows_per_s'] / alone:.2f}× | {cpu['jvm']:.0f} | "
+            f"{cpu['workers']:.0f} | {x['big']['peak_mb']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def scan_markdown(r: dict) -> str:
@@ -348,14 +453,16 @@ SCAN_NOTES = [
 
 
 def summarise(report: dict) -> dict:
-    rows, small = report["rows"], report["small_rows"]
+    rows = report["rows"]
     for t in report["targets"].values():
-        fixed = t["small"]["wall_s"]
-        t["fixed_s"] = fixed
+        _beyond(t, rows)
         t["rows_per_s_total"] = rows / t["big"]["wall_s"]
-        t["scoring_rows_per_s"] = (rows - small) / max(t["big"]["wall_s"] - fixed, 1e-9)
         t["memory_growth_mb"] = t["big"]["peak_mb"] - t["small"]["peak_mb"]
     targets = report["targets"]
+    alone = _alone_rate(report)
+    report["alone_rows_per_s"] = alone
+    report["vs_alone"] = targets["local[*]"]["scoring_rows_per_s"] / alone
+    report["one_core_vs_alone"] = targets["local[1]"]["scoring_rows_per_s"] / alone
     report["scaling_ratio"] = (
         targets["local[*]"]["scoring_rows_per_s"] / targets["local[1]"]["scoring_rows_per_s"]
     )
@@ -400,6 +507,17 @@ def markdown(r: dict) -> str:
         "",
         f"- Scaling `local[*]` / `local[1]` (scoring rates): **{r['scaling_ratio']:.2f}×**; "
         f"`local[*]` / one process: **{r['vs_baseline']:.2f}×** (bar: 1.5×).",
+        f"- Against `predict` alone (one process, batches of {ALONE_BATCH:,}, the texts read "
+        f"before timing and nothing written: {r['alone_rows_per_s']:,.0f} rows/s): `local[*]` "
+        f"beyond its fixed cost **{r['vs_alone']:.2f}×** (bar: 1.2×), `local[1]` "
+        f"{r['one_core_vs_alone']:.2f}×.",
+        "- CPU per row beyond the fixed cost, `local[*]`: "
+        + _cpu(t["local[*]"]["cpu_us_per_row"])
+        + "; `local[1]`: "
+        + _cpu(t["local[1]"]["cpu_us_per_row"])
+        + f". The model alone: {1e6 / r['alone_rows_per_s']:.0f} µs. The JVM reads Parquet, "
+        "moves Arrow batches to and from the Python workers and writes Parquet; with two "
+        "tasks on two cores it takes its share from the cores the workers run on.",
         f"- Fixed cost of a Spark job: local[1] {spark_fixed['local[1]']}; local[*] "
         f"{spark_fixed['local[*]']} (the rest of the wall time is starting Python and "
         "importing MLflow). The job part is starting the Python workers, importing MLflow in "
@@ -423,6 +541,10 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu(us: dict) -> str:
+    return f"JVM {us['jvm']:.0f} µs, Python workers {us['workers']:.0f} µs"
+
+
 def _overhead(us: float) -> str:
     return f"{us:.0f} µs" if us > 0 else "none measurable (within the run-to-run noise)"
 
@@ -434,7 +556,9 @@ def _label(name: str) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         corpus, model_uri, batch_size, *rest = sys.argv[2:]
-        if len(rest) == 1:
+        if rest == ["--alone"]:
+            report = worker_alone(corpus, model_uri)
+        elif len(rest) == 1:
             report = worker_baseline(corpus, model_uri, int(batch_size))
         else:
             report = worker_spark(corpus, model_uri, int(batch_size), rest[0], rest[1])
@@ -449,12 +573,21 @@ def main() -> None:
         metavar="ROWS,ROWS,...",
         help="measure peak memory at these corpus sizes only; the rate results are kept",
     )
+    cli.add_argument(
+        "--batch-scan",
+        type=lambda value: [int(size) for size in value.split(",")],
+        metavar="SIZE,SIZE,...",
+        help="Spark local[*] at these Arrow batch sizes only; the other results are kept",
+    )
     cli.add_argument("--table-only", action="store_true", help="rewrite batch.md from batch.json")
     args = cli.parse_args()
     RESULTS.mkdir(exist_ok=True)
     saved = RESULTS / "batch.json"
     if args.table_only:
         report = json.loads(saved.read_text())
+    elif args.batch_scan:
+        report = json.loads(saved.read_text()) if saved.exists() else {}
+        report["batch_scan"] = batch_scan(args.batch_scan, args.rows)
     elif args.memory_scan:
         report = json.loads(saved.read_text()) if saved.exists() else {}
         report["memory_scan"] = scan(
@@ -462,8 +595,8 @@ def main() -> None:
         )
     else:
         report = run(args.rows, args.batch_size)
-        if saved.exists() and "memory_scan" in (kept := json.loads(saved.read_text())):
-            report["memory_scan"] = kept["memory_scan"]
+        kept = json.loads(saved.read_text()) if saved.exists() else {}
+        report |= {key: kept[key] for key in ("memory_scan", "batch_scan") if key in kept}
     _save(report)
     print(page(report))
 
@@ -474,8 +607,10 @@ def _save(report: dict) -> None:
 
 
 def page(report: dict) -> str:
-    """batch.md: the rate run, then the memory scan, whichever of them has been run."""
+    """batch.md: the rate run, the batch-size scan and the memory scan, those that ran."""
     parts = [markdown(report)] if "targets" in report else []
+    if "batch_scan" in report:
+        parts.append(batch_scan_markdown(report["batch_scan"]))
     if "memory_scan" in report:
         parts.append(scan_markdown(report["memory_scan"]))
     return "\n".join(parts)

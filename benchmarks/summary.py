@@ -112,7 +112,12 @@ def _batch(rows: list[tuple[str, str, str, str]]) -> None:
             f"fixed cost ({spark['rows_per_s_total']:.0f} overall)",
             f"local[*] {data['vs_baseline']:.2f}× one process "
             f"({one['scoring_rows_per_s']:.0f} reviews/s past {one['fixed_s']:.0f} s; "
-            f"{one['rows_per_s_total']:.0f} overall)",
+            f"{one['rows_per_s_total']:.0f} overall)"
+            + (
+                f"; {data['vs_alone']:.2f}× `predict` alone ({data['alone_rows_per_s']:.0f}/s)"
+                if "vs_alone" in data
+                else ""
+            ),
             data["date"][:16],
         )
     )

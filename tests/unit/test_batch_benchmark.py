@@ -42,3 +42,36 @@ def test_heap_after_gc_counts_collections_only():
         "gcs": 4,
         "heap_live_after_job_mb": 40.0,  # the full collection the benchmark asks for at the end
     }
+
+
+def _target(small_s: float, big_s: float, jvm: tuple[float, float], workers: tuple[float, float]):
+    def run(wall: float, jvm_cpu: float, workers_cpu: float) -> dict:
+        parts = {f"{part}_cpu_s": 0.0 for part in batch.PARTS}
+        parts |= {"jvm_cpu_s": jvm_cpu, "workers_cpu_s": workers_cpu}
+        return {"wall_s": wall, "peak_mb": 100.0, **parts}
+
+    return {"small": run(small_s, jvm[0], workers[0]), "big": run(big_s, jvm[1], workers[1])}
+
+
+def test_rates_and_cpu_are_taken_beyond_the_fixed_cost_and_set_against_predict_alone():
+    rows = batch.SMALL + 100_000
+    report = {
+        "rows": rows,
+        "alone": {"rows": 50_000, "predict_s": 10.0},  # 5,000 rows/s
+        "targets": {
+            "pyfunc": _target(5, 25, (0, 0), (0, 0)),
+            # 100,000 rows in 20 s past the small job: 5,000 rows/s, 1.0x.
+            "local[1]": _target(20, 40, (3, 7), (1, 16)),
+            # 100,000 rows in 12.5 s: 8,000 rows/s, 1.6x; CPU 40 + 150 us per row.
+            "local[*]": _target(20, 32.5, (3, 7), (1, 16)),
+        },
+        "per_row": {"clean_us": 1.0},
+    }
+
+    summary = batch.summarise(report)
+
+    assert summary["alone_rows_per_s"] == 5_000
+    assert summary["vs_alone"] == 8_000 / 5_000
+    assert summary["one_core_vs_alone"] == 1.0
+    cpu = summary["targets"]["local[*]"]["cpu_us_per_row"]
+    assert (round(cpu["jvm"]), round(cpu["workers"]), cpu["driver"]) == (40, 150, 0)
