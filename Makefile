@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test test-compose compose-images lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
+.PHONY: help install up test test-unit test-compose compose-images lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,8 +48,11 @@ monitor: install ## Check the served version over the period since the last chec
 		-P state_dir=$(or $(STATE_DIR),mlruns) \
 		-P gateway_url=$(or $(GATEWAY_URL),http://127.0.0.1:$(or $(GATEWAY_PORT),8000)) $(ARGS)
 
-test: install ## Run the whole test suite (unit, integration, reliability)
-	$(BIN)/python -m pytest
+test: install ## Run the whole test suite (unit, integration, reliability), slowest 25 listed
+	$(BIN)/python -m pytest --durations=25
+
+test-unit: install ## Run the unit tests only (no servers; about a minute)
+	$(BIN)/python -m pytest tests/unit -m unit
 
 test-compose: install compose-images ## `docker compose up --build` end to end on a real Docker engine (~12 min)
 	$(BIN)/python -m pytest tests/compose -m compose

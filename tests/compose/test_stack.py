@@ -32,8 +32,6 @@ from tests.compose.conftest import (
 )
 from tests.load import Load
 
-pytestmark = pytest.mark.compose
-
 MODEL = "SentimentClassifier"
 
 

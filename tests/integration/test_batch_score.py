@@ -24,8 +24,6 @@ from pipelines.data import load_reviews
 from tests.models import register_broken_version, register_version
 from tests.servers import ROOT, run_training, tracking_server
 
-pytestmark = pytest.mark.integration
-
 LONG = "A wonderful, moving film with a superb cast. " * 150  # 6,750 characters: scored
 # Whitespace as Python's str.strip() sees it, Java's \s does not (\x1c, U+3000, U+2007).
 BAD = {

@@ -12,8 +12,6 @@ import pytest
 from tests.gateways import gateway, misbehaving_scoring_server
 from tests.servers import free_port
 
-pytestmark = pytest.mark.integration
-
 POSITIVE = "This movie was absolutely amazing! The acting was superb."
 NEGATIVE = "Terrible movie. Waste of time. Disappointing and boring."
 NOT_LOADED = "Model not loaded. Service temporarily unavailable. Please try again later."

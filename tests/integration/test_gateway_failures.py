@@ -23,8 +23,6 @@ from tests.gateways import (
 from tests.models import promote, register_version
 from tests.servers import free_port, tracking_server
 
-pytestmark = pytest.mark.integration
-
 NOT_LOADED = "Model not loaded. Service temporarily unavailable. Please try again later."
 
 

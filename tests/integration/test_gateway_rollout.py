@@ -13,8 +13,6 @@ import pytest
 from tests.gateways import descendants, gateway, scoring_servers
 from tests.models import confidences, promote, register_broken_version, register_version
 
-pytestmark = pytest.mark.integration
-
 REVIEWS = ["A wonderful, moving film.", "Dull and far too long.", "I loved every minute."]
 
 

@@ -25,8 +25,6 @@ from tests.gateways import Gateway, cmdline, descendants, gateway, scoring_serve
 from tests.models import NAME, held_out_reviews, register_version
 from tests.servers import run_training
 
-pytestmark = pytest.mark.integration
-
 PRODUCTION, CHALLENGER = "shadow-production", "shadow-challenger"
 REVIEWS = 200
 CANARY = 0.2

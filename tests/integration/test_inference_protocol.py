@@ -13,8 +13,6 @@ from gateway.schemas import MAX_BATCH
 from tests.gateways import Gateway, gateway
 from tests.models import NAME, register_version
 
-pytestmark = pytest.mark.integration
-
 KEY = "oip-key-5d21c7e0a4"
 AUTH = {"X-API-Key": KEY}
 # An alias of its own: the gateway follows it whatever other modules do with `production`.

@@ -24,8 +24,6 @@ from pipelines.data import SPLIT, fingerprint, load_reviews
 from tests.models import held_out_reviews, register_version
 from tests.servers import BIN, ROOT, env, free_port, tracking_server
 
-pytestmark = pytest.mark.integration
-
 MAX_ROWS = 1000  # the sample the version claims it was trained on: a fast challenger
 # Text of another kind: short product reviews and French sentences, none of them IMDB's.
 THINGS = ["charger", "kettle", "backpack", "blender", "phone case", "lamp", "keyboard", "mug"]

@@ -23,8 +23,6 @@ from tests.gateways import Gateway, gateway
 from tests.models import NAME, register_version
 from tests.servers import ROOT
 
-pytestmark = pytest.mark.integration
-
 ALIAS = "page"
 KEY = secrets.token_urlsafe(24)
 KEY_STORE = "sentiment-gateway-api-key"

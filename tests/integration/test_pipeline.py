@@ -14,7 +14,6 @@ from pipelines import promotion_lock
 from pipelines.features import PRESETS
 from tests.servers import BIN, ROOT, env, run_training, tracking_server
 
-pytestmark = pytest.mark.integration
 NAME = MODEL_NAME
 
 

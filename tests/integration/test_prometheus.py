@@ -29,8 +29,6 @@ from tests.models import REQUIREMENTS, ROOT, fitted_pipeline_path
 from tests.servers import free_port, spawn, stop, wait_until_up
 from tests.unit.test_dashboards import DESIGN, dashboard_queries, metric_names, rules
 
-pytestmark = pytest.mark.integration
-
 PROMETHEUS_BIN = Path(shutil.which("prometheus") or "/usr/bin/prometheus")
 CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 # A model of its own: the session's gateways follow SentimentClassifier@production untouched.

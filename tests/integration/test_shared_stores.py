@@ -25,8 +25,6 @@ from tests.gateways import gateway
 from tests.servers import free_port, run_training, spawn, stop, wait_until_up
 from tests.stores import SharedStores
 
-pytestmark = pytest.mark.integration
-
 
 def production(uri: str):
     return MlflowClient(uri, uri).get_model_version_by_alias(MODEL_NAME, ALIAS)

@@ -18,8 +18,6 @@ from tests.load import REPORT, Load, Row
 from tests.models import promote, register_broken_version
 from tests.reliability.conftest import AUTH, serve, serving
 
-pytestmark = pytest.mark.integration
-
 REQUEST_TIMEOUT = 10.0  # the gateway's GATEWAY_REQUEST_TIMEOUT in these tests
 RECOVERY = 15.0  # seconds a killed scoring server may take to serve again, unaided
 # Live server and standby both killed: a cold start of `mlflow models serve` (10-17 s

@@ -26,8 +26,6 @@ from schemathesis.checks import (
 from tests.load import REPORT, Row
 from tests.reliability.conftest import AUTH
 
-pytestmark = pytest.mark.integration
-
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -16,8 +16,6 @@ import pytest
 from tests.load import REPORT, Load, Row
 from tests.reliability.conftest import AUTH
 
-pytestmark = pytest.mark.integration
-
 JSON = "application/json"
 SCRIPT = '<script>alert("x")</script><img src=x onerror=alert(1)> A <b>great</b> film.'
 

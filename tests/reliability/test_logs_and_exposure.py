@@ -7,16 +7,12 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from gateway.settings import Settings
 from tests.gateways import cmdline, descendants, gateway, misbehaving_scoring_server
 from tests.load import REVIEWS
 from tests.reliability.conftest import KEY
 from tests.reliability.test_hostile_input import SCRIPT
 from tests.servers import free_port
-
-pytestmark = pytest.mark.integration
 
 LOOPBACK = {"127.0.0.1", "::1"}
 

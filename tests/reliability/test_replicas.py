@@ -30,12 +30,9 @@ from tests.load import REPORT, REVIEWS, Answer, Load, Row
 from tests.models import confidences, promote, register_version
 from tests.servers import free_port, spawn, tracking_server, wait_until_up
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        find_nginx() is None, reason="nginx is not installed: apt-get install nginx (.ci/run does)"
-    ),
-]
+pytestmark = pytest.mark.skipif(
+    find_nginx() is None, reason="nginx is not installed: apt-get install nginx (.ci/run does)"
+)
 
 NAMES = ("gateway-1", "gateway-2")
 POLL = 1.0  # GATEWAY_POLL_INTERVAL of the gateways here

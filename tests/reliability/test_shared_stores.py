@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.gateways import gateway
 from tests.load import REPORT, Load, Row
 from tests.models import promote, register_version
-
-pytestmark = pytest.mark.integration
 
 
 def reachable(gw) -> bool | None:

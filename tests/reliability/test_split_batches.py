@@ -3,12 +3,8 @@ exactly as one call to the live server would answer it."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.load import REVIEWS
 from tests.reliability.conftest import serving
-
-pytestmark = pytest.mark.integration
 
 
 def calls(gw) -> float:

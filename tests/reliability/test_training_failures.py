@@ -12,7 +12,6 @@ from mlflow.tracking import MlflowClient
 from model.names import ALIAS, MODEL_NAME
 from tests.servers import BIN, ROOT, env, run_training, tracking_server
 
-pytestmark = pytest.mark.integration
 NAME = MODEL_NAME
 REACH_FIT = 300  # seconds a run may take to load and clean 3,000 reviews on a loaded machine
 

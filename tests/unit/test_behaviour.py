@@ -185,6 +185,7 @@ def test_the_command_scores_a_logged_model(best, tmp_path, monkeypatch, capsys):
         artifacts={"pipeline": str(tmp_path / "pipeline.joblib")},
         code_paths=[str(ROOT / "model")],
         signature=SIGNATURE,
+        pip_requirements=[],  # not inferred: that starts a Python process, and is not tested here
     )
     monkeypatch.setattr("sys.argv", ["behaviour", str(tmp_path / "model"), "--failures", "1"])
     behaviour.main()
