@@ -11,6 +11,9 @@ be part of, exactly as a missing term would. The counts then go through the vect
 TF-IDF step, so the features are the same floats as scikit-learn's, column for column.
 Anything this does not reproduce exactly (another analyzer, another vectorizer class, a
 vocabulary given by hand, keys too long for 64 bits) goes through scikit-learn.
+
+``compact`` prepares a fitted pipeline before it is saved: its vocabulary as a
+``model.vocabulary.Vocabulary``, with the term keys built here where this looks terms up by them.
 """
 
 from __future__ import annotations
@@ -206,3 +209,16 @@ def term_keys(vocabulary: dict) -> TermKeys | None:
         if isinstance(vocabulary, Vocabulary):
             vocabulary.term_keys = keys
     return keys
+
+
+def compact(pipeline):
+    """The pipeline with its vectorizer's vocabulary pickling compactly, with its term keys
+    where the model looks terms up by them (changed in place)."""
+    for _, step in getattr(pipeline, "steps", []):
+        vocabulary = getattr(step, "vocabulary_", None)
+        if type(vocabulary) is dict:
+            step.vocabulary_ = vocabulary = Vocabulary(vocabulary)
+        if type(vocabulary) is Vocabulary and vocabulary.term_keys is None:
+            # Built by Vectorize (and kept on the vocabulary) when it looks terms up by key.
+            Vectorize(step)
+    return pipeline

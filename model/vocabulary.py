@@ -126,18 +126,3 @@ def _from_terms(text: str, count: int, term_keys: TermKeys | None = None) -> Voc
     vocabulary._terms = text
     vocabulary.term_keys = term_keys
     return vocabulary
-
-
-def compact(pipeline):
-    """The pipeline with its vectorizer's vocabulary pickling compactly, with its term keys
-    where the model looks terms up by them (changed in place)."""
-    from model.vectorize import Vectorize
-
-    for _, step in getattr(pipeline, "steps", []):
-        vocabulary = getattr(step, "vocabulary_", None)
-        if type(vocabulary) is dict:
-            step.vocabulary_ = vocabulary = Vocabulary(vocabulary)
-        if type(vocabulary) is Vocabulary and vocabulary.term_keys is None:
-            # Built by Vectorize (and kept on the vocabulary) when it looks terms up by key.
-            Vectorize(step)
-    return pipeline

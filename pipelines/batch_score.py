@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from model.names import ALIAS, MODEL_NAME
+from pipelines.errors import BatchError
 
 EXPERIMENT = "Sentiment-Analysis"
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{ALIAS}"
@@ -58,10 +59,6 @@ BLANK = f"^[{_WHITESPACE}]*$"
 
 # pyspark 4.3 warns that pandas 3 is not fully supported; answers were checked identical.
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-
-
-class BatchError(Exception):
-    """The job cannot run as asked; the message says what to fix."""
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from model.names import LABELS
 from model.sentiment_model import SentimentModel
 from pipelines import behaviour
 from pipelines.data import PACKAGED
+from pipelines.errors import PromotionError
 from pipelines.features import PRESETS
-from pipelines.promote import PromotionError
 
 ARTIFACT = "model_card.md"
 TAG = "model_card"

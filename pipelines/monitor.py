@@ -55,6 +55,7 @@ from model.names import CHALLENGER, LABELS, MODEL_NAME
 from model.preprocess import clean_text
 from monitoring import drift, reference
 from pipelines import drift_report, gateway_info, training
+from pipelines.errors import GatewayUnreadable, KeyRefused, MonitorError
 from pipelines.features import PRESETS
 
 EXPERIMENT = "Sentiment-Monitoring"
@@ -66,10 +67,6 @@ TOLERANCE = 0.05
 # Fewer labels than this measure nothing (the standard error at 50 is about 5 points).
 MIN_LABELS = 50
 PRESET = "best"
-
-
-class MonitorError(Exception):
-    """The job cannot run as asked; the message says what to fix."""
 
 
 def verdict(
@@ -156,9 +153,9 @@ def served_version(gateway_url: str, predictions: pd.DataFrame) -> str | None:
         label = str(gateway_info.info(gateway_url, timeout=5).get("model_version", ""))
         if label.removeprefix("v").isdigit():
             return label.removeprefix("v")
-    except gateway_info.KeyRefused as error:
+    except KeyRefused as error:
         raise MonitorError(str(error)) from None
-    except gateway_info.GatewayUnreadable:
+    except GatewayUnreadable:
         pass
     labelled = predictions[predictions["model_version"].str.removeprefix("v").str.isdigit()]
     if labelled.empty:

@@ -11,7 +11,8 @@ their figures are added up, and a replica that shadows another version refuses t
 
 from __future__ import annotations
 
-from pipelines.gateway_info import GatewayUnreadable, info
+from pipelines.errors import GatewayUnreadable
+from pipelines.gateway_info import info
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 MIN_COMPARED = 200

@@ -34,12 +34,11 @@ from sklearn.pipeline import Pipeline
 from model.names import ALIAS, MODEL_NAME
 from model.preprocess import clean_text
 from model.signature import INPUT_EXAMPLE, SIGNATURE
-from model.vocabulary import compact
+from model.vectorize import compact
 from monitoring import reference as monitoring_reference
 from pipelines import evaluate, model_card, promote
 from pipelines.data import (
     SPLIT,
-    DataError,
     Splits,
     fingerprint,
     load_reviews,
@@ -47,6 +46,7 @@ from pipelines.data import (
     split,
     without_near_duplicates,
 )
+from pipelines.errors import DataError, PromotionError
 from pipelines.features import build_pipeline, slim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,7 +340,7 @@ def entry_point(run_name: str, work: Callable[[], str], done: str, model_name: s
     except DataError as error:
         print(f"Data error: {error} Nothing was registered.", file=sys.stderr)
         return 2
-    except promote.PromotionError as error:
+    except PromotionError as error:
         print(f"Not promoted: {error}", file=sys.stderr)
         return 1
     print(f"{done} completed successfully! {model_name} version {version}")
