@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test test-compose compose-images lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
+.PHONY: help install up test test-compose compose-images lint typecheck format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -58,9 +58,13 @@ compose-images: install ## Start Docker if needed; build stand-ins for images no
 	$(BIN)/python -m tests.compose.engine
 	$(BIN)/python -m tests.compose.standins
 
-lint: install ## Check the code with ruff: lint rules and formatting (as CI does)
+lint: install ## Check the code: ruff's lint rules and formatting, then mypy's types (as CI does)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+typecheck: install ## Check the types of model, monitoring, stack, pipelines and gateway with mypy
+	$(BIN)/mypy
 
 format: install ## Apply ruff's safe fixes and format the code
 	$(BIN)/ruff check --fix .
@@ -93,4 +97,4 @@ bench-selection: install ## Choose the `best` preset by 5-fold CV on train+val (
 	$(BIN)/python -m benchmarks.selection
 
 clean: ## Remove the venv and local state
-	rm -rf $(VENV) mlruns .pytest_cache .ruff_cache
+	rm -rf $(VENV) mlruns .pytest_cache .ruff_cache .mypy_cache

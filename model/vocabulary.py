@@ -92,6 +92,8 @@ class Vocabulary(dict):
     ``term_keys``, when set, is pickled with it."""
 
     term_keys: TermKeys | None = None
+    # The terms joined by SEPARATOR, when read from the compact form.
+    _terms: str | None = None
 
     def __reduce__(self):
         terms = sorted(self, key=self.__getitem__)
@@ -109,7 +111,7 @@ class Vocabulary(dict):
             is_word = np.zeros(len(self), dtype=np.int64)
             is_word[self.term_keys.keys < self.term_keys.base] = 1
             return is_word
-        text = getattr(self, "_terms", None)
+        text = self._terms
         if text is None:
             return None
         data = np.frombuffer(text.encode(), dtype=np.uint8)

@@ -170,10 +170,10 @@ REFITTED = "train+val"  # the `fit_on` tag of a version fitted again on its vali
 
 def recorded_f1(client: MlflowClient, version: ModelVersion) -> float:
     """A version's own validation F1: its run's metric, else its (rounded) tag."""
-    try:
-        return float(client.get_run(version.run_id).data.metrics["val_f1"])
-    except (MlflowException, KeyError):
-        return float(version.tags["val_f1"])
+    if version.run_id:
+        with contextlib.suppress(MlflowException, KeyError):
+            return float(client.get_run(version.run_id).data.metrics["val_f1"])
+    return float(version.tags["val_f1"])
 
 
 def find_champion(

@@ -27,6 +27,7 @@ from typing import Any
 import joblib
 import mlflow
 import numpy as np
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
@@ -82,14 +83,14 @@ def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepare
     with phase("load", f"reading reviews from {data_path or 'the packaged IMDB data'}"):
         frame = load_reviews(data_path, max_rows=max_rows, seed=seed)
     with phase("clean", "cleaning text with model.preprocess.clean_text"):
-        frame, cleaned = without_near_duplicates(frame, [clean_text(t) for t in frame["text"]])
+        frame, kept = without_near_duplicates(frame, [clean_text(t) for t in frame["text"]])
     with phase("split", f"{SPLIT}, seed {seed}"):
-        splits = split(frame.assign(cleaned=cleaned), seed)
+        splits = split(frame.assign(cleaned=kept), seed)
         cleaned = {name: getattr(splits, name).pop("cleaned").tolist() for name in SPLITS}
         trained_on = promote.TrainedOn(fingerprint(frame), seed, max_rows)
         with warnings.catch_warnings():  # the integer label column is never missing
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(
+            dataset = from_pandas(
                 frame,
                 source=Path(data_path or packaged_csv()).resolve().as_uri(),
                 name=Path(data_path).name if data_path else "imdb-reviews",
