@@ -53,7 +53,7 @@ from pipelines.features import build_pipeline, slim
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "Sentiment-Analysis"
 MODEL_CODE = ROOT / "model" / "sentiment_model.py"
-# The logged model's pip_requirements: the names in requirements/model.txt, at the installed
+# The logged model's pip_requirements: the names in requirements/model.in, at the installed
 # versions (tests/unit/test_project_files.py checks both).
 SPLITS = ("train", "val", "test")
 SERVING_PACKAGES = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "cloudpickle", "joblib")
