@@ -28,7 +28,7 @@ COVERS = {
 # Each requirements/NAME.in (direct pins) is compiled into the locked requirements/NAME.txt.
 LOCKS = ("model", "tracking", "gateway", "training", "batch", "dev")
 DEVELOPMENT_ONLY = {"pytest", "schemathesis", "hypothesis", "ruff", "psutil", "httpx", "playwright"}
-DEVELOPMENT_ONLY |= {"tritonclient", "mypy", "pip-tools"}
+DEVELOPMENT_ONLY |= {"tritonclient", "mypy", "pre-commit", "pip-tools"}
 # Never in an image, not even as another package's dependency (the trainer's evidently brings
 # httpx with litestar, for instance).
 TEST_TOOLS = DEVELOPMENT_ONLY - {"httpx", "psutil"}
