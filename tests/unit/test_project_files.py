@@ -31,7 +31,7 @@ DEVELOPMENT_ONLY = {"pytest", "schemathesis", "hypothesis", "ruff", "psutil", "h
 DEVELOPMENT_ONLY |= {"tritonclient", "mypy", "pre-commit", "pip-tools"}
 # Never in an image, not even as another package's dependency (the trainer's evidently brings
 # httpx with litestar, for instance).
-TEST_TOOLS = DEVELOPMENT_ONLY - {"httpx", "psutil"}
+TEST_TOOLS = DEVELOPMENT_ONLY - {"httpx"}
 WEB = {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx"}
 
 
