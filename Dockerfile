@@ -12,6 +12,7 @@
 ARG PYTHON_IMAGE=python:3.11.7-slim
 
 # ---- Virtual environments: model.txt first (the heavy, shared part), then each image's own.
+# Each file is a lock (`make lock`): every package pinned, at one version across the files.
 FROM ${PYTHON_IMAGE} AS venv-model
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python3.11 -m venv /opt/venv

@@ -1,5 +1,6 @@
 # Two commands matter: `make up` runs the whole stack, `make test` runs every test.
 # `make install` installs requirements.txt: everything for development (requirements/dev.txt).
+# `make lock` compiles the direct pins of requirements/*.in into the locked requirements/*.txt.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -11,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install up test test-unit test-compose compose-images lint format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
+.PHONY: help install lock up test test-unit test-compose compose-images lint typecheck format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +27,24 @@ install: $(VENV)/.installed ## Create .venv and install everything for developme
 	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x /usr/bin/chromium || echo "The page tests need Debian's chromium: apt-get install chromium" >&2
+
+# Each requirements/NAME.in (direct pins) becomes the locked requirements/NAME.txt (every
+# package pinned) for Python 3.11 on Linux x86-64, the interpreter of .venv and of the images.
+# dev.txt first: the others are resolved within it (-c), so no two files pin a package at
+# different versions. Existing pins are kept unless an .in file asks for another version;
+# `make lock LOCK_ARGS=--upgrade` moves every indirect dependency to its newest release.
+LOCKS := model tracking gateway training batch
+LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	--no-emit-trusted-host $(LOCK_ARGS)
+
+lock: install ## Compile requirements/*.in into the locked requirements/*.txt, and conda.yaml
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile $(LOCK_FLAGS) \
+		-o requirements/dev.txt requirements/dev.in
+	for name in $(LOCKS); do \
+		CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile $(LOCK_FLAGS) \
+			-c requirements/dev.txt -o requirements/$$name.txt requirements/$$name.in || exit 1; \
+	done
+	$(BIN)/python requirements/conda_env.py
 
 up: install ## Run the whole stack in the foreground (GATEWAY_REPLICAS=N: N gateways behind nginx)
 	$(BIN)/python -m stack.up
@@ -61,9 +80,13 @@ compose-images: install ## Start Docker if needed; build stand-ins for images no
 	$(BIN)/python -m tests.compose.engine
 	$(BIN)/python -m tests.compose.standins
 
-lint: install ## Check the code with ruff: lint rules and formatting (as CI does)
+lint: install ## Check the code: ruff's lint rules and formatting, then mypy's types (as CI does)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+typecheck: install ## Check the types of model, monitoring, stack, pipelines and gateway with mypy
+	$(BIN)/mypy
 
 format: install ## Apply ruff's safe fixes and format the code
 	$(BIN)/ruff check --fix .
@@ -96,4 +119,4 @@ bench-selection: install ## Choose the `best` preset by 5-fold CV on train+val (
 	$(BIN)/python -m benchmarks.selection
 
 clean: ## Remove the venv and local state
-	rm -rf $(VENV) mlruns .pytest_cache .ruff_cache
+	rm -rf $(VENV) mlruns .pytest_cache .ruff_cache .mypy_cache

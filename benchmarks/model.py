@@ -38,8 +38,7 @@ from sklearn.pipeline import Pipeline
 
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel, _Words, positive_probability
-from model.vectorize import Vectorize, tfidf
-from model.vocabulary import compact
+from model.vectorize import Vectorize, compact, tfidf
 from pipelines.data import load_reviews, split
 from pipelines.features import PRESETS, build_pipeline, slim
 from stack import processes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import gc
+from collections.abc import Callable
 from typing import Any
 
 import joblib
@@ -34,8 +35,8 @@ class SentimentModel(PythonModel):
     def __init__(self, pipeline=None):
         self.pipeline = pipeline
         self._terms: np.ndarray | None = None
-        self._words = None
-        self._vectorize = None
+        self._words: _Words | None = None
+        self._vectorize: Vectorize | None = None
 
     def load_context(self, context: PythonModelContext) -> None:
         self.pipeline = joblib.load(context.artifacts[PIPELINE_ARTIFACT])
@@ -57,10 +58,9 @@ class SentimentModel(PythonModel):
             # scikit-learn refuses zero rows with a stack trace; no texts get no answers.
             empty = np.empty(0)
             return _answer(empty, np.empty(0, dtype=np.int64), empty, [] if explain else None)
-        if self._vectorize is None:
-            self._prepare()
+        vectorize = self._vectorize if self._vectorize is not None else self._prepare()
         cleaned = [clean_text(text) for text in model_input["text"].tolist()]
-        features, words = self._vectorize(cleaned)
+        features, words = vectorize(cleaned)
         for _, step in self.pipeline.steps[1:-1]:
             if step not in (None, "passthrough"):
                 features = step.transform(features)
@@ -70,9 +70,10 @@ class SentimentModel(PythonModel):
         ratio = self.known_term_ratio(cleaned, features, words)
         return _answer(positive, np.diff(features.indptr), ratio, explanations)
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> Vectorize:
         self._vectorize = Vectorize(self.pipeline[0])
         self._words = _Words(self.pipeline[0])
+        return self._vectorize
 
     def known_term_ratio(self, cleaned: list[str], features, words=None) -> np.ndarray:
         """Per text, the share of its distinct words that the vocabulary knows (0 without
@@ -124,14 +125,16 @@ class _Words:
     def __init__(self, vectorizer):
         vocabulary = vectorizer.vocabulary_
         # Read from the compact form's one string when there is one (numpy, not a loop).
-        self.is_word = vocabulary.is_word() if isinstance(vocabulary, Vocabulary) else None
-        if self.is_word is None:
-            self.is_word = np.zeros(len(vocabulary), dtype=np.int64)
+        is_word = vocabulary.is_word() if isinstance(vocabulary, Vocabulary) else None
+        if is_word is None:
+            is_word = np.zeros(len(vocabulary), dtype=np.int64)
             columns = np.fromiter(vocabulary.values(), dtype=np.int64, count=len(vocabulary))
-            self.is_word[columns] = np.fromiter(
+            is_word[columns] = np.fromiter(
                 (" " not in term for term in vocabulary), dtype=bool, count=len(vocabulary)
             )
+        self.is_word: np.ndarray = is_word
         analyzer = vectorizer.analyzer
+        self.words: Callable[[str], set[str]]
         if isinstance(analyzer, SentenceNgrams):
             self.words = SentenceNgrams.words
         else:

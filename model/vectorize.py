@@ -11,6 +11,9 @@ be part of, exactly as a missing term would. The counts then go through the vect
 TF-IDF step, so the features are the same floats as scikit-learn's, column for column.
 Anything this does not reproduce exactly (another analyzer, another vectorizer class, a
 vocabulary given by hand, keys too long for 64 bits) goes through scikit-learn.
+
+``compact`` prepares a fitted pipeline before it is saved: its vocabulary as a
+``model.vocabulary.Vocabulary``, with the term keys built here where this looks terms up by them.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Vectorize:
             and hasattr(vectorizer, "vocabulary_")
             and (type(vectorizer) is CountVectorizer or hasattr(vectorizer, "_tfidf"))
         )
-        if not self.fast:
+        if not self.fast or not isinstance(analyzer, SentenceNgrams):
             return
         self.low, self.high = analyzer.ngram_range
         # Pruned by document frequency alone (min_df), a vocabulary holds an n-gram only
@@ -75,16 +78,16 @@ class Vectorize:
             and self.high >= 3
             and self.high - 1 >= self.low
         )
-        self.keys = term_keys(vectorizer.vocabulary_)
-        self.fast = self.keys is not None and self.keys.fits(self.high)
-        if self.fast:
+        self.keys = keys = term_keys(vectorizer.vocabulary_)
+        self.fast = keys is not None and keys.fits(self.high)
+        if keys is not None and self.fast:
             # Words are numbered 1..base-1, any other token (the sentence break too) 0.
-            self._number = self.keys.numbers.get
+            self._number = keys.numbers.get
             # Every term's key, in a hash table. pandas builds it on the first lookup (~7 ms);
             # done here, before any call: a scoring server runs calls in several threads, and
             # that lazy build is not safe to race (pandas-dev/pandas#21150).
-            self._columns = pd.Index(self.keys.keys)
-            self._columns.get_indexer(self.keys.keys[:1])
+            self._columns = pd.Index(keys.keys)
+            self._columns.get_indexer(keys.keys[:1])
 
     def __call__(self, texts: list[str]) -> tuple[sparse.csr_matrix, np.ndarray | None]:
         if not self.fast:
@@ -105,6 +108,9 @@ class Vectorize:
         the row changes, so neither is counted, exactly as if the n-grams were built
         sentence by sentence.
         """
+        vocabulary_keys = self.keys
+        if not self.fast or vocabulary_keys is None:
+            raise ValueError("this vectorizer is not one whose terms are counted here")
         split = [
             [token for token in text.split() if len(token) > 1 or token == SENTENCE_BREAK]
             for text in map(str.replace, texts, repeat(SENTENCE_BREAK), repeat(_SPACED_BREAK))
@@ -119,7 +125,7 @@ class Vectorize:
         # (``valid``), and whether it is a term (``found``).
         keys = numbers
         valid = numbers > 0
-        columns = self.keys.single[numbers]
+        columns = vocabulary_keys.single[numbers]
         found = columns >= 0
         if self.low == 1:
             found_rows.append(rows[found])
@@ -130,7 +136,7 @@ class Vectorize:
         prune = self.prune and len(numbers) >= _PRUNE_FROM
         wanted_rows, wanted_keys = [], []
         for n in range(2, self.high + 1):
-            keys = keys[:-1] * self.keys.base + numbers[n - 1 :]
+            keys = keys[:-1] * vocabulary_keys.base + numbers[n - 1 :]
             valid = valid[:-1] & valid[1:]
             if n == 2:
                 valid &= same_row
@@ -157,9 +163,11 @@ class Vectorize:
             found_columns.append(at[hit])
         return self._matrix(len(texts), found_rows, found_columns), words
 
-    def _matrix(self, count: int, rows: list, columns: list) -> sparse.csr_matrix:
-        rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
-        columns = np.concatenate(columns) if columns else np.empty(0, dtype=np.int64)
+    def _matrix(
+        self, count: int, row_parts: list[np.ndarray], column_parts: list[np.ndarray]
+    ) -> sparse.csr_matrix:
+        rows = np.concatenate(row_parts) if row_parts else np.empty(0, dtype=np.int64)
+        columns = np.concatenate(column_parts) if column_parts else np.empty(0, dtype=np.int64)
         # Each level's entries are in row order: a stable sort merges them.
         order = np.argsort(rows, kind="stable")
         indptr = np.zeros(count + 1, dtype=np.int64)
@@ -206,3 +214,16 @@ def term_keys(vocabulary: dict) -> TermKeys | None:
         if isinstance(vocabulary, Vocabulary):
             vocabulary.term_keys = keys
     return keys
+
+
+def compact(pipeline):
+    """The pipeline with its vectorizer's vocabulary pickling compactly, with its term keys
+    where the model looks terms up by them (changed in place)."""
+    for _, step in getattr(pipeline, "steps", []):
+        vocabulary = getattr(step, "vocabulary_", None)
+        if type(vocabulary) is dict:
+            step.vocabulary_ = vocabulary = Vocabulary(vocabulary)
+        if type(vocabulary) is Vocabulary and vocabulary.term_keys is None:
+            # Built by Vectorize (and kept on the vocabulary) when it looks terms up by key.
+            Vectorize(step)
+    return pipeline

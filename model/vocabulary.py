@@ -92,6 +92,8 @@ class Vocabulary(dict):
     ``term_keys``, when set, is pickled with it."""
 
     term_keys: TermKeys | None = None
+    # The terms joined by SEPARATOR, when read from the compact form.
+    _terms: str | None = None
 
     def __reduce__(self):
         terms = sorted(self, key=self.__getitem__)
@@ -109,7 +111,7 @@ class Vocabulary(dict):
             is_word = np.zeros(len(self), dtype=np.int64)
             is_word[self.term_keys.keys < self.term_keys.base] = 1
             return is_word
-        text = getattr(self, "_terms", None)
+        text = self._terms
         if text is None:
             return None
         data = np.frombuffer(text.encode(), dtype=np.uint8)
@@ -126,18 +128,3 @@ def _from_terms(text: str, count: int, term_keys: TermKeys | None = None) -> Voc
     vocabulary._terms = text
     vocabulary.term_keys = term_keys
     return vocabulary
-
-
-def compact(pipeline):
-    """The pipeline with its vectorizer's vocabulary pickling compactly, with its term keys
-    where the model looks terms up by them (changed in place)."""
-    from model.vectorize import Vectorize
-
-    for _, step in getattr(pipeline, "steps", []):
-        vocabulary = getattr(step, "vocabulary_", None)
-        if type(vocabulary) is dict:
-            step.vocabulary_ = vocabulary = Vocabulary(vocabulary)
-        if type(vocabulary) is Vocabulary and vocabulary.term_keys is None:
-            # Built by Vectorize (and kept on the vocabulary) when it looks terms up by key.
-            Vectorize(step)
-    return pipeline

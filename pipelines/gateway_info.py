@@ -11,13 +11,7 @@ import os
 import urllib.error
 import urllib.request
 
-
-class GatewayUnreadable(OSError):
-    """The gateway could not be reached, or did not answer as one."""
-
-
-class KeyRefused(GatewayUnreadable):
-    """The gateway wants an API key this job does not have."""
+from pipelines.errors import GatewayUnreadable, KeyRefused
 
 
 def info(gateway_url: str, timeout: float = 10.0) -> dict:

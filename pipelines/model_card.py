@@ -33,8 +33,8 @@ from model.names import LABELS
 from model.sentiment_model import SentimentModel
 from pipelines import behaviour
 from pipelines.data import PACKAGED
+from pipelines.errors import PromotionError
 from pipelines.features import PRESETS
-from pipelines.promote import PromotionError
 
 ARTIFACT = "model_card.md"
 TAG = "model_card"
@@ -93,7 +93,7 @@ def measure(pipeline, texts: list[str], labels, p_positive, split_rows: dict[str
     p_positive = np.asarray(p_positive)
     y_pred = (p_positive >= 0.5).astype(int)
     right = y_true == y_pred
-    metrics = {
+    metrics: dict[str, float] = {
         **{f"{name}_rows": rows for name, rows in split_rows.items()},
         "test_true_negative": int(np.sum((y_true == 0) & right)),
         "test_false_positive": int(np.sum((y_true == 0) & ~right)),
@@ -164,7 +164,7 @@ class Facts:
 
 def facts(run: Run, model_name: str, version: str, evidence: Evidence, rerun: Rerun) -> Facts:
     experiment = MlflowClient().get_experiment(run.info.experiment_id).name
-    source = rerun.parameters.get("data_path") or PACKAGED
+    source = str(rerun.parameters.get("data_path") or PACKAGED)
     return Facts(
         model_name,
         version,
@@ -376,7 +376,10 @@ def artifact_uri(run_id: str) -> str:
 def write(model_name: str, version: str, evidence: Evidence, rerun: Rerun) -> str:
     """Render the card from the active run and write it to the version and the run."""
     client = MlflowClient()
-    run = client.get_run(mlflow.active_run().info.run_id)
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("the model card is written inside the training run")
+    run = client.get_run(active.info.run_id)
     card = fitted(facts(run, model_name, version, evidence, rerun))
     client.update_model_version(model_name, version, description=card)
     client.set_model_version_tag(model_name, version, TAG, artifact_uri(run.info.run_id))

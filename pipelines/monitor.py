@@ -55,6 +55,7 @@ from model.names import CHALLENGER, LABELS, MODEL_NAME
 from model.preprocess import clean_text
 from monitoring import drift, reference
 from pipelines import drift_report, gateway_info, training
+from pipelines.errors import GatewayUnreadable, KeyRefused, MonitorError
 from pipelines.features import PRESETS
 
 EXPERIMENT = "Sentiment-Monitoring"
@@ -66,10 +67,6 @@ TOLERANCE = 0.05
 # Fewer labels than this measure nothing (the standard error at 50 is about 5 points).
 MIN_LABELS = 50
 PRESET = "best"
-
-
-class MonitorError(Exception):
-    """The job cannot run as asked; the message says what to fix."""
 
 
 def verdict(
@@ -156,9 +153,9 @@ def served_version(gateway_url: str, predictions: pd.DataFrame) -> str | None:
         label = str(gateway_info.info(gateway_url, timeout=5).get("model_version", ""))
         if label.removeprefix("v").isdigit():
             return label.removeprefix("v")
-    except gateway_info.KeyRefused as error:
+    except KeyRefused as error:
         raise MonitorError(str(error)) from None
-    except gateway_info.GatewayUnreadable:
+    except GatewayUnreadable:
         pass
     labelled = predictions[predictions["model_version"].str.removeprefix("v").str.isdigit()]
     if labelled.empty:
@@ -184,10 +181,10 @@ class Outcome:
     verdict: str
     run_id: str
     version: str | None
-    challenger: str | None = None
-    # The period checked: retraining learns from its labels only.
+    # The period checked, [start, until): retraining learns from its labels only.
+    until: datetime
     start: datetime | None = None
-    until: datetime | None = None
+    challenger: str | None = None
 
 
 def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outcome:
@@ -195,11 +192,14 @@ def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outc
     client = MlflowClient()
     monitor_dir = Path(state_dir) / "monitoring"
     until = datetime.now(UTC)
-    experiment_id = mlflow.active_run().info.experiment_id
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("monitor() runs inside an MLflow run")
+    experiment_id = active.info.experiment_id
     start = datetime.fromisoformat(since) if since else last_period_end(client, experiment_id)
     if start is not None and start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    run_id = mlflow.active_run().info.run_id
+    run_id = active.info.run_id
     # Not the entry point's own parameter names: `mlflow run` logs those as given.
     mlflow.log_params(
         {"period_start": start.isoformat() if start else "", "period_end": until.isoformat()}
@@ -214,9 +214,9 @@ def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outc
         print(f"No predictions of the served version were logged from {period}: nothing to check.")
         mlflow.set_tags({VERDICT: "no_data", "monitoring.model_version": version or ""})
         mlflow.log_metric("rows", 0)
-        return Outcome("no_data", run_id, version)
+        return Outcome("no_data", run_id, version, until)
     model_dir = Path(tempfile.mkdtemp(prefix="monitor-model-"))
-    mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/{version}", dst_path=model_dir)
+    mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/{version}", dst_path=str(model_dir))
     summary, reference_rows = reference.read(model_dir), reference.read_rows(model_dir)
     if summary is None or reference_rows is None:
         raise MonitorError(
@@ -269,7 +269,7 @@ def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outc
         f"{_pct(estimated)}, measured {_pct(measured)} on {len(labelled)} labels, "
         f"test {expected:.1%}"
     )
-    outcome = Outcome(result, run_id, version, start=start, until=until)
+    outcome = Outcome(result, run_id, version, until, start=start)
     if retrain == "if_needed" and result in ("drift", "degraded"):
         outcome.challenger = "pending"
     return outcome
@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Monitoring error: {error}", file=sys.stderr)
         return 2
     if outcome.challenger:
+        assert outcome.version is not None, "a verdict on predictions names their version"
         print(f"[retrain] verdict {outcome.verdict}: training a challenger with the feedback")
         os.environ.pop(MLFLOW_RUN_ID.name, None)  # the next run is a training run of its own
         challenger = retrain_with_feedback(

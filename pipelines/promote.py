@@ -53,14 +53,12 @@ from model.names import ALIAS, LABELS, MODEL_NAME
 from model.signature import INPUT_EXAMPLE
 from pipelines import evaluate, promotion_gate, promotion_lock
 from pipelines.data import SPLIT
+from pipelines.errors import PromotionError
+from pipelines.model_card import location
 
 MODES = ("never", "if_better", "always")
 ELSEWHERE = "use promote=always or the promote entry point"
 ATTEMPTS = 3
-
-
-class PromotionError(RuntimeError):
-    """The version cannot serve: it is missing, does not load, or predicts nonsense."""
 
 
 @dataclass(frozen=True)
@@ -172,10 +170,10 @@ REFITTED = "train+val"  # the `fit_on` tag of a version fitted again on its vali
 
 def recorded_f1(client: MlflowClient, version: ModelVersion) -> float:
     """A version's own validation F1: its run's metric, else its (rounded) tag."""
-    try:
-        return float(client.get_run(version.run_id).data.metrics["val_f1"])
-    except (MlflowException, KeyError):
-        return float(version.tags["val_f1"])
+    if version.run_id:
+        with contextlib.suppress(MlflowException, KeyError):
+            return float(client.get_run(version.run_id).data.metrics["val_f1"])
+    return float(version.tags["val_f1"])
 
 
 def find_champion(
@@ -349,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         move_alias(args.model_name, args.version)
     was = f" (was version {before.version})" if before else ""
     print(f"{args.model_name}@{ALIAS} -> version {args.version}{was}")
-    from pipelines.model_card import location  # the card module imports this one
 
     try:  # the alias has moved: the card's address is information, not a step that can fail
         print(f"Model card: {location(args.model_name, args.version)}")

@@ -11,7 +11,8 @@ their figures are added up, and a replica that shadows another version refuses t
 
 from __future__ import annotations
 
-from pipelines.gateway_info import GatewayUnreadable, info
+from pipelines.errors import GatewayUnreadable
+from pipelines.gateway_info import info
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 MIN_COMPARED = 200
@@ -53,8 +54,9 @@ def combined(figures: list[dict | None]) -> dict | None:
     versions = {f.get("model_version") if f else None for f in figures}
     if len(versions) != 1 or None in versions:
         return None if versions == {None} else {"model_version": " and ".join(map(str, versions))}
-    rows = sum(f.get("rows_compared", 0) for f in figures)
-    agreed = sum((f.get("agreement") or 0.0) * f.get("rows_compared", 0) for f in figures)
+    present = [f for f in figures if f]  # all of them: none gave no version
+    rows = sum(f.get("rows_compared", 0) for f in present)
+    agreed = sum((f.get("agreement") or 0.0) * f.get("rows_compared", 0) for f in present)
     return {"model_version": versions.pop(), "rows_compared": rows,
             "agreement": agreed / rows if rows else None}  # fmt: skip
 

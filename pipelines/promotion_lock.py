@@ -18,12 +18,10 @@ from contextlib import contextmanager, suppress
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from pipelines.errors import LockTimeout
+
 STALE = 600.0
 WAIT = 300.0
-
-
-class LockTimeout(RuntimeError):
-    """Another promotion held the lock for longer than this one would wait."""
 
 
 def lock_name(model_name: str) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import joblib
 import mlflow
 import numpy as np
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
@@ -34,12 +35,11 @@ from sklearn.pipeline import Pipeline
 from model.names import ALIAS, MODEL_NAME
 from model.preprocess import clean_text
 from model.signature import INPUT_EXAMPLE, SIGNATURE
-from model.vocabulary import compact
+from model.vectorize import compact
 from monitoring import reference as monitoring_reference
 from pipelines import evaluate, model_card, promote
 from pipelines.data import (
     SPLIT,
-    DataError,
     Splits,
     fingerprint,
     load_reviews,
@@ -47,12 +47,13 @@ from pipelines.data import (
     split,
     without_near_duplicates,
 )
+from pipelines.errors import DataError, PromotionError
 from pipelines.features import build_pipeline, slim
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "Sentiment-Analysis"
 MODEL_CODE = ROOT / "model" / "sentiment_model.py"
-# The logged model's pip_requirements: the names in requirements/model.txt, at the installed
+# The logged model's pip_requirements: the names in requirements/model.in, at the installed
 # versions (tests/unit/test_project_files.py checks both).
 SPLITS = ("train", "val", "test")
 SERVING_PACKAGES = ("mlflow", "scikit-learn", "scipy", "numpy", "pandas", "cloudpickle", "joblib")
@@ -82,14 +83,14 @@ def prepare(data_path: str | None, max_rows: int = 0, seed: int = 42) -> Prepare
     with phase("load", f"reading reviews from {data_path or 'the packaged IMDB data'}"):
         frame = load_reviews(data_path, max_rows=max_rows, seed=seed)
     with phase("clean", "cleaning text with model.preprocess.clean_text"):
-        frame, cleaned = without_near_duplicates(frame, [clean_text(t) for t in frame["text"]])
+        frame, kept = without_near_duplicates(frame, [clean_text(t) for t in frame["text"]])
     with phase("split", f"{SPLIT}, seed {seed}"):
-        splits = split(frame.assign(cleaned=cleaned), seed)
+        splits = split(frame.assign(cleaned=kept), seed)
         cleaned = {name: getattr(splits, name).pop("cleaned").tolist() for name in SPLITS}
         trained_on = promote.TrainedOn(fingerprint(frame), seed, max_rows)
         with warnings.catch_warnings():  # the integer label column is never missing
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(
+            dataset = from_pandas(
                 frame,
                 source=Path(data_path or packaged_csv()).resolve().as_uri(),
                 name=Path(data_path).name if data_path else "imdb-reviews",
@@ -340,7 +341,7 @@ def entry_point(run_name: str, work: Callable[[], str], done: str, model_name: s
     except DataError as error:
         print(f"Data error: {error} Nothing was registered.", file=sys.stderr)
         return 2
-    except promote.PromotionError as error:
+    except PromotionError as error:
         print(f"Not promoted: {error}", file=sys.stderr)
         return 1
     print(f"{done} completed successfully! {model_name} version {version}")

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import sys
 from itertools import product
+from typing import Any
 
 import mlflow
 
 from pipelines.features import PRESETS
 from pipelines.training import entry_point, fit, parser, phase, prepare, publish
 
-GRID = {"ngram_range": [(1, 2), (1, 3)], "C": [32.0, 64.0, 128.0], "nb_alpha": [0.05, 0.25]}
+GRID: dict[str, list[Any]] = {
+    "ngram_range": [(1, 2), (1, 3)],
+    "C": [32.0, 64.0, 128.0],
+    "nb_alpha": [0.05, 0.25],
+}
 
 
 def candidates() -> list[dict]:
@@ -37,6 +42,8 @@ def tune(data_path: str, promote_mode: str, max_rows: int, seed: int, model_name
             print(f"  validation F1 {fitted.metrics['val_f1']:.4f}")
         if best is None or fitted.metrics["val_f1"] > best[1].metrics["val_f1"]:
             best = (params, fitted)
+    if best is None:
+        raise ValueError("the grid has no candidates")
     params, fitted = best
     print(f"Best on validation: {', '.join(f'{k}={params[k]}' for k in GRID)}")
     mlflow.log_params({"preset": "tuned", **params})

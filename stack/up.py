@@ -36,7 +36,7 @@ class Replica:
     name: str
     port: int
     env: dict[str, str]
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen
     # Processes it started, seen while it ran: stopped with it if it dies (its scoring
     # servers run in sessions of their own and outlive it).
     seen: set[psutil.Process] = field(default_factory=set)
@@ -155,7 +155,7 @@ class Stack:
         nginx on the gateway port."""
         s = self.settings
         count, url = s.gateway_replicas, f"http://127.0.0.1:{s.gateway_port}"
-        nginx = self.nginx()
+        nginx = self.required_nginx()
         state = s.state_dir.resolve()
         step(f"3/3 {count} gateways behind nginx on {url}")
         for i in range(1, count + 1):
@@ -179,9 +179,8 @@ class Stack:
                 # feedback for an answer of any replica goes to the one feedback.sqlite.
                 "GATEWAY_MONITOR_DIR": str(state / "monitoring"),
             }
-            replica = Replica(name, port, env)
+            replica = Replica(name, port, env, self.start_gateway(name, env))
             print(f"    {name} on {replica.url}, scoring servers from port {scoring or 'free'}")
-            self.start_replica(replica)
             self.replicas.append(replica)
         for replica in self.replicas:
             self.wait_healthy(f"Gateway {replica.name}", f"{replica.url}/ready", replica.proc)
@@ -202,9 +201,10 @@ class Stack:
 
     def nginx(self) -> str | None:
         """The nginx executable when several gateways need it (checked before anything starts)."""
+        return None if self.settings.gateway_replicas == 1 else self.required_nginx()
+
+    def required_nginx(self) -> str:
         s = self.settings
-        if s.gateway_replicas == 1:
-            return None
         nginx = find_nginx(s.nginx_bin)
         if nginx is None:
             raise SystemExit(
@@ -215,10 +215,12 @@ class Stack:
             )
         return nginx
 
+    def start_gateway(self, name: str, env: dict[str, str]) -> subprocess.Popen:
+        return self.start([str(BIN / "python"), "-m", "gateway"], log=f"{name}.log", **env)
+
     def start_replica(self, replica: Replica) -> None:
-        replica.proc = self.start(
-            [str(BIN / "python"), "-m", "gateway"], log=f"{replica.name}.log", **replica.env
-        )
+        """Start a replica again."""
+        replica.proc = self.start_gateway(replica.name, replica.env)
         replica.seen = set()
 
     def supervise(self) -> int:

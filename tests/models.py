@@ -74,10 +74,10 @@ BROKEN = {"always-positive": _ALWAYS_POSITIVE, "raises": _RAISES, "wrong-columns
 
 
 # Given explicitly, so that logging does not load the model to infer them (6 s each): what
-# a trained model declares, requirements/model.txt.
+# a trained model declares, the direct pins of requirements/model.in.
 REQUIREMENTS = [
     line
-    for line in (ROOT / "requirements" / "model.txt").read_text().splitlines()
+    for line in (ROOT / "requirements" / "model.in").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 ]
 

@@ -19,8 +19,9 @@ from mlflow import MlflowClient
 
 from model.names import MODEL_NAME
 from pipelines import batch_score
-from pipelines.batch_score import EMPTY, LINEAGE_FILE, NULL, BatchError, Job
+from pipelines.batch_score import EMPTY, LINEAGE_FILE, NULL, Job
 from pipelines.data import load_reviews
+from pipelines.errors import BatchError
 from tests.models import register_broken_version, register_version
 from tests.servers import ROOT, run_training, tracking_server
 

@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from pipelines.data import DataError, fingerprint, load_reviews, split
+from pipelines.data import fingerprint, load_reviews, split
+from pipelines.errors import DataError
 
 
 def test_packaged_data_is_the_deduplicated_imdb_reviews():

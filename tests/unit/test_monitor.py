@@ -18,6 +18,7 @@ from gateway import feedback as gateway_feedback
 from gateway import prediction_log
 from model.preprocess import clean_text
 from pipelines import monitor, promote
+from pipelines.errors import MonitorError
 from tests.servers import ROOT, env
 
 EXPECTED = 0.88  # the reference's test accuracy
@@ -130,10 +131,10 @@ def test_the_served_version_is_asked_with_the_key_and_a_refusal_is_an_error(
     monkeypatch.setenv("GATEWAY_API_KEY", "the-key")
     assert monitor.served_version(keyed_gateway, predictions) == "7"
     monkeypatch.delenv("GATEWAY_API_KEY")
-    with pytest.raises(monitor.MonitorError, match="set GATEWAY_API_KEY"):
+    with pytest.raises(MonitorError, match="set GATEWAY_API_KEY"):
         monitor.served_version(keyed_gateway, predictions)
     monkeypatch.setenv("GATEWAY_API_KEY", "a-wrong-key")
-    with pytest.raises(monitor.MonitorError, match="refused the key"):
+    with pytest.raises(MonitorError, match="refused the key"):
         monitor.served_version(keyed_gateway, predictions)
 
 

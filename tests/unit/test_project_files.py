@@ -14,19 +14,24 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements"
 LOCAL = {"model", "gateway", "pipelines", "stack", "tests", "benchmarks", "monitoring"}
-# Which requirements cover the third-party imports of each top-level package.
+# Which direct pins cover the third-party imports of each top-level package.
 COVERS = {
-    "model": "requirements/model.txt",
+    "model": "requirements/model.in",
     # Statistics shared by the gateway, training and the monitor job.
-    "monitoring": "requirements/model.txt",
-    "pipelines": "requirements/batch.txt",
-    "gateway": "requirements/gateway.txt",
-    "stack": "requirements.txt",
-    "tests": "requirements.txt",
-    "benchmarks": "requirements.txt",
+    "monitoring": "requirements/model.in",
+    "pipelines": "requirements/batch.in",
+    "gateway": "requirements/gateway.in",
+    "stack": "requirements/dev.in",
+    "tests": "requirements/dev.in",
+    "benchmarks": "requirements/dev.in",
 }
+# Each requirements/NAME.in (direct pins) is compiled into the locked requirements/NAME.txt.
+LOCKS = ("model", "tracking", "gateway", "training", "batch", "dev")
 DEVELOPMENT_ONLY = {"pytest", "schemathesis", "hypothesis", "ruff", "psutil", "httpx", "playwright"}
-DEVELOPMENT_ONLY |= {"tritonclient"}
+DEVELOPMENT_ONLY |= {"tritonclient", "mypy", "pre-commit", "pip-tools"}
+# Never in an image, not even as another package's dependency (the trainer's evidently brings
+# httpx with litestar, for instance).
+TEST_TOOLS = DEVELOPMENT_ONLY - {"httpx"}
 WEB = {"fastapi", "starlette", "uvicorn", "uvloop", "httptools", "aiohttp", "httpx"}
 
 
@@ -35,13 +40,16 @@ def normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()
 
 
+def lines(path: Path) -> list[str]:
+    """A requirements file's lines without comments (pip-compile's ``# via`` notes too)."""
+    stripped = (line.split(" #")[0].strip() for line in path.read_text().splitlines())
+    return [line for line in stripped if line and not line.startswith("#")]
+
+
 def pins(path: Path) -> dict[str, str]:
     """The exact pins of a requirements file and of the files it includes (``-r``)."""
     found: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in lines(path):
         if line.startswith("-r "):
             included = pins(path.parent / line.removeprefix("-r ").strip())
             clash = {k for k in included.keys() & found.keys() if included[k] != found[k]}
@@ -54,35 +62,91 @@ def pins(path: Path) -> dict[str, str]:
 
 
 def requirement_pins() -> dict[str, str]:
-    """Everything for development: what `make install` installs."""
+    """Everything for development: what `make install` installs (the lock of dev.in)."""
     return pins(ROOT / "requirements.txt")
 
 
 def requirement_files() -> list[Path]:
-    return [ROOT / "requirements.txt", *sorted(REQUIREMENTS.glob("*.txt"))]
+    return [ROOT / "requirements.txt", *sorted(REQUIREMENTS.glob("*.in"))] + sorted(
+        REQUIREMENTS.glob("*.txt")
+    )
 
 
 @pytest.mark.parametrize("path", requirement_files(), ids=lambda p: p.name)
 def test_every_requirement_is_pinned(path):
-    lines = [line for line in path.read_text().splitlines() if line and line[0] != "#"]
-    for line in lines:
+    for line in lines(path):
         if line.startswith("-r "):
             assert (path.parent / line[3:]).is_file(), line
+            assert path.suffix == ".in" or path == ROOT / "requirements.txt", "locks are flat"
         else:
             assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.]*", line), line
-    names = [normal(line.split("==")[0]) for line in lines if "==" in line]
+            assert "[" not in line or path.suffix == ".in", "locks have no extras"
+    names = [normal(line.split("==")[0]) for line in lines(path) if "==" in line]
     assert len(names) == len(set(names)), "each package is pinned once per file"
 
 
-def test_each_package_is_pinned_in_one_file_only():
+def test_each_direct_pin_is_set_in_one_in_file_only():
     seen: dict[str, str] = {}
-    for path in sorted(REQUIREMENTS.glob("*.txt")):
-        for line in path.read_text().splitlines():
-            if "==" in line and not line.startswith("#"):
+    for path in sorted(REQUIREMENTS.glob("*.in")):
+        for line in lines(path):
+            if "==" in line:
                 name = normal(line.split("==")[0])
                 assert name not in seen, f"{name} is pinned in {seen.get(name)} and {path.name}"
                 seen[name] = path.name
-    assert set(seen) == set(requirement_pins())
+    assert set(seen) == set(pins(REQUIREMENTS / "dev.in"))
+    assert {path.stem for path in REQUIREMENTS.glob("*.in")} == set(LOCKS)
+    assert {path.stem for path in REQUIREMENTS.glob("*.txt")} == set(LOCKS)
+
+
+def direct(path: Path) -> list[str]:
+    """The requirement lines of an .in file and of the files it includes, extras kept."""
+    found = []
+    for line in lines(path):
+        found += direct(path.parent / line[3:]) if line.startswith("-r ") else [line]
+    return found
+
+
+def closure(path: Path) -> set[str]:
+    """What installing the direct pins of ``path`` (an .in file) installs: the packages and,
+    through their metadata, every dependency (markers for this Python 3.11 on Linux, extras
+    followed), read from the development environment."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    wanted = [Requirement(line) for line in direct(path)]
+    found: dict[str, set[str]] = {}
+    while wanted:
+        requirement = wanted.pop()
+        name, extras = normal(requirement.name), set(requirement.extras)
+        if name in found and extras <= found[name]:
+            continue
+        found[name] = found.get(name, set()) | extras
+        for text in requires(name) or []:
+            needed = Requirement(text)
+            if needed.marker is None or any(
+                needed.marker.evaluate({"extra": extra}) for extra in {"", *found[name]}
+            ):
+                wanted.append(needed)
+    return set(found)
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_each_lock_pins_exactly_what_its_in_file_installs(name):
+    """requirements/NAME.txt is requirements/NAME.in compiled: its direct pins at the same
+    versions, and every package they need, nothing else."""
+    direct, locked = pins(REQUIREMENTS / f"{name}.in"), pins(REQUIREMENTS / f"{name}.txt")
+    assert {n: locked.get(n) for n in direct} == direct, "make lock"
+    assert set(locked) == closure(REQUIREMENTS / f"{name}.in"), "make lock"
+
+
+def test_the_locks_pin_each_package_at_one_version():
+    """Every lock is compiled within dev.txt: an image never gets another version of a
+    package than the one the tests ran with."""
+    everything = pins(REQUIREMENTS / "dev.txt")
+    for name in LOCKS:
+        locked = pins(REQUIREMENTS / f"{name}.txt")
+        assert {n: everything.get(n) for n in locked} == locked, name
 
 
 def test_the_development_environment_has_the_pinned_versions():
@@ -95,6 +159,7 @@ def test_conda_yaml_pins_python_and_agrees_with_the_training_requirements():
     deps = conda["dependencies"]
     assert "python=3.11.7" in deps
     (pip,) = [d["pip"] for d in deps if isinstance(d, dict)]
+    # Every package of the batch image, locked: `make lock` writes it from batch.txt.
     assert {normal(p.split("==")[0]): p.split("==")[1] for p in pip} == pins(
         REQUIREMENTS / "batch.txt"
     )
@@ -104,14 +169,15 @@ def test_the_logged_model_declares_exactly_the_model_requirements():
     from pipelines.training import SERVING_PACKAGES
     from tests.models import REQUIREMENTS as TEST_MODEL_REQUIREMENTS
 
-    model = pins(REQUIREMENTS / "model.txt")
+    model = pins(REQUIREMENTS / "model.in")
     declared = {normal(name): installed(name) for name in SERVING_PACKAGES}
     assert declared == model
     assert {normal(r.split("==")[0]): r.split("==")[1] for r in TEST_MODEL_REQUIREMENTS} == model
 
 
 def test_the_served_model_needs_no_web_framework_and_the_images_no_test_tools():
-    assert not WEB & set(pins(REQUIREMENTS / "model.txt"))
+    # Direct pins: MLflow brings its own scoring server's web stack (in model.txt).
+    assert not WEB & set(pins(REQUIREMENTS / "model.in"))
     dockerfile = (ROOT / "Dockerfile").read_text()
     installs = re.findall(r"pip install -r /tmp/requirements/(\S+)", dockerfile)
     image = {}
@@ -121,7 +187,9 @@ def test_the_served_model_needs_no_web_framework_and_the_images_no_test_tools():
     assert set(pins(REQUIREMENTS / "batch.txt")) <= set(image), "the trainer and batch images"
     assert set(pins(REQUIREMENTS / "gateway.txt")) <= set(image), "the gateway image"
     assert set(pins(REQUIREMENTS / "tracking.txt")) <= set(image), "the tracking image"
-    assert not DEVELOPMENT_ONLY & set(image)
+    assert not TEST_TOOLS & set(image)
+    images = {name.removesuffix(".txt") for name in installs}
+    assert not DEVELOPMENT_ONLY & {n for name in images for n in pins(REQUIREMENTS / f"{name}.in")}
 
 
 def test_the_image_carries_the_page():

@@ -10,7 +10,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipelines import promote, promotion_lock
-from pipelines.promotion_lock import LockTimeout, held, lock_name
+from pipelines.errors import LockTimeout
+from pipelines.promotion_lock import held, lock_name
 from tests.unit.test_promote import HERE, VAL
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from model.preprocess import clean_text
-from pipelines.data import DataError, fingerprint, load_reviews, split
+from pipelines.data import fingerprint, load_reviews, split
+from pipelines.errors import DataError
 from pipelines.features import PRESETS, build_pipeline
 from pipelines.promote import TrainedOn
 from pipelines.training import Prepared, clean, fit, prepare, refit

@@ -11,8 +11,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel, _Words
-from model.vectorize import Vectorize
-from model.vocabulary import SEPARATOR, TermKeys, Vocabulary, _from_terms, compact
+from model.vectorize import Vectorize, compact
+from model.vocabulary import SEPARATOR, TermKeys, Vocabulary, _from_terms
 from pipelines.data import load_reviews
 from pipelines.features import PRESETS, build_pipeline, slim
 
