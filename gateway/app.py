@@ -12,21 +12,12 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway import __version__
-from gateway.canary import Canary, CanaryKey
-from gateway.challenger import challenger_for
-from gateway.errors import ApiError, install_error_handlers, not_loaded
-from gateway.fast_routes import install_fast_routes
-from gateway.feedback_api import add_feedback_route
-from gateway.inference_protocol import ProtocolErrors, install_inference_protocol
-from gateway.logs import configure_logging
-from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
-from gateway.middleware import BodyLimit, Observe
-from gateway.monitor import Monitor
-from gateway.page import install_page
-from gateway.redact import scrub, without_credentials
-from gateway.registry import Registry
-from gateway.rollout import Controller, controller
-from gateway.schemas import (
+from gateway.api.fast_routes import install_fast_routes
+from gateway.api.feedback_routes import add_feedback_route
+from gateway.api.inference_protocol import ProtocolErrors, install_inference_protocol
+from gateway.api.middleware import BodyLimit, Observe
+from gateway.api.page import install_page
+from gateway.api.schemas import (
     INVOCATIONS_OPENAPI,
     BatchRequest,
     BatchResponse,
@@ -38,10 +29,19 @@ from gateway.schemas import (
     text_problem,
     texts_problem,
 )
-from gateway.scoring import Row, Scorer, without_stack_trace
-from gateway.security import RequireApiKey, documented
+from gateway.api.security import RequireApiKey, documented
+from gateway.errors import ApiError, install_error_handlers, not_loaded
+from gateway.experiments.canary import Canary, CanaryKey
+from gateway.experiments.challenger import challenger_for
+from gateway.experiments.shadow import Shadow
+from gateway.logs import configure_logging
+from gateway.observability.live_monitor import LiveMonitor
+from gateway.observability.metrics import CONTENT_TYPE_LATEST, Metrics
+from gateway.redact import scrub, without_credentials
+from gateway.serving.registry import Registry
+from gateway.serving.rollout import Controller, controller
+from gateway.serving.scoring import Row, Scorer, without_stack_trace
 from gateway.settings import Settings
-from gateway.shadow import Shadow
 
 __all__ = ["configure_logging", "create_app"]
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     router = controller(settings, Registry(settings))
     scorer = Scorer(settings, router)
     metrics = Metrics(router, scorer)
-    monitor = Monitor(settings, router)
+    monitor = LiveMonitor(settings, router)
     metrics.registry.register(monitor)
     challenger = challenger_for(settings, router)
     shadow = Shadow(settings, challenger, metrics.registry) if challenger else None
@@ -121,7 +121,7 @@ def _routes(
     router: Controller,
     scorer: Scorer,
     metrics: Metrics,
-    monitor: Monitor,
+    monitor: LiveMonitor,
     shadow: Shadow | None = None,
     canary: Canary | None = None,
 ) -> None:

@@ -26,8 +26,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from gateway import prediction_log
-from gateway.schemas import MAX_TEXT_CHARS
+from gateway.api.schemas import MAX_TEXT_CHARS
+from gateway.observability import prediction_log
 from model.names import ALIAS, LABELS
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
