@@ -19,12 +19,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from gateway import jsonio
+from gateway.api.schemas import MAX_CANARY_KEY
 from gateway.errors import ApiError
 
 # The route's work: the validated request and the X-Canary-Key header to the answer.
 Handler = Callable[[Any, str | None], Awaitable[BaseModel]]
 CANARY_HEADER = b"x-canary-key"
-MAX_CANARY_KEY = 128  # CanaryKey's max_length: a longer one gets FastAPI's 422
 
 
 def install_fast_routes(app: FastAPI, routes: dict[str, tuple[type[BaseModel], Handler]]) -> None:
@@ -65,7 +65,7 @@ class FastRoute:
         if content_type is None or not _is_json(content_type):
             return None, None
         if canary_key is not None and len(canary_key) > MAX_CANARY_KEY:
-            return None, None
+            return None, None  # FastAPI's 422
         try:
             data = jsonio.loads(body)
         except Exception:  # noqa: BLE001 - FastAPI answers whatever it was (bad JSON: 422)

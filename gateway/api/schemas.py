@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Header
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 MAX_TEXT_CHARS = 5000
@@ -33,6 +34,15 @@ def texts_problem(texts: list[Any], name: str) -> str | None:
         if problem:
             return f"{name}[{index}]: {problem}"
     return None
+
+
+CANARY_KEY = (
+    "With GATEWAY_CANARY_FRACTION above 0: the key that decides which version answers "
+    "(default: the X-Request-ID); the same key always gets the same version."
+)
+MAX_CANARY_KEY = 128
+# The `X-Canary-Key` header of /predict, /predict/batch and /v2's unversioned infer.
+CanaryKey = Annotated[str | None, Header(max_length=MAX_CANARY_KEY, description=CANARY_KEY)]
 
 
 class PredictRequest(BaseModel):

@@ -19,24 +19,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Annotated
 
-from fastapi import Header
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.errors import ApiError
 from gateway.logs import REQUEST_ID
+from gateway.serving.registry import label
 from gateway.serving.rollout import Controller
 from gateway.serving.scoring import Row, Scorer, Upstream
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.canary")
-
-CANARY_KEY = (
-    "With GATEWAY_CANARY_FRACTION above 0: the key that decides which version answers "
-    "(default: the X-Request-ID); the same key always gets the same version."
-)
-CanaryKey = Annotated[str | None, Header(max_length=128, description=CANARY_KEY)]
 
 
 def share(key: str) -> float:
@@ -88,8 +81,8 @@ class Canary:
         except ApiError as error:
             self._drop(upstream, error.detail)
             return None
-        label = _label(version)
-        self.answered[label] = self.answered.get(label, 0) + 1
+        answered = label(version)
+        self.answered[answered] = self.answered.get(answered, 0) + 1
         return rows, version
 
     @property
@@ -121,7 +114,7 @@ class Canary:
         live = self._challenger.live
         return {
             "canary_fraction": self.fraction,
-            "canary_requests": self.answered.get(_label(live.version), 0) if live else 0,
+            "canary_requests": self.answered.get(label(live.version), 0) if live else 0,
             "canary_dropped": self.dropped,
             "canary_fallbacks": self.fallbacks,
         }
@@ -132,8 +125,8 @@ class Canary:
             "Requests the challenger answered in the canary.",
             labels=["version"],
         )
-        for label, count in self.answered.items():
-            answered.add_metric([label], count)
+        for version, count in self.answered.items():
+            answered.add_metric([version], count)
         yield answered
         yield CounterMetricFamily(
             "sentiment_canary_fallbacks",
@@ -145,7 +138,3 @@ class Canary:
             "1 while the challenger is out of the canary after a failure.",
             value=int(self.dropped),
         )
-
-
-def _label(version: str) -> str:
-    return f"v{version}" if version.isdigit() else version

@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.errors import ApiError
 from gateway.logs import REQUEST_ID
+from gateway.serving.registry import label
 from gateway.serving.rollout import Controller
 from gateway.serving.scoring import Row, Scorer
 from gateway.settings import Settings
@@ -165,7 +166,7 @@ class Shadow:
             self._figures(batch[-1].challenger).errors += len(batch)
             log.warning("challenger failed a mirrored call: %s", error.detail)
             return
-        self.latency.labels(_label(version)).observe(time.perf_counter() - began)
+        self.latency.labels(label(version)).observe(time.perf_counter() - began)
         figures = self._figures(version)
         position = 0
         for item in batch:
@@ -200,7 +201,7 @@ class Shadow:
         if figures is None or live is None:
             return None
         return {
-            "model_version": _label(figures.version),
+            "model_version": label(figures.version),
             "scoring_server": live.url,
             "shadow_fraction": self._fraction,
             "requests_compared": figures.requests,
@@ -234,12 +235,12 @@ class Shadow:
             labels=["version"],
         )
         for figures in self.figures.values():
-            label = [_label(figures.version)]
-            requests.add_metric(label, figures.requests)
-            errors.add_metric(label, figures.errors)
+            version = [label(figures.version)]
+            requests.add_metric(version, figures.requests)
+            errors.add_metric(version, figures.errors)
             if figures.rows:
-                agreement.add_metric(label, figures.agreement)
-                difference.add_metric(label, figures.mean_difference)
+                agreement.add_metric(version, figures.agreement)
+                difference.add_metric(version, figures.mean_difference)
         yield from (requests, errors, agreement, difference)
         yield CounterMetricFamily(
             "sentiment_shadow_shed",
@@ -249,7 +250,3 @@ class Shadow:
         yield GaugeMetricFamily(
             "sentiment_shadow_waiting", "Reviews waiting to be mirrored.", value=self._waiting
         )
-
-
-def _label(version: str) -> str:
-    return f"v{version}" if version.isdigit() else version

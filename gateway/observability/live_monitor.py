@@ -92,8 +92,8 @@ class Figures:
 class References:
     """Each version's reference, read once from its local model copy (None: it has none)."""
 
-    def __init__(self, router: Any):
-        self._router = router
+    def __init__(self, rollout: Any):
+        self._rollout = rollout
         self._loaded: dict[str, dict | None] = {}
 
     def get(self, label: str) -> dict | None:
@@ -115,14 +115,14 @@ class References:
     def _model_dir(self, version: str) -> Path | None:
         """The version's copy in the rollout's model cache; none with an external scoring
         server."""
-        cache = getattr(self._router, "cache", None)
+        cache = getattr(self._rollout, "cache", None)
         return cache.known(version) if cache is not None else None
 
 
 class LiveMonitor:
     """The prediction log, the live windows, the feedback store and their gauges."""
 
-    def __init__(self, settings: Settings, router: Any):
+    def __init__(self, settings: Settings, rollout: Any):
         self.window = Window(settings.monitor_window)
         self.log = PredictionLog(
             settings.monitor_dir,
@@ -136,7 +136,7 @@ class LiveMonitor:
         )
         self.feedback = FeedbackStore(settings.monitor_dir, self.log)
         self.log.expiring.append(self.feedback.expire)
-        self.references = References(router)
+        self.references = References(rollout)
 
     def start(self) -> None:
         self.log.start()

@@ -20,7 +20,7 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 class Metrics:
     """Prometheus series for requests, plus the rollout state read at scrape time."""
 
-    def __init__(self, router: Controller, scorer: Scorer):
+    def __init__(self, rollout: Controller, scorer: Scorer):
         self.registry = CollectorRegistry()
         labels = ["endpoint", "method", "status"]
         self.requests = Counter(
@@ -39,7 +39,7 @@ class Metrics:
             buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
-        self.registry.register(_State(router, scorer))
+        self.registry.register(_State(rollout, scorer))
         self._series: dict[tuple[str, str, int], tuple] = {}
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
@@ -64,11 +64,11 @@ class Metrics:
 
 
 class _State:
-    def __init__(self, router: Controller, scorer: Scorer):
-        self.router, self.scorer = router, scorer
+    def __init__(self, rollout: Controller, scorer: Scorer):
+        self.rollout, self.scorer = rollout, scorer
 
     def collect(self):
-        live = self.router.live
+        live = self.rollout.live
         version = int(live.version) if live and live.version.isdigit() else 0
         yield GaugeMetricFamily(
             "gateway_model_version", "Registry version being served (0: none).", value=version
@@ -78,7 +78,7 @@ class _State:
             "Attempts to bring a version up, and crashes.",
             labels=["kind", "outcome"],
         )
-        for (kind, outcome), count in self.router.outcomes.items():
+        for (kind, outcome), count in self.rollout.outcomes.items():
             rollouts.add_metric([kind, outcome], count)
         yield rollouts
         yield CounterMetricFamily(

@@ -100,6 +100,12 @@ class Registry:
         return Path(local)
 
 
+def label(version: str) -> str:
+    """A version as answers and metrics name it: "v3" for registry version 3; anything else
+    (an external server's "unknown") as is."""
+    return f"v{version}" if version.isdigit() else version
+
+
 def _first_line(error: Exception) -> str:
     """The error as the gateway may show it: one line, never with the URI's credentials."""
     text = scrub(str(error)).strip().splitlines()

@@ -82,7 +82,9 @@ class Upstream:
             return False
 
 
-class Router(Protocol):
+class Rollout(Protocol):
+    """Which server is live (and its standby), and where to report one that refuses."""
+
     live: Upstream | None
     standby: Upstream | None
 
@@ -96,8 +98,8 @@ class Scorer:
     batching queue, the call and its retries; past it the answer is 504.
     """
 
-    def __init__(self, settings: Settings, router: Router):
-        self._router = router
+    def __init__(self, settings: Settings, rollout: Rollout):
+        self._rollout = rollout
         # aiohttp rather than httpx on this path: a call costs 0.9 ms of gateway CPU against
         # 2.4 ms (measured on 2 cores), and that is most of what the extra hop adds.
         self._session: aiohttp.ClientSession | None = None
@@ -185,7 +187,7 @@ class Scorer:
 
     def _helper(self) -> Upstream | None:
         """The standby, when batches may be split and it serves the live version."""
-        live, standby = self._router.live, self._router.standby
+        live, standby = self._rollout.live, self._rollout.standby
         if not self._split_rows or live is None or standby is None:
             return None
         return standby if standby.version == live.version else None
@@ -228,7 +230,7 @@ class Scorer:
         tries, spare = 3, 1
         while tries:
             tries -= 1
-            upstream, first_try = first_try or self._router.live, None
+            upstream, first_try = first_try or self._rollout.live, None
             if upstream is None:
                 raise not_loaded()
             with upstream.lease():
@@ -253,8 +255,8 @@ class Scorer:
                             503, OUT_OF_RESOURCES.format(reason=reason), {"Retry-After": "1"}
                         ) from None
                     if code in GONE:
-                        self._router.lost(upstream)
-                        if not tries and spare and self._router.live not in (None, upstream):
+                        self._rollout.lost(upstream)
+                        if not tries and spare and self._rollout.live not in (None, upstream):
                             tries, spare = 1, 0
                 except aiohttp.ClientError:
                     pass

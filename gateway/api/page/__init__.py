@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -70,12 +70,13 @@ def wants_html(accept: str) -> bool:
     return quality["text/html"] > quality["application/json"]
 
 
-def install_page(app: FastAPI) -> None:
-    """`GET /` by content negotiation, and the page's files under `/page/`."""
-    app.mount(ASSETS, _Assets(directory=FILES), name="page")
+# `GET /` by content negotiation, and the page's files under `/page/`.
+router = APIRouter()
+router.mount(ASSETS, _Assets(directory=FILES), name="page")
 
-    @app.get("/", include_in_schema=False)
-    async def index(request: Request) -> Response:
-        if wants_html(request.headers.get("accept", "")):
-            return FileResponse(FILES / "index.html", headers={**HEADERS, "Vary": "Accept"})
-        return JSONResponse(SUMMARY, headers={"Vary": "Accept"})
+
+@router.get("/", include_in_schema=False)
+async def index(request: Request) -> Response:
+    if wants_html(request.headers.get("accept", "")):
+        return FileResponse(FILES / "index.html", headers={**HEADERS, "Vary": "Accept"})
+    return JSONResponse(SUMMARY, headers={"Vary": "Accept"})

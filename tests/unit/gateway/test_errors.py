@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
+from gateway.api.dataplane import _public
 from gateway.api.middleware import Observe
-from gateway.app import _public
 from gateway.errors import ApiError
 from gateway.logs import JsonLogs
 from gateway.redact import remember, scrub, without_credentials
