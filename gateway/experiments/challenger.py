@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.serving.launcher import Smoke
 from gateway.serving.registry import Registry, VersionInfo
-from gateway.serving.rollout import Smoke, Supervisor
+from gateway.serving.rollout import Supervisor
 from gateway.serving.scoring_server import Factory, ScoringServer
 from gateway.settings import Settings
 
@@ -74,13 +75,13 @@ class Challenger(Supervisor):
 
     def _stand_down(self) -> None:
         """Stop whatever runs or starts for the challenger."""
-        for launch in list(self._launches):
-            self._cancel(launch)
+        for launch in list(self.launcher.launches):
+            self.launcher.cancel(launch)
         self._crashed = None
         server, self._serving = self._serving, None
         if server is not None:
             log.info("challenger v%s stopped: the alias no longer asks for it", server.version)
-            self._retire(server, drain=True)
+            self.launcher.retire(server, drain=True)
 
     def hand_over(self, version: str) -> tuple[ScoringServer, VersionInfo | None] | None:
         """Give the ready server of ``version`` away (it is no longer this supervisor's)."""
@@ -88,14 +89,14 @@ class Challenger(Supervisor):
         if server is None or server.version != version or server.exited:
             return None
         self._serving = None
-        self._servers.discard(server)
-        self._strikes.pop(server, None)
+        self.launcher.release(server)
+        self.health.forget(server)
         log.info("challenger v%s handed over to production", version)
-        return server, self._described.get(version)
+        return server, self.launcher.described.get(version)
 
     async def _prune_cache(self) -> None:
-        keep = {server.version for server in self._servers}
-        keep |= {launch.version for launch in self._launches}
+        keep = {server.version for server in self.launcher.servers}
+        keep |= {launch.version for launch in self.launcher.launches}
         keep.add(self._production_version())  # a handed-over server may still run from here
         await asyncio.to_thread(self.cache.prune, {v for v in keep if v})
 

@@ -11,9 +11,11 @@ moves to it at once and a new standby is started. Without a standby (or if it is
 dead server is restarted with back-off from the cache, so it comes back even while the
 registry is down.
 
-Each start runs as a task of its own (a launch) that the state machine watches: the loop never
-waits on one, so a promotion, a crash or a hang is acted on while a standby is still starting,
-and a server that becomes ready is used for whatever is needed by then.
+Three parts: the state machine here decides; each start runs as a task of its own (a launch,
+gateway/serving/launcher.py) that reports back, so the loop never waits on one and a
+promotion, a crash or a hang is acted on while a standby is still starting, and a server
+that becomes ready is used for whatever is needed by then; the health watcher
+(gateway/serving/health_watcher.py) reports servers that exit or hang.
 """
 
 from __future__ import annotations
@@ -23,25 +25,24 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from gateway.redact import scrub
+from gateway.serving.health_watcher import HealthWatcher
+from gateway.serving.launcher import Launch, Launcher, Smoke
 from gateway.serving.model_cache import ModelCache
 from gateway.serving.registry import Registry, RegistryUnavailable, VersionInfo
 from gateway.serving.scoring import Upstream
-from gateway.serving.scoring_server import Factory, Ports, ScoringServer, StartFailed, factory, ping
-from gateway.serving.smoke_test import SmokeFailed, smoke_test
+from gateway.serving.scoring_server import Factory, ScoringServer, factory, ping
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.rollout")
 
 Event = dict[str, Any]
-Smoke = Callable[[aiohttp.ClientSession | None, ScoringServer], Awaitable[None]]
 
 
 def _event(version: str, kind: str, outcome: str, reason: str | None = None) -> Event:
@@ -118,21 +119,13 @@ class Controller:
         return version
 
 
-@dataclass(eq=False)
-class Launch:
-    """One server being brought up, as a task of its own."""
-
-    version: str
-    standby: bool  # started as a standby of the live version (not reported in last_rollout)
-    task: asyncio.Task | None = None
-    server: ScoringServer | None = None
-
-
 class Supervisor(Controller):
-    """Runs the scoring servers itself and follows the alias.
+    """Runs the scoring servers itself and follows the alias: the state machine.
 
-    ``servers`` makes a server for (version, port, model directory) and ``smoke`` tests a
-    ready one; both default to the real thing (tests pass fakes to drive `step()`)."""
+    It decides what serves, what stands by and what to start; the launcher brings servers up
+    and stops them, the health watcher says when one is gone. ``servers`` makes a server for
+    (version, port, model directory) and ``smoke`` tests a ready one; both default to the
+    real thing (tests pass fakes to drive `step()`)."""
 
     def __init__(
         self,
@@ -143,25 +136,29 @@ class Supervisor(Controller):
     ):
         super().__init__(settings, registry)
         self.cache = ModelCache(settings, registry)
-        self._new_server = servers or factory(settings)
-        self._smoke = smoke or self._smoke_test
-        self._ports = Ports(settings)
-        self._described: dict[str, VersionInfo] = {}
+        self.health = HealthWatcher(
+            settings, watched=self._watched, exited=self._exited, hung=self._hung
+        )
+        self.launcher = Launcher(
+            settings,
+            registry,
+            self.cache,
+            servers or factory(settings),
+            smoke,
+            describe_again=self._describe_again,
+            started=self.health.follow,
+            ready=self._launched,
+            failed=self._failed,
+            stopped=self._stopped,
+        )
         # The one source of truth for what gets traffic: `live` is derived from it.
         self._serving: ScoringServer | None = None
         self._standby: ScoringServer | None = None
-        self._servers: set[ScoringServer] = set()  # started and not stopped yet
-        self._stopping: set[ScoringServer] = set()
-        self._launches: list[Launch] = []
         self._previous: str | None = None  # the version served before the live one
         self._crashed: str | None = None  # the live version died and nothing serves yet
         self._failures = 0
         self._next_attempt = 0.0
         self._standby_after = 0.0
-        self._strikes: dict[ScoringServer, int] = {}  # pings in a row without an answer
-        self._tasks: set[asyncio.Task] = set()
-        self._monitor: asyncio.Task | None = None
-        self._closing = False
         self._client: aiohttp.ClientSession | None = None
         # Hands over a running server of a version, with its description (the challenger).
         self.donor: Callable[[str], tuple[ScoringServer, VersionInfo | None] | None] | None = None
@@ -179,26 +176,18 @@ class Supervisor(Controller):
             connector=aiohttp.TCPConnector(keepalive_timeout=2.0),
             timeout=aiohttp.ClientTimeout(total=10.0),
         )
+        self.launcher.client = self.health.client = self._client
         await super().start()
-        self._monitor = asyncio.create_task(self._watch_health())
+        self.health.start()
 
     async def close(self) -> None:
         await super().close()
-        self._closing = True
-        if self._monitor is not None:
-            self._monitor.cancel()
-            await asyncio.gather(self._monitor, return_exceptions=True)
+        self.launcher.closing = True
+        await self.health.close()
         self._serving = self._standby = None
-        servers = list(self._servers)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(server.stop() for server in servers))
-        self._servers.clear()
+        await self.launcher.close()
         if self._client is not None:
             await self._client.close()
-
-    # The state machine.
 
     async def step(self) -> None:
         """Look at the alias and start whatever is missing. Never waits on a launch."""
@@ -222,15 +211,40 @@ class Supervisor(Controller):
             if serving is None:
                 return
             target = serving.version  # keep serving what works, with its standby
-        for launch in list(self._launches):
+        for launch in list(self.launcher.launches):
             if launch.version != target:
                 # A standby of a version about to be replaced, or an older promotion.
-                self._cancel(launch)
+                self.launcher.cancel(launch)
         if serving is None or serving.version != target:
             if not self._adopt(target):
                 self._ensure_launch(target, standby=False)
         else:
             self._keep_standby()
+
+    def pause(self) -> float:
+        """A retry that is due comes before the next poll."""
+        if self._next_attempt:
+            return max(0.0, min(self._next_attempt - time.monotonic(), super().pause()))
+        return super().pause()
+
+    async def check_health(self) -> None:
+        """Ping the live server and the standby once; too many failures in a row: hung."""
+        await self.health.check()
+
+    def lost(self, upstream: Upstream) -> None:
+        """A connection to the live server was refused. Act only if the server is really gone
+        (its process exited, or its port refuses this probe too); a failure of the gateway's
+        own (no file descriptor, no local port) leaves it to the pings."""
+        server = self._serving
+        if server is None or server.upstream is not upstream:
+            return
+        if server.exited or server.refuses():
+            self._lose(server, "refuses connections")
+            self.launcher.retire(server)
+        else:
+            log.warning("a call to v%s failed to connect, but it is running: kept", server.version)
+
+    # What to start.
 
     def _adopt(self, version: str) -> bool:
         """Take over a ready, smoke-tested server of ``version`` from the donor (the
@@ -240,26 +254,23 @@ class Supervisor(Controller):
             return False
         server, described = given
         if described is not None:
-            self._described[version] = described
-        self._servers.add(server)
-        self._spawn(self._watch_exit(server))
+            self.launcher.described[version] = described
+        self.launcher.adopt(server)
         self._go_live(server)
         self.last_rollout["reason"] = "the challenger's server, already smoke-tested"
         log.info("v%s: took over the challenger's server at %s", version, server.upstream.url)
         return True
 
     def _ensure_launch(self, version: str, standby: bool) -> None:
-        if any(launch.version == version for launch in self._launches):
+        if self.launcher.launching(version):
             return  # whichever of its launches is ready first is used for what is needed
         if not standby and time.monotonic() < self._next_attempt:
             return
-        launch = Launch(version, standby)
         if not standby:
             kind = self._kind(version)
             self.last_rollout = _event(version, kind, "in progress")
             log.info("bringing up v%s (%s)", version, kind)
-        launch.task = self._spawn(self._bring_up(launch))
-        self._launches.append(launch)
+        self.launcher.launch(version, standby)
 
     def _keep_standby(self) -> None:
         """Have a ready standby of the live version (if standbys are on)."""
@@ -271,42 +282,16 @@ class Supervisor(Controller):
         ):
             self._ensure_launch(self._serving.version, standby=True)
 
-    async def _bring_up(self, launch: Launch) -> None:
-        """Start, wait ready, smoke-test; then hand the server to `_ready`, or record why not."""
-        version = launch.version
-        try:
-            server = await self._start(launch)
-            await server.wait_ready(self._client)
-            await self._smoke(self._client, server)
-        except asyncio.CancelledError:
-            if launch.server is not None:
-                self._retire(launch.server, kill=True)
-            raise
-        except (StartFailed, RegistryUnavailable, TimeoutError) as error:
-            self._failed(launch, f"failed to start: {error}", broken=False)
-        except Exception as error:  # whatever else goes wrong, the version is refused
-            reason = str(error) or type(error).__name__
-            log.warning("v%s is broken", version, exc_info=not isinstance(error, _EXPECTED))
-            self._failed(launch, reason, broken=True)
-        else:
-            self._launches.remove(launch)
-            self._ready(launch, server)
-            self._wake.set()
+    def _describe_again(self, launch: Launch) -> bool:
+        """Whether a launch asks the registry for its version's description: not to restart
+        the crashed live version (the registry may be down), nor for a standby."""
+        return not launch.standby and self._crashed != launch.version
 
-    async def _start(self, launch: Launch) -> ScoringServer:
-        version = launch.version
-        described = self._described.get(version)
-        if described is None or (not launch.standby and self._crashed != version):
-            described = await self.registry.describe(version) or described
-        if described is not None:
-            self._described[version] = described
-        path = await self.cache.local_copy(version, described)
-        port = await self._ports.take()
-        server = launch.server = self._new_server(version, port, path)
-        self._servers.add(server)
-        await server.start()
-        self._spawn(self._watch_exit(server))
-        return server
+    # What the launcher reports.
+
+    def _launched(self, launch: Launch, server: ScoringServer) -> None:
+        self._ready(launch, server)
+        self._wake.set()
 
     def _ready(self, launch: Launch, server: ScoringServer) -> None:
         """A ready, smoke-tested server: make it live, or the standby, or stop it."""
@@ -320,13 +305,13 @@ class Supervisor(Controller):
             log.info("standby for v%s ready at %s", version, server.upstream.url)
         else:
             log.info("v%s at %s is not needed any more", version, server.upstream.url)
-            self._retire(server)
+            self.launcher.retire(server)
 
     def _go_live(self, server: ScoringServer) -> None:
         version, old = server.version, self._serving
         kind = self._kind(version)
         self._serving = server
-        self.version_info = self._described.get(version, VersionInfo(version))
+        self.version_info = self.launcher.described.get(version, VersionInfo(version))
         self._crashed, self._failures, self._next_attempt = None, 0, 0.0
         self.rejected.pop(version, None)
         self.last_rollout = _event(version, kind, "succeeded")
@@ -334,19 +319,16 @@ class Supervisor(Controller):
         log.info("v%s is live at %s", version, server.upstream.url)
         if self._standby is not None and self._standby.version != version:
             stale, self._standby = self._standby, None
-            self._retire(stale)
+            self.launcher.retire(stale)
         if old is not None:
             if old.version != version:
                 self._previous = old.version
-            self._retire(old, drain=True)  # in the background: nothing waits on the drain
-        self._spawn(self._prune_cache())
+            self.launcher.retire(old, drain=True)  # in the background: nothing waits on it
+        self.launcher.spawn(self._prune_cache())
 
     def _failed(self, launch: Launch, reason: str, broken: bool) -> None:
-        """Stop what was started; a broken version is refused until the alias moves, one that
-        did not start is tried again after the back-off."""
-        self._launches.remove(launch)
-        if launch.server is not None:
-            self._retire(launch.server, kill=True)
+        """A broken version is refused until the alias moves; one that did not start is tried
+        again after the back-off."""
         version = launch.version
         log.warning("v%s was not brought up: %s", version, reason)
         if launch.standby and self._serving is not None and self._serving.version == version:
@@ -362,87 +344,45 @@ class Supervisor(Controller):
         self._back_off()
         self._wake.set()
 
-    def _cancel(self, launch: Launch) -> None:
-        log.info("start of v%s abandoned: not needed any more", launch.version)
-        self._launches.remove(launch)
-        launch.task.cancel()
-
-    def pause(self) -> float:
-        """A retry that is due comes before the next poll."""
-        if self._next_attempt:
-            return max(0.0, min(self._next_attempt - time.monotonic(), super().pause()))
-        return super().pause()
+    def _stopped(self, server: ScoringServer) -> None:
+        self.health.forget(server)
+        self._wake.set()
 
     def _back_off(self) -> None:
         self._failures += 1
         delay = self.settings.restart_backoff * 2 ** (self._failures - 1)
         self._next_attempt = time.monotonic() + min(delay, self.settings.restart_backoff_max)
 
-    # Evidence that a server is gone.
+    # What the health watcher reports.
 
-    def lost(self, upstream: Upstream) -> None:
-        """A connection to the live server was refused. Act only if the server is really gone
-        (its process exited, or its port refuses this probe too); a failure of the gateway's
-        own (no file descriptor, no local port) leaves it to the pings."""
-        server = self._serving
-        if server is None or server.upstream is not upstream:
-            return
-        if server.exited or server.refuses():
-            self._lose(server, "refuses connections")
-            self._retire(server)
+    def _watched(self) -> list[ScoringServer]:
+        return [s for s in (self._serving, self._standby) if s is not None]
+
+    def _hung(self, server: ScoringServer, why: str) -> None:
+        if server is self._serving:
+            self._lose(server, why)
+        elif server is self._standby:
+            log.error("standby v%s %s", server.version, why)
+            self._standby = None
         else:
-            log.warning("a call to v%s failed to connect, but it is running: kept", server.version)
+            return
+        self.launcher.retire(server, kill=True)  # a hung process never handles SIGTERM
 
-    async def check_health(self) -> None:
-        """Ping the live server and the standby once; too many failures in a row: hung."""
-        servers = [s for s in (self._serving, self._standby) if s is not None]
-        answers = await asyncio.gather(
-            *(s.ping(self._client, self.settings.ping_timeout) for s in servers)
-        )
-        for server, answered in zip(servers, answers, strict=True):
-            if answered is None:
-                continue  # the gateway could not ask: no evidence either way
-            if answered:
-                self._strikes.pop(server, None)
-                continue
-            strikes = self._strikes[server] = self._strikes.get(server, 0) + 1
-            if strikes < self.settings.ping_failures:
-                continue
-            why = f"did not answer {strikes} pings in a row"
-            if server is self._serving:
-                self._lose(server, why)
-            elif server is self._standby:
-                log.error("standby v%s %s", server.version, why)
-                self._standby = None
-            else:
-                continue
-            self._retire(server, kill=True)  # a hung process never handles SIGTERM
-
-    async def _watch_health(self) -> None:
-        while True:
-            began = time.monotonic()
-            try:
-                await self.check_health()
-            except Exception:
-                log.exception("health check failed")
-            await asyncio.sleep(max(0.0, self.settings.ping_interval - (time.monotonic() - began)))
-
-    async def _watch_exit(self, server: ScoringServer) -> None:
-        code = await server.wait()
+    def _exited(self, server: ScoringServer, code: int) -> None:
         if server is self._standby:
             log.warning("standby v%s exited with code %s", server.version, code)
             self._standby = None
             self._wake.set()
         elif server is self._serving:
             self._lose(server, f"exited with code {code}")
-        self._retire(server)
+        self.launcher.retire(server)
 
     def _lose(self, server: ScoringServer, why: str) -> None:
         """The live server is gone: its standby takes over, or it restarts after the back-off
         (a launch of its version already under way is used as soon as it is ready)."""
         log.error("live scoring server v%s %s", server.version, why)
         self.outcomes["crash", "failed"] += 1
-        self._strikes.pop(server, None)
+        self.health.forget(server)
         standby, self._standby = self._standby, None
         if standby is not None and not standby.exited:
             self._serving = standby
@@ -456,46 +396,10 @@ class Supervisor(Controller):
             self._back_off()
         self._wake.set()
 
-    # Housekeeping.
-
-    def _retire(self, server: ScoringServer, drain: bool = False, kill: bool = False) -> None:
-        """Stop a server in the background (after its open calls finish, with ``drain``)."""
-        if self._closing or server in self._stopping or server not in self._servers:
-            return
-        self._stopping.add(server)
-        self._spawn(self._stop(server, drain, kill))
-
-    async def _stop(self, server: ScoringServer, drain: bool, kill: bool) -> None:
-        try:
-            if drain and not await server.upstream.drained(self.settings.drain_timeout):
-                log.warning("v%s still had calls open after the drain timeout", server.version)
-            await server.stop(kill=kill)
-        finally:
-            self._servers.discard(server)
-            self._stopping.discard(server)
-            self._strikes.pop(server, None)
-            self._ports.release(server.port)
-            self._wake.set()
-
     async def _prune_cache(self) -> None:
-        keep = {server.version for server in self._servers} | {self._previous}
-        keep |= {launch.version for launch in self._launches}
+        keep = {server.version for server in self.launcher.servers} | {self._previous}
+        keep |= {launch.version for launch in self.launcher.launches}
         await asyncio.to_thread(self.cache.prune, {v for v in keep if v})
-
-    def _spawn(self, coroutine) -> asyncio.Task:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _smoke_test(self, client: aiohttp.ClientSession, server: ScoringServer) -> None:
-        await smoke_test(
-            client,
-            server.upstream.url,
-            server.input_example(),
-            self.settings.smoke_positive,
-            self.settings.smoke_negative,
-        )
 
     def _kind(self, version: str) -> str:
         if self._serving is None:
@@ -549,7 +453,3 @@ class External(Controller):
 
 def controller(settings: Settings, registry: Registry) -> Controller:
     return External(settings, registry) if settings.scoring_url else Supervisor(settings, registry)
-
-
-# Failures a broken version is expected to cause: logged without a traceback.
-_EXPECTED = (aiohttp.ClientError, SmokeFailed)
