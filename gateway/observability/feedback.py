@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.observability import prediction_log
+from gateway.observability import prediction_store
 from gateway.observability.prediction_log import PredictionLog
 
 log = logging.getLogger("gateway.feedback")
@@ -122,18 +122,18 @@ class FeedbackStore:
         """
         if self._log is not None:
             self._log.flush(FLUSH_TIMEOUT)
-        found = prediction_log.find(self.monitor_dir, request_id, item)
+        found = prediction_store.find(self.monitor_dir, request_id, item)
         if found is None:
             raise NotInLog(request_id, item)
         if text is not None and (
-            found.text_digest is None or prediction_log.digest(text) != found.text_digest
+            found.text_digest is None or prediction_store.digest(text) != found.text_digest
         ):
             raise NotTheAnsweredText(request_id, item)
         record = Feedback(
             request_id=request_id,
             item=item,
             label=label,
-            text=prediction_log.storable(text) if text is not None else found.text,
+            text=prediction_store.storable(text) if text is not None else found.text,
             time=datetime.now(UTC).isoformat(timespec="milliseconds"),
             model_version=found.model_version,
             sentiment=found.sentiment,

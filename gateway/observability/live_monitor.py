@@ -25,7 +25,8 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.observability.feedback import FeedbackStore
-from gateway.observability.prediction_log import Prediction, PredictionLog
+from gateway.observability.prediction_log import PredictionLog
+from gateway.observability.prediction_store import Prediction
 from gateway.settings import Settings
 from monitoring import drift
 

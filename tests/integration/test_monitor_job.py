@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from gateway.observability import feedback as gateway_feedback
-from gateway.observability import prediction_log
+from gateway.observability import prediction_store
 from model.names import LABELS, MODEL_NAME
 from pipelines import monitoring_job
 from pipelines.data import SPLIT, fingerprint, load_reviews
@@ -49,7 +49,7 @@ def other_texts(rows: int) -> list[str]:
 
 def log_predictions(folder: Path, replica: str, start: datetime, answers: pd.DataFrame, texts):
     """One prediction log file, as a gateway replica writes it, one request per row."""
-    path = folder / "predictions" / prediction_log.replica_folder(replica)
+    path = folder / "predictions" / prediction_store.replica_folder(replica)
     path.mkdir(parents=True, exist_ok=True)
     rows = [
         (
@@ -64,12 +64,12 @@ def log_predictions(folder: Path, replica: str, start: datetime, answers: pd.Dat
             len(text),
             float(answer.known_term_ratio),
             None,
-            prediction_log.digest(text),
+            prediction_store.digest(text),
         )  # fmt: skip
         for i, (answer, text) in enumerate(zip(answers.itertuples(), texts, strict=True))
     ]
     with sqlite3.connect(path / f"{start:%Y%m%dT%H%M%SZ}.sqlite") as db:
-        db.executescript(prediction_log.SCHEMA)
+        db.executescript(prediction_store.SCHEMA)
         db.executemany(f"INSERT INTO predictions VALUES ({','.join('?' * 12)})", rows)
     return [row[1] for row in rows]
 

@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from gateway.observability import feedback as gateway_feedback
-from gateway.observability import prediction_log
+from gateway.observability import prediction_store
 from model.preprocess import clean_text
 from pipelines import monitoring_job, promote
 from tests.servers import ROOT, env
@@ -51,10 +51,10 @@ def test_verdict(case, rows, detected, estimated, measured, labels, verdict):
 
 
 def write_log(folder, replica, start, rows):
-    path = folder / "predictions" / prediction_log.replica_folder(replica)
+    path = folder / "predictions" / prediction_store.replica_folder(replica)
     path.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path / f"{start:%Y%m%dT%H%M%SZ}.sqlite") as db:
-        db.executescript(prediction_log.SCHEMA)
+        db.executescript(prediction_store.SCHEMA)
         db.executemany("INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
 

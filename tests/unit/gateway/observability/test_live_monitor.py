@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.logs import REQUEST_ID
 from gateway.observability.live_monitor import LiveMonitor, Window
-from gateway.observability.prediction_log import Prediction
+from gateway.observability.prediction_store import Prediction
 from gateway.settings import Settings
 from monitoring import drift
 

@@ -13,7 +13,8 @@ import pytest
 
 from gateway.logs import REQUEST_ID
 from gateway.observability import prediction_log
-from gateway.observability.prediction_log import PredictionLog, find, replica_folder
+from gateway.observability.prediction_log import PredictionLog
+from gateway.observability.prediction_store import find, replica_folder
 
 ROW = {"sentiment": "positive", "confidence": 0.9, "known_terms": 3, "known_term_ratio": 0.75}
 
@@ -228,7 +229,7 @@ def test_a_failed_write_is_counted_and_the_live_window_still_sees_the_answer(sta
     log = started(listeners=[seen.extend])
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    log.folder = blocker / "predictions"  # the disk refuses: no file can be made there
+    log.store.folder = blocker / "predictions"  # the disk refuses: no file can be made there
     log.record("/predict", "v1", [ROW], ["x"])
     assert log.flush()
     assert log.dropped == 1
@@ -268,7 +269,7 @@ def test_a_full_disk_adds_no_file_per_try_backs_off_and_still_expires(
         attempts.append(len(predictions))
         raise sqlite3.OperationalError("database or disk is full")
 
-    log._insert = full
+    log.store._insert = full
     for _ in range(5):
         log.record("/predict", "v1", [ROW], ["x"])
         assert log.flush()
@@ -281,7 +282,7 @@ def test_a_full_disk_adds_no_file_per_try_backs_off_and_still_expires(
     old = gone / "20200101T000000Z.sqlite"
     sqlite3.connect(old).close()
     os.utime(old, (time.time() - 3 * 86_400,) * 2)
-    log._next_expiry = 0.0  # the next minute's look
+    log.store._next_expiry = 0.0  # the next minute's look
     log.record("/predict", "v1", [ROW], ["x"])
     assert log.flush()
     assert not old.exists() and not gone.exists()
