@@ -5,8 +5,9 @@ twice more and wakes one more process. This proxy does only that: it forwards ea
 ``POST /invocations`` body as it came to the upstream scoring server and returns the answer's
 status, content type and bytes; no parsing, validation, logging or metrics. It runs on the
 same server stack as the gateway (uvicorn with uvloop and httptools, access log off) and calls
-upstream with the same aiohttp session settings (gateway/scoring.py), so what the gateway adds
-beyond this proxy is its own work, and what this proxy adds over direct is the hop itself.
+upstream with the same aiohttp session settings (gateway/serving/scoring.py), so what the
+gateway adds beyond this proxy is its own work, and what this proxy adds over direct is the
+hop itself.
 The serving benchmark runs it next to the gateway::
 
     python -m benchmarks.passthrough --upstream http://127.0.0.1:5001 --port 8200

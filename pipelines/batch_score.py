@@ -47,7 +47,7 @@ LINEAGE_FILE = "_lineage.json"  # a leading underscore: Spark's readers skip it
 PREDICTION = ("sentiment", "confidence", "known_terms")
 ADDED = (*PREDICTION, "model_version", "skip_reason")
 
-# The gateway's sentence for empty and whitespace-only texts (gateway/app.py EMPTY).
+# The gateway's sentence for empty and whitespace-only texts (gateway/api/schemas.py EMPTY).
 EMPTY = "Input text cannot be empty."
 NULL = "Input text is null."
 NOT_STRING = "Input text must be a string, not {}."

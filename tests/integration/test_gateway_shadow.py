@@ -18,8 +18,8 @@ import pandas
 import pytest
 from mlflow import MlflowClient
 
-from gateway.canary import share
-from gateway.schemas import MAX_TEXT_CHARS
+from gateway.api.schemas import MAX_TEXT_CHARS
+from gateway.experiments.canary import share
 from pipelines.promotion_gate import check_gate
 from tests.gateways import Gateway, cmdline, descendants, gateway, scoring_servers
 from tests.models import NAME, held_out_reviews, register_version

@@ -9,7 +9,7 @@ import tritonclient.http as triton
 from mlflow import MlflowClient
 from tritonclient.utils import InferenceServerException
 
-from gateway.schemas import MAX_BATCH
+from gateway.api.schemas import MAX_BATCH
 from tests.gateways import Gateway, gateway
 from tests.models import NAME, register_version
 

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from gateway import feedback as gateway_feedback
-from gateway import prediction_log
+from gateway.observability import feedback as gateway_feedback
+from gateway.observability import prediction_store
 from model.names import LABELS, MODEL_NAME
-from pipelines import monitor
+from pipelines import monitoring_job
 from pipelines.data import SPLIT, fingerprint, load_reviews
 from tests.models import held_out_reviews, register_version
 from tests.servers import BIN, ROOT, env, free_port, tracking_server
@@ -47,7 +47,7 @@ def other_texts(rows: int) -> list[str]:
 
 def log_predictions(folder: Path, replica: str, start: datetime, answers: pd.DataFrame, texts):
     """One prediction log file, as a gateway replica writes it, one request per row."""
-    path = folder / "predictions" / prediction_log.replica_folder(replica)
+    path = folder / "predictions" / prediction_store.replica_folder(replica)
     path.mkdir(parents=True, exist_ok=True)
     rows = [
         (
@@ -62,12 +62,12 @@ def log_predictions(folder: Path, replica: str, start: datetime, answers: pd.Dat
             len(text),
             float(answer.known_term_ratio),
             None,
-            prediction_log.digest(text),
+            prediction_store.digest(text),
         )  # fmt: skip
         for i, (answer, text) in enumerate(zip(answers.itertuples(), texts, strict=True))
     ]
     with sqlite3.connect(path / f"{start:%Y%m%dT%H%M%SZ}.sqlite") as db:
-        db.executescript(prediction_log.SCHEMA)
+        db.executescript(prediction_store.SCHEMA)
         db.executemany(f"INSERT INTO predictions VALUES ({','.join('?' * 12)})", rows)
     return [row[1] for row in rows]
 
@@ -98,7 +98,7 @@ def give_feedback(folder: Path, at: datetime, request_ids, answers, labels, text
 
 def run_monitor(tracking_uri: str, *params: str) -> subprocess.CompletedProcess:
     args = [str(BIN / "mlflow"), "run", ".", "-e", "monitor", "--env-manager", "local",
-            "--experiment-name", monitor.EXPERIMENT]  # fmt: skip
+            "--experiment-name", monitoring_job.EXPERIMENT]  # fmt: skip
     for param in params:
         args += ["-P", param]
     return subprocess.run(
@@ -109,7 +109,7 @@ def run_monitor(tracking_uri: str, *params: str) -> subprocess.CompletedProcess:
 
 def the_run(client: MlflowClient, result: subprocess.CompletedProcess):
     assert result.returncode == 0, result.stderr[-3000:]
-    experiment = client.get_experiment_by_name(monitor.EXPERIMENT)
+    experiment = client.get_experiment_by_name(monitoring_job.EXPERIMENT)
     (run,) = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])[:1]
     return run
 
@@ -169,7 +169,7 @@ def test_in_domain_traffic_is_ok_and_the_version_is_tagged(tracking_uri, setup, 
     run = the_run(client, result)
     metrics, tags = run.data.metrics, run.data.tags
     print(f"monitor job, in-domain: {seconds:.0f} s; {json.dumps(metrics, sort_keys=True)}")
-    assert tags[monitor.VERDICT] == "ok", result.stdout[-2000:]
+    assert tags[monitoring_job.VERDICT] == "ok", result.stdout[-2000:]
     assert metrics["rows"] == 600 and metrics["feedback_labels"] == 300
     assert metrics["drift_score"] < 0.1 and metrics["drift_detected"] == 0
     measured = float(np.mean(answers["sentiment"].iloc[:300] == pd.Series(labels[:300]).values))
@@ -183,9 +183,9 @@ def test_in_domain_traffic_is_ok_and_the_version_is_tagged(tracking_uri, setup, 
     assert "Drifted Columns" in html and "known_term_ratio" in html
     assert not any(text[:30] in html for text in reviews["text"])  # statistics only
     version_tags = client.get_model_version(MODEL_NAME, version).tags
-    assert version_tags[monitor.VERDICT] == "ok"
-    assert version_tags[monitor.RUN_ID] == run.info.run_id
-    checked = datetime.fromisoformat(version_tags[monitor.CHECKED_AT])
+    assert version_tags[monitoring_job.VERDICT] == "ok"
+    assert version_tags[monitoring_job.RUN_ID] == run.info.run_id
+    checked = datetime.fromisoformat(version_tags[monitoring_job.CHECKED_AT])
     assert abs(checked - datetime.now(UTC)) < timedelta(minutes=30)
 
 
@@ -204,7 +204,7 @@ def test_the_next_period_of_other_text_is_flagged_and_a_challenger_trained(track
         tracking_uri, f"state_dir={state}", f"gateway_url={setup['nowhere']}",
         "retrain=if_needed",
     )  # fmt: skip
-    experiment = client.get_experiment_by_name(monitor.EXPERIMENT)
+    experiment = client.get_experiment_by_name(monitoring_job.EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], order_by=["start_time DESC"])
     run = runs[0]
     assert result.returncode == 0, result.stderr[-3000:]
@@ -212,19 +212,20 @@ def test_the_next_period_of_other_text_is_flagged_and_a_challenger_trained(track
     print(f"monitor job, other text: {json.dumps(metrics, sort_keys=True)}")
     assert metrics["rows"] == 400 and metrics["drift_detected"] == 1
     assert metrics["drift_score"] > 0.2 and metrics["drift_known_term_ratio"] > 0.2
-    assert tags[monitor.VERDICT] in ("drift", "degraded")
-    assert tags[monitor.VERDICT] == monitor.verdict(
+    assert tags[monitoring_job.VERDICT] in ("drift", "degraded")
+    assert tags[monitoring_job.VERDICT] == monitoring_job.verdict(
         400, True, metrics["reference_test_accuracy"], metrics["estimated_accuracy"], None, 0
     )
     assert (
-        client.get_model_version(MODEL_NAME, version).tags[monitor.VERDICT] == tags[monitor.VERDICT]
+        client.get_model_version(MODEL_NAME, version).tags[monitoring_job.VERDICT]
+        == tags[monitoring_job.VERDICT]
     )
     # The challenger: trained with the period's labelled texts, registered with its own
     # reference, and compared with the version on the same validation rows. It can only ever
     # become the challenger: production stays until shadow, canary and the gate decide.
     challenger = tags["monitoring.challenger"]
     trained = client.get_run(client.get_model_version(MODEL_NAME, challenger).run_id)
-    assert trained.data.tags[monitor.RUN_ID] == run.info.run_id
+    assert trained.data.tags[monitoring_job.RUN_ID] == run.info.run_id
     assert 0 < int(trained.data.tags["feedback_rows"]) <= 40
     assert trained.data.tags["promotion.alias"] == "challenger"
     assert client.get_model_version_by_alias(MODEL_NAME, "production").version == version

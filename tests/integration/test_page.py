@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from gateway.page import CSP
+from gateway.api.page import CSP
 from tests.gateways import Gateway, gateway
 from tests.models import NAME, register_version
 from tests.servers import ROOT

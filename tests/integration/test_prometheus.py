@@ -18,7 +18,7 @@ import yaml
 from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.schemas import MAX_TEXT_CHARS
+from gateway.api.schemas import MAX_TEXT_CHARS
 from model.names import ALIAS
 from model.sentiment_model import SentimentModel
 from model.signature import INPUT_EXAMPLE, SIGNATURE

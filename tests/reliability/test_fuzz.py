@@ -52,7 +52,7 @@ LABELS = [
     "POST /predict/batch",
     "POST /invocations",
     "POST /feedback",
-    # The Open Inference Protocol (gateway/inference_protocol.py).
+    # The Open Inference Protocol (gateway/api/inference_protocol.py).
     "GET /v2/health/live",
     "GET /v2/health/ready",
     "GET /v2",

@@ -26,7 +26,8 @@ needs_promtool = pytest.mark.skipif(
     not Path(PROMTOOL).is_file(), reason="promtool is not installed (.ci/run installs prometheus)"
 )
 
-# The gauges of the monitoring design (gateway/monitor.py); with Prometheus's own `up`.
+# The gauges of the monitoring design (gateway/observability/live_monitor.py); with
+# Prometheus's own `up`.
 DESIGN = {
     "sentiment_positive_ratio",
     "sentiment_confidence_mean",

@@ -338,7 +338,7 @@ def monitor_problems(docs: Docs) -> list[str]:
     url = f"http://{GATEWAY}:{service_port(docs, GATEWAY)}"
     if parameters.get("gateway_url") != url:
         problems.append(f"gateway_url {parameters.get('gateway_url')} is not the Service {url}")
-    # pipelines/monitor.py reads <state_dir>/monitoring: the gateways' GATEWAY_MONITOR_DIR.
+    # pipelines/monitoring_job.py reads <state_dir>/monitoring: the gateways' GATEWAY_MONITOR_DIR.
     read = claim_path(pod, c, posixpath.join(parameters.get("state_dir", "mlruns"), "monitoring"))
     gateway = find(docs, "Deployment", GATEWAY)
     gateway_container = container(gateway, GATEWAY)
@@ -347,7 +347,7 @@ def monitor_problems(docs: Docs) -> list[str]:
     )
     if read is None or read != written:
         problems.append(f"the monitor reads {read}, the gateways write {written}")
-    # With keys on, /info answers 401 without one, and the job stops (pipelines/monitor.py).
+    # With keys on, /info answers 401 without one, and the job stops (pipelines/monitoring_job.py).
     key = env(c).get("GATEWAY_API_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
     gateway_keys = env(gateway_container).get("GATEWAY_API_KEYS", {}).get("valueFrom", {})
     if not key or key.get("name") != gateway_keys.get("secretKeyRef", {}).get("name"):

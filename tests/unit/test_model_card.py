@@ -174,7 +174,7 @@ def test_the_version_page_carries_no_credentials():
 
 
 def test_the_gateway_links_the_version_page_without_credentials():
-    from gateway.app import _version_page
+    from gateway.api.routes import _version_page
     from gateway.settings import Settings
 
     settings = Settings(MLFLOW_TRACKING_URI="http://user:secret@mlflow:5000/", model_name="My M")

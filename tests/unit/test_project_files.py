@@ -193,16 +193,18 @@ def test_the_served_model_needs_no_web_framework_and_the_images_no_test_tools():
 
 
 def test_the_image_carries_the_page():
-    """The gateway serves its page from gateway/page/: the image must copy those files."""
+    """The gateway serves its page from gateway/api/page/assets/: the image must copy those
+    files."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^COPY (--chown=\S+ )?gateway \./gateway$", dockerfile, re.MULTILINE)
     ignored = [
         line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
     ]
-    page = ["gateway", "gateway/page", "gateway/page/*", "gateway/**"]
+    page = ["gateway", "gateway/api", "gateway/api/page", "gateway/api/page/assets"]
+    page += ["gateway/api/page/assets/*", "gateway/**"]
     assert not set(ignored) & set(page)
     assert {"index.html", "page.js", "page.css"} <= {
-        f.name for f in (ROOT / "gateway/page").iterdir()
+        f.name for f in (ROOT / "gateway/api/page/assets").iterdir()
     }
 
 
