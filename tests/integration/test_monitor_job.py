@@ -235,3 +235,51 @@ def test_the_next_period_of_other_text_is_flagged_and_a_challenger_trained(track
     assert "on the same validation rows" in trained.data.tags["promotion.reason"]
     files = {a.path for a in client.list_artifacts(trained.info.run_id, "model/artifacts")}
     assert {"model/artifacts/reference.json", "model/artifacts/reference_rows.csv"} <= files
+
+
+# The command itself, on a SQLite store: a process per run.
+
+
+def test_a_period_without_predictions_is_a_no_data_run_and_the_next_starts_after_it(tmp_path):
+    folder = tmp_path  # a state folder with nothing in it
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    since = datetime.now(UTC).isoformat()
+    result = subprocess.run(
+        [str(BIN / "python"), "-m", "pipelines.monitoring_job", "--state-dir", str(folder),
+         "--since", since, "--gateway-url", "http://127.0.0.1:9"],
+        env=env(MLFLOW_TRACKING_URI=store), cwd=ROOT, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nothing to check" in result.stdout
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(monitoring_job.EXPERIMENT)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags[monitoring_job.VERDICT] == "no_data" and run.data.metrics["rows"] == 0
+    assert run.data.params["period_start"] == since
+    end = datetime.fromisoformat(run.data.params["period_end"])
+    assert monitoring_job.last_period_end(client, experiment.experiment_id) == end
+
+
+def test_runs_in_the_experiment_mlflow_run_chose_chain_their_periods(tmp_path):
+    """`mlflow run . -e monitor` without --experiment-name puts the run in Default: the next
+    run there starts where it ended, rather than from the beginning."""
+    folder = tmp_path
+    store = f"sqlite:///{folder / 'chained.db'}"
+    client = MlflowClient(store)
+    starts, ends = [], []
+    for _ in range(2):
+        run = client.create_run("0")  # what `mlflow run` makes before the command starts
+        result = subprocess.run(
+            [str(BIN / "python"), "-m", "pipelines.monitoring_job",
+             "--state-dir", str(folder / "empty"), "--gateway-url", "http://127.0.0.1:9"],
+            env=env(MLFLOW_TRACKING_URI=store, MLFLOW_RUN_ID=run.info.run_id), cwd=ROOT,
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        client.set_terminated(run.info.run_id)
+        params = client.get_run(run.info.run_id).data.params
+        starts.append(params["period_start"])
+        ends.append(params["period_end"])
+    assert starts == ["", ends[0]]
+    assert monitoring_job.last_period_end(client, "0") == datetime.fromisoformat(ends[1])

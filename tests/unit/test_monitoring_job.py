@@ -3,8 +3,6 @@ the layout the gateway writes)."""
 
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,14 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
 from gateway.observability import feedback as gateway_feedback
 from gateway.observability import prediction_store
 from model.preprocess import clean_text
 from pipelines import monitoring_job, promote
 from pipelines.errors import MonitorError
-from tests.servers import ROOT, env
 
 EXPECTED = 0.88  # the reference's test accuracy
 
@@ -197,48 +193,3 @@ def test_since_must_be_an_iso_time():
     with pytest.raises(SystemExit):
         monitoring_job.main(["--since", "yesterday"])
     assert pd.Timestamp(monitoring_job._since("2026-11-27T12:00:00+00:00")).tzinfo is not None
-
-
-def test_a_period_without_predictions_is_a_no_data_run_and_the_next_starts_after_it(logged):
-    folder, _ = logged  # as a state folder: its monitoring/ is empty
-    store = f"sqlite:///{folder / 'mlflow.db'}"
-    since = datetime.now(UTC).isoformat()
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.monitoring_job", "--state-dir", str(folder),
-         "--since", since, "--gateway-url", "http://127.0.0.1:9"],
-        env=env(MLFLOW_TRACKING_URI=store), cwd=ROOT, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "nothing to check" in result.stdout
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name(monitoring_job.EXPERIMENT)
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.tags[monitoring_job.VERDICT] == "no_data" and run.data.metrics["rows"] == 0
-    assert run.data.params["period_start"] == since
-    end = datetime.fromisoformat(run.data.params["period_end"])
-    assert monitoring_job.last_period_end(client, experiment.experiment_id) == end
-
-
-def test_runs_in_the_experiment_mlflow_run_chose_chain_their_periods(logged):
-    """`mlflow run . -e monitor` without --experiment-name puts the run in Default: the next
-    run there starts where it ended, rather than from the beginning."""
-    folder, _ = logged
-    store = f"sqlite:///{folder / 'chained.db'}"
-    client = MlflowClient(store)
-    starts, ends = [], []
-    for _ in range(2):
-        run = client.create_run("0")  # what `mlflow run` makes before the command starts
-        result = subprocess.run(
-            [sys.executable, "-m", "pipelines.monitoring_job", "--state-dir", str(folder / "empty"),
-             "--gateway-url", "http://127.0.0.1:9"],
-            env=env(MLFLOW_TRACKING_URI=store, MLFLOW_RUN_ID=run.info.run_id), cwd=ROOT,
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-2000:]
-        client.set_terminated(run.info.run_id)
-        params = client.get_run(run.info.run_id).data.params
-        starts.append(params["period_start"])
-        ends.append(params["period_end"])
-    assert starts == ["", ends[0]]
-    assert monitoring_job.last_period_end(client, "0") == datetime.fromisoformat(ends[1])
