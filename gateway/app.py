@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -95,7 +96,7 @@ def _add_routes(
     app: FastAPI,
     router: APIRouter,
     dependencies: list[Depends] | None = None,
-    responses: dict[int | str, dict] | None = None,
+    responses: dict[int | str, dict[str, Any]] | None = None,
 ) -> None:
     """Add ``router``'s routes to the app's own router, with ``dependencies`` and ``responses``
     first, as `include_router` did before FastAPI 0.16x. It now matches an included router's

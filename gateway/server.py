@@ -55,7 +55,8 @@ class BoundedHttp(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._answering = 0  # complete requests not yet answered: never closed for room
         self._answered = 0
-        self._header_bytes = 0  # of the request being read, until its headers are complete
+        # Of the request being read, until its headers are complete (then None).
+        self._header_bytes: int | None = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting_since = 0.0
         super().connection_made(transport)

@@ -20,9 +20,15 @@ PLACEHOLDER_KEYS = {"change-me", "changeme", "change_me", "secret", "password", 
 class Settings(BaseSettings):
     """See `.env.example` for what each one does."""
 
-    # Errors name the setting, never its value: the API keys are secrets.
+    # Errors name the setting, never its value: the API keys are secrets. `validate_by_name`:
+    # the one field with aliases (tracking_uri) is also given by its name in the constructor,
+    # which mypy's pydantic plugin needs to type it; its variables stay the two below.
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_file=".env", extra="ignore", hide_input_in_errors=True
+        env_prefix="GATEWAY_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,
+        validate_by_name=True,
     )
 
     tracking_uri: str = Field(

@@ -8,7 +8,7 @@ the shadow. Routes only parse requests and write answers, so the sequence lives 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from gateway.api.inference_types import (
     OUTPUTS,
@@ -23,6 +23,7 @@ from gateway.api.inference_types import (
 from gateway.api.schemas import (
     BatchRequest,
     BatchResponse,
+    Prediction,
     PredictRequest,
     PredictResponse,
     text_problem,
@@ -90,9 +91,9 @@ class DataPlane:
         answered = await canary.predict_many(canary_key, texts, explain, top) if canary else None
         rows, version = answered or await self._scorer.predict_many(texts, explain, top)
         self._answered("/predict/batch", texts, rows, version, production=answered is None)
-        return BatchResponse(
-            predictions=[_public(row) for row in rows], model_version=label(version)
-        )
+        # The rows as dicts: BatchResponse validates them into its Predictions.
+        predictions = cast("list[Prediction]", [_public(row) for row in rows])
+        return BatchResponse(predictions=predictions, model_version=label(version))
 
     async def infer(
         self,
@@ -190,7 +191,9 @@ def _public(row: Row) -> dict[str, Any]:
     `no_known_terms` when the model knew none of the text's terms (its confidence is then
     0.5, the intercept's guess). The count itself stays inside; versions that do not report
     it get no flag."""
-    public = {key: row[key] for key in ("sentiment", "confidence", "explanation") if key in row}
+    public: dict[str, Any] = {
+        key: row[key] for key in ("sentiment", "confidence", "explanation") if key in row
+    }
     known = row.get("known_terms")
     if isinstance(known, int | float) and not isinstance(known, bool) and known == 0:
         public["no_known_terms"] = True

@@ -30,7 +30,12 @@ CANARY_HEADER = b"x-canary-key"
 def install_fast_routes(app: FastAPI, routes: dict[str, tuple[type[BaseModel], Handler]]) -> None:
     """Put the fast path in front of each POST route named in ``routes``."""
     for route in app.router.routes:
-        if isinstance(route, APIRoute) and route.path in routes and "POST" in route.methods:
+        if (
+            isinstance(route, APIRoute)
+            and route.path in routes
+            and route.methods is not None
+            and "POST" in route.methods
+        ):
             model, handler = routes[route.path]
             route.app = FastRoute(route.app, model, handler)
 

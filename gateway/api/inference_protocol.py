@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,9 +40,13 @@ __all__ = ["PREFIX", "ProtocolErrors", "probes", "router"]
 
 PREFIX = "/v2"
 TAGS: list = ["Open Inference Protocol"]
-ERRORS = {code: {"model": ProtocolError} for code in (400, 404, 413, 500, 503, 504)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ProtocolError} for code in (400, 404, 413, 500, 503, 504)
+}
 # Added to the routes behind the API keys when they are on.
-UNAUTHORIZED_ERROR = {401: {"model": ProtocolError, "description": UNAUTHORIZED}}
+UNAUTHORIZED_ERROR: dict[int | str, dict[str, Any]] = {
+    401: {"model": ProtocolError, "description": UNAUTHORIZED}
+}
 
 
 class _ProtocolRoute(APIRoute):

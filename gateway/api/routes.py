@@ -3,6 +3,7 @@ format and the metrics. Each route parses, asks the app's services, and answers.
 
 from __future__ import annotations
 
+from typing import Any, cast
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -12,11 +13,14 @@ from gateway.api.schemas import (
     BatchRequest,
     BatchResponse,
     CanaryKey,
+    ChallengerInfo,
     Error,
     Health,
     Info,
+    Monitoring,
     PredictRequest,
     PredictResponse,
+    Rollout,
 )
 from gateway.api.services import Services, services
 from gateway.errors import ApiError, not_loaded
@@ -25,11 +29,11 @@ from gateway.experiments.shadow import Shadow
 from gateway.observability.metrics import CONTENT_TYPE_LATEST
 from gateway.redact import scrub, without_credentials
 from gateway.serving.registry import label
-from gateway.serving.scoring import without_stack_trace
+from gateway.serving.scoring import Upstream, without_stack_trace
 from gateway.settings import Settings
 
 # Every error is `{"detail": "..."}`; 401 is added when API keys are on.
-PREDICT_ERRORS: dict[int | str, dict] = {
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Error} for code in (400, 413, 415, 422, 500, 503, 504)
 }
 
@@ -56,7 +60,7 @@ async def health(request: Request) -> Health:
 @probes.get("/ready")
 async def ready(request: Request) -> dict:
     """200 only while a model is served, for orchestrators."""
-    _live_version(services(request))
+    _live(services(request))
     return {"status": "ready"}
 
 
@@ -64,10 +68,13 @@ async def ready(request: Request) -> dict:
 async def info(request: Request) -> Info:
     wired = services(request)
     settings, rollout = wired.settings, wired.rollout
-    version = _live_version(wired)
+    live = _live(wired)
+    version = label(live.version)
     described = rollout.version_info
     if described is not None and label(described.version) != version:
         described = None
+    # The rollout events, the monitoring figures and the challenger's are dicts: Info
+    # validates them into its models (Rollout, Monitoring, ChallengerInfo).
     return Info(
         replica=settings.replica,
         model_name=settings.model_name,
@@ -79,16 +86,18 @@ async def info(request: Request) -> Info:
         metrics=described.metrics if described else {},
         tags=described.tags if described else {},
         registered_at=described.registered_at if described else None,
-        model_card=_version_page(settings, rollout.live.version),
-        scoring_server=rollout.live.url,
+        model_card=_version_page(settings, live.version),
+        scoring_server=live.url,
         standby_server=rollout.standby.url if rollout.standby else None,
         registry_reachable=rollout.registry_reachable,
         registry_error=scrub(rollout.registry_error) if rollout.registry_error else None,
-        last_rollout=rollout.last_rollout,
-        rejected_versions=list(rollout.rejected.values()),
+        last_rollout=cast("Rollout | None", rollout.last_rollout),
+        rejected_versions=cast("list[Rollout]", list(rollout.rejected.values())),
         alias_version=label(rollout.alias_version) if rollout.alias_version else None,
-        monitoring=wired.monitor.info(version, described.tags if described else {}),
-        challenger=_challenger_info(wired.shadow, wired.canary),
+        monitoring=cast(
+            "Monitoring", wired.monitor.info(version, described.tags if described else {})
+        ),
+        challenger=cast("ChallengerInfo | None", _challenger_info(wired.shadow, wired.canary)),
     )
 
 
@@ -155,11 +164,12 @@ async def prometheus(request: Request) -> Response:
     return Response(services(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _live_version(wired: Services) -> str:
+def _live(wired: Services) -> Upstream:
+    """The live server; 503 while there is none."""
     live = wired.rollout.live
     if live is None:
         raise not_loaded()
-    return label(live.version)
+    return live
 
 
 def _challenger_info(shadow: Shadow | None, canary: Canary | None) -> dict | None:

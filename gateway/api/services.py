@@ -71,12 +71,15 @@ class Services:
         await self.rollout.start()
         if self.challenger is not None:
             await self.challenger.start()
+        if self.shadow is not None:
             self.shadow.start()
 
     async def close(self) -> None:
-        if self.challenger is not None:
+        if self.shadow is not None:
             await self.shadow.close()
+        if self.canary is not None:
             await self.canary.aclose()
+        if self.challenger is not None:
             await self.challenger.close()
         await self.rollout.close()
         await self.scorer.aclose()

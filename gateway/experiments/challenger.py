@@ -95,7 +95,7 @@ class Challenger(Supervisor):
         return server, self.launcher.described.get(version)
 
     async def _prune_cache(self) -> None:
-        keep = {server.version for server in self.launcher.servers}
+        keep: set[str | None] = {server.version for server in self.launcher.servers}
         keep |= {launch.version for launch in self.launcher.launches}
         keep.add(self._production_version())  # a handed-over server may still run from here
         await asyncio.to_thread(self.cache.prune, {v for v in keep if v})

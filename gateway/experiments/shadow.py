@@ -238,9 +238,11 @@ class Shadow:
             version = [label(figures.version)]
             requests.add_metric(version, figures.requests)
             errors.add_metric(version, figures.errors)
-            if figures.rows:
-                agreement.add_metric(version, figures.agreement)
-                difference.add_metric(version, figures.mean_difference)
+            # Both None until a row is compared.
+            if (agreeing := figures.agreement) is not None:
+                agreement.add_metric(version, agreeing)
+            if (mean_difference := figures.mean_difference) is not None:
+                difference.add_metric(version, mean_difference)
         yield from (requests, errors, agreement, difference)
         yield CounterMetricFamily(
             "sentiment_shadow_shed",

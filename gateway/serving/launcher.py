@@ -13,13 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from gateway.serving.model_cache import ModelCache
 from gateway.serving.registry import Registry, RegistryUnavailable, VersionInfo
-from gateway.serving.scoring_server import Factory, Ports, ScoringServer, StartFailed
+from gateway.serving.scoring_server import (
+    Factory,
+    Ports,
+    ScoringServer,
+    StartFailed,
+    require_client,
+)
 from gateway.serving.smoke_test import SmokeFailed, smoke_test
 from gateway.settings import Settings
 
@@ -36,8 +42,8 @@ class Launch:
 
     version: str
     standby: bool  # started as a standby of the live version (not reported in last_rollout)
-    task: asyncio.Task | None = None
-    server: ScoringServer | None = None
+    task: asyncio.Task = field(init=False)  # set by Launcher.launch() as soon as it is made
+    server: ScoringServer | None = None  # once it is being started
 
 
 class Launcher:
@@ -65,7 +71,7 @@ class Launcher:
     ):
         self.settings, self.registry, self.cache = settings, registry, cache
         self._new_server = servers
-        self._smoke = smoke or self._smoke_test
+        self._smoke: Smoke = smoke or self._smoke_test
         self._describe_again, self._started = describe_again, started
         self._on_ready, self._on_failed, self._on_stopped = ready, failed, stopped
         self._ports = Ports(settings)
@@ -177,9 +183,11 @@ class Launcher:
             self._ports.release(server.port)
             self._on_stopped(server)
 
-    async def _smoke_test(self, client: aiohttp.ClientSession, server: ScoringServer) -> None:
+    async def _smoke_test(
+        self, client: aiohttp.ClientSession | None, server: ScoringServer
+    ) -> None:
         await smoke_test(
-            client,
+            require_client(client),
             server.upstream.url,
             server.input_example(),
             self.settings.smoke_positive,

@@ -256,8 +256,8 @@ class Supervisor(Controller):
         if described is not None:
             self.launcher.described[version] = described
         self.launcher.adopt(server)
-        self._go_live(server)
-        self.last_rollout["reason"] = "the challenger's server, already smoke-tested"
+        event = self._go_live(server)
+        event["reason"] = "the challenger's server, already smoke-tested"
         log.info("v%s: took over the challenger's server at %s", version, server.upstream.url)
         return True
 
@@ -307,14 +307,15 @@ class Supervisor(Controller):
             log.info("v%s at %s is not needed any more", version, server.upstream.url)
             self.launcher.retire(server)
 
-    def _go_live(self, server: ScoringServer) -> None:
+    def _go_live(self, server: ScoringServer) -> Event:
+        """Make ``server`` live; returns the rollout event recorded (``last_rollout``)."""
         version, old = server.version, self._serving
         kind = self._kind(version)
         self._serving = server
         self.version_info = self.launcher.described.get(version, VersionInfo(version))
         self._crashed, self._failures, self._next_attempt = None, 0, 0.0
         self.rejected.pop(version, None)
-        self.last_rollout = _event(version, kind, "succeeded")
+        event = self.last_rollout = _event(version, kind, "succeeded")
         self.outcomes[kind, "succeeded"] += 1
         log.info("v%s is live at %s", version, server.upstream.url)
         if self._standby is not None and self._standby.version != version:
@@ -325,6 +326,7 @@ class Supervisor(Controller):
                 self._previous = old.version
             self.launcher.retire(old, drain=True)  # in the background: nothing waits on it
         self.launcher.spawn(self._prune_cache())
+        return event
 
     def _failed(self, launch: Launch, reason: str, broken: bool) -> None:
         """A broken version is refused until the alias moves; one that did not start is tried
@@ -418,6 +420,8 @@ class External(Controller):
 
     def __init__(self, settings: Settings, registry: Registry):
         super().__init__(settings, registry)
+        if not settings.scoring_url:
+            raise ValueError("an external scoring server needs GATEWAY_SCORING_URL")
         self._upstream = Upstream(settings.scoring_url, "unknown")
         self._reachable = False
         self._client: aiohttp.ClientSession | None = None
@@ -425,6 +429,12 @@ class External(Controller):
     @property
     def live(self) -> Upstream | None:
         return self._upstream if self._reachable else None
+
+    @property
+    def _session(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            raise RuntimeError("External rollout used before start()")
+        return self._client
 
     async def start(self) -> None:
         self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0))
@@ -447,7 +457,7 @@ class External(Controller):
             version = None
         if version and (self.version_info is None or self.version_info.version != version):
             self.version_info = await self.registry.describe(version)
-        answered = await ping(self._client, self._upstream.url, self.settings.ping_timeout)
+        answered = await ping(self._session, self._upstream.url, self.settings.ping_timeout)
         self._reachable = bool(answered)
 
 

@@ -85,8 +85,11 @@ class Upstream:
 class Rollout(Protocol):
     """Which server is live (and its standby), and where to report one that refuses."""
 
-    live: Upstream | None
-    standby: Upstream | None
+    @property
+    def live(self) -> Upstream | None: ...
+
+    @property
+    def standby(self) -> Upstream | None: ...
 
     def lost(self, upstream: Upstream) -> None: ...
 

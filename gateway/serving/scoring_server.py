@@ -101,8 +101,14 @@ class ScoringServer:
     def exited(self) -> bool:
         return self.process is not None and self.process.returncode is not None
 
+    @property
+    def _started(self) -> asyncio.subprocess.Process:
+        if self.process is None:
+            raise RuntimeError(f"{self!r} used before start()")
+        return self.process
+
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
+        process = self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             WITH_THE_GATEWAY,
@@ -125,25 +131,28 @@ class ScoringServer:
             env=self.settings.child_env(),
             start_new_session=True,
         )
-        self._copying = asyncio.create_task(self._copy_output())
+        assert process.stdout is not None  # stdout=PIPE above
+        self._copying = asyncio.create_task(self._copy_output(process.stdout))
 
-    async def wait_ready(self, client: aiohttp.ClientSession) -> None:
+    async def wait_ready(self, client: aiohttp.ClientSession | None) -> None:
         """Ping until it answers; StartFailed if it exits first or time runs out."""
         deadline = time.monotonic() + self.settings.start_timeout
         while time.monotonic() < deadline:
-            if self.exited:
-                raise StartFailed(
-                    f"scoring server exited with code {self.process.returncode}: {self.last_line()}"
-                )
+            code = self._started.returncode
+            if code is not None:
+                raise StartFailed(f"scoring server exited with code {code}: {self.last_line()}")
             if await self.ping(client, self.settings.ping_timeout):
                 return
             await asyncio.sleep(0.25)
         raise StartFailed(f"scoring server not ready after {self.settings.start_timeout:g}s")
 
-    async def ping(self, client: aiohttp.ClientSession, timeout: float) -> bool | None:
+    async def ping(self, client: aiohttp.ClientSession | None, timeout: float) -> bool | None:
         """Whether GET /ping answers 200 within ``timeout``; None when the gateway itself could
-        not ask (no free file descriptor or local port): that says nothing about the server."""
-        return await ping(client, self.upstream.url, timeout)
+        not ask (no free file descriptor or local port): that says nothing about the server.
+
+        ``client`` is the rollout's, None until the rollout starts (only the state machine's
+        tests, with fake servers, run it unstarted)."""
+        return await ping(require_client(client), self.upstream.url, timeout)
 
     def refuses(self) -> bool:
         """Whether a connection to its port is refused right now: nothing listens there.
@@ -166,7 +175,7 @@ class ScoringServer:
             return None
 
     async def wait(self) -> int:
-        return await self.process.wait()
+        return await self._started.wait()
 
     async def stop(self, kill: bool = False) -> None:
         """SIGTERM the whole group, SIGKILL what is left after the grace period.
@@ -196,11 +205,11 @@ class ScoringServer:
         """Its last line of output (the reason a start failed, most often)."""
         return self._last_lines[-1][:200] if self._last_lines else "no output"
 
-    async def _copy_output(self) -> None:
+    async def _copy_output(self, stdout: asyncio.StreamReader) -> None:
         source = f"v{self.version}:{self.port}"
         pending = b""
         try:
-            while chunk := await self.process.stdout.read(65536):
+            while chunk := await stdout.read(65536):
                 *lines, pending = (pending + chunk).split(b"\n")
                 for raw in lines:
                     self._line(source, raw)
@@ -228,6 +237,13 @@ def factory(settings: Settings) -> Factory:
         settings.scoring_log_dir, settings.scoring_log_max_bytes, settings.scoring_log_backups
     )
     return lambda version, port, path: ScoringServer(settings, version, port, path, output)
+
+
+def require_client(client: aiohttp.ClientSession | None) -> aiohttp.ClientSession:
+    """The rollout's HTTP client, which it opens when it starts."""
+    if client is None:
+        raise RuntimeError("scoring server called before the rollout's start(): no HTTP client")
+    return client
 
 
 async def ping(client: aiohttp.ClientSession, url: str, timeout: float) -> bool | None:
