@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,6 +51,22 @@ def build_corpus(
     for part, rows_of in enumerate(np.array_split(np.arange(rows), -(-rows // rows_per_file))):
         frame.iloc[rows_of].to_parquet(folder / f"part-{part}.parquet", row_group_size=10_000)
     return folder
+
+
+@contextmanager
+def trained_model() -> Iterator[tuple[Path, str, dict[str, str]]]:
+    """A folder for the run, the `best` preset registered in a SQLite store in it, and the
+    environment each measured process gets (that store, this interpreter first on PATH)."""
+    from pipelines.batch_score import MODEL_NAME
+
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as folder:
+        tmp = Path(folder)
+        tracking_uri = f"sqlite:///{tmp}/mlflow.db"
+        print("Training the best preset...", flush=True)
+        model_uri = f"models:/{MODEL_NAME}/{train(tracking_uri)}"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+        yield tmp, model_uri, env
 
 
 def train(tracking_uri: str) -> str:
@@ -225,8 +243,6 @@ def _kind(process: psutil.Process, root: int) -> str:
 
 
 def run(rows: int, batch_size: int) -> dict:
-    from pipelines.batch_score import MODEL_NAME
-
     report: dict = {
         "rows": rows,
         "small_rows": SMALL,
@@ -236,15 +252,8 @@ def run(rows: int, batch_size: int) -> dict:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
     }
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        tmp = Path(tmp)
-        tracking_uri = f"sqlite:///{tmp}/mlflow.db"
-        print("Training the best preset...", flush=True)
-        version = train(tracking_uri)
-        model_uri = f"models:/{MODEL_NAME}/{version}"
+    with trained_model() as (tmp, model_uri, env):
         big, small = build_corpus(tmp / "big", rows), build_corpus(tmp / "small", SMALL)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
-        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
         print("predict alone on the large corpus...", flush=True)
         report["alone"] = measure(["--worker", big.as_posix(), model_uri, "0", "--alone"], env)
         print(f"  {report['alone']}", flush=True)
@@ -267,8 +276,6 @@ def scan(sizes: list[int], batch_size: int, keep=lambda report: None) -> dict:
 
     ``keep`` is handed the report after each size: a long scan cut short keeps what it measured.
     """
-    from pipelines.batch_score import MODEL_NAME
-
     report: dict = {
         "sizes": sizes,
         "batch_size": batch_size,
@@ -276,13 +283,7 @@ def scan(sizes: list[int], batch_size: int, keep=lambda report: None) -> dict:
         "load_before": os.getloadavg(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        tmp = Path(tmp)
-        tracking_uri = f"sqlite:///{tmp}/mlflow.db"
-        print("Training the best preset...", flush=True)
-        model_uri = f"models:/{MODEL_NAME}/{train(tracking_uri)}"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
-        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    with trained_model() as (tmp, model_uri, env):
         points = report["points"] = []
         for rows in sizes:
             corpus = build_corpus(tmp / f"corpus-{rows}", rows).as_posix()
@@ -302,8 +303,6 @@ def scan(sizes: list[int], batch_size: int, keep=lambda report: None) -> dict:
 
 def batch_scan(sizes: list[int], rows: int) -> dict:
     """Spark `local[*]` at each Arrow batch size, against `predict` alone, in one run."""
-    from pipelines.batch_score import MODEL_NAME
-
     report: dict = {
         "rows": rows,
         "sizes": sizes,
@@ -311,14 +310,8 @@ def batch_scan(sizes: list[int], rows: int) -> dict:
         "load_before": os.getloadavg(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        tmp = Path(tmp)
-        tracking_uri = f"sqlite:///{tmp}/mlflow.db"
-        print("Training the best preset...", flush=True)
-        model_uri = f"models:/{MODEL_NAME}/{train(tracking_uri)}"
+    with trained_model() as (tmp, model_uri, env):
         big, small = build_corpus(tmp / "big", rows), build_corpus(tmp / "small", SMALL)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONWARNINGS": "ignore"}
-        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
         report["alone"] = measure(["--worker", big.as_posix(), model_uri, "0", "--alone"], env)
         points = report["points"] = []
         for size in sizes:
