@@ -70,8 +70,8 @@ monitor: install ## Check the served version over the period since the last chec
 test: install ## Run the whole test suite (unit, integration, reliability), slowest 25 listed
 	$(BIN)/python -m pytest --durations=25
 
-test-unit: install ## Run the unit tests only (no servers; about a minute)
-	$(BIN)/python -m pytest tests/unit -m unit
+test-unit: install ## Run the unit tests only (no servers; a worker per core, a file each)
+	$(BIN)/python -m pytest tests/unit -m unit -n auto --dist loadfile
 
 test-compose: install compose-images ## `docker compose up --build` end to end on a real Docker engine (~12 min)
 	$(BIN)/python -m pytest tests/compose -m compose
