@@ -73,7 +73,7 @@ test: install ## Run the whole test suite (unit, integration, reliability), slow
 test-unit: install ## Run the unit tests only (no servers; a worker per core, a file each)
 	$(BIN)/python -m pytest tests/unit -m unit -n auto --dist loadfile
 
-test-compose: install compose-images ## `docker compose up --build` end to end on a real Docker engine (~12 min)
+test-compose: install compose-images ## `docker compose up --build` end to end on a real Docker engine (4 min with the images built, ~8 without)
 	$(BIN)/python -m pytest tests/compose -m compose
 
 compose-images: install ## Start Docker if needed; build stand-ins for images no registry serves here
