@@ -21,13 +21,15 @@ from model.sentiment_model import SentimentModel
 from model.signature import INPUT_EXAMPLE, SIGNATURE
 from pipelines.data import load_reviews
 from pipelines.features import PRESETS, build_pipeline, slim
+from tests.fitted import fitted
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(pytestconfig):
     frame = load_reviews(max_rows=3000)
-    pipeline = build_pipeline(PRESETS["best"]).fit(
-        [clean_text(t) for t in frame["text"]], frame["label"].to_numpy()
+    texts, labels = [clean_text(t) for t in frame["text"]], frame["label"].to_numpy()
+    pipeline = fitted(
+        pytestconfig, "model-3000", lambda: build_pipeline(PRESETS["best"]), texts, labels
     )
     return SentimentModel(slim(pipeline))
 

@@ -13,6 +13,7 @@ from model.sentiment_model import SentimentModel
 from model.vectorize import Vectorize
 from pipelines.data import load_reviews, split
 from pipelines.features import PRESETS, build_pipeline, slim
+from tests.fitted import fitted as cached_fit
 
 EDGE_CASES = [
     "",
@@ -31,13 +32,18 @@ EDGE_CASES = [
 
 
 @pytest.fixture(scope="module")
-def data():
+def data(pytestconfig):
     """A model fitted on a sample, and every review of the packaged test split, cleaned."""
     splits = split(load_reviews(), 42)
     train = splits.train.sample(4000, random_state=0)
     fitted = [clean_text(text) for text in train["text"].tolist()]
     test = [clean_text(text) for text in splits.test["text"].tolist()]
-    pipeline = slim(build_pipeline(PRESETS["best"]).fit(fitted, train["label"].to_numpy()))
+    labels = train["label"].to_numpy()
+    pipeline = slim(
+        cached_fit(
+            pytestconfig, "vectorize-4000", lambda: build_pipeline(PRESETS["best"]), fitted, labels
+        )
+    )
     return pipeline, fitted, splits.test["text"].tolist(), test + EDGE_CASES
 
 

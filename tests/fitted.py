@@ -1,0 +1,46 @@
+"""Pipelines the unit tests fit, kept in pytest's cache between runs while what fits them is
+unchanged: the texts and labels, the model's and the presets' code, and the libraries."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The code a fitted pipeline depends on: its steps and the presets that configure them.
+SOURCES = [*sorted((ROOT / "model").glob("*.py")), ROOT / "pipelines" / "features.py"]
+LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib")
+
+
+def fitted(
+    config: pytest.Config,
+    name: str,
+    build: Callable[[], object],
+    texts: Sequence[str],
+    labels: np.ndarray,
+):
+    """``build()`` fitted on ``texts`` and ``labels``, from the cache if it holds this fit."""
+    cache = getattr(config, "cache", None)  # None with `-p no:cacheprovider`
+    if cache is None:
+        return build().fit(texts, labels)  # type: ignore[attr-defined]
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update(source.read_bytes())
+    for library in LIBRARIES:
+        digest.update(f"{library}=={version(library)}\n".encode())
+    digest.update("\0".join(texts).encode())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    path = cache.mkdir("fitted") / f"{name}-{digest.hexdigest()[:24]}.joblib"
+    if path.exists():
+        return joblib.load(path)
+    for stale in path.parent.glob(f"{name}-*.joblib"):
+        stale.unlink()
+    pipeline = build().fit(texts, labels)  # type: ignore[attr-defined]
+    joblib.dump(pipeline, path)
+    return pipeline
