@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -21,14 +22,14 @@ LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib")
 def fitted(
     config: pytest.Config,
     name: str,
-    build: Callable[[], object],
+    build: Callable[[], Any],
     texts: Sequence[str],
     labels: np.ndarray,
 ):
     """``build()`` fitted on ``texts`` and ``labels``, from the cache if it holds this fit."""
     cache = getattr(config, "cache", None)  # None with `-p no:cacheprovider`
     if cache is None:
-        return build().fit(texts, labels)  # type: ignore[attr-defined]
+        return build().fit(texts, labels)
     digest = hashlib.sha256()
     for source in SOURCES:
         digest.update(source.read_bytes())
@@ -41,6 +42,6 @@ def fitted(
         return joblib.load(path)
     for stale in path.parent.glob(f"{name}-*.joblib"):
         stale.unlink()
-    pipeline = build().fit(texts, labels)  # type: ignore[attr-defined]
+    pipeline = build().fit(texts, labels)
     joblib.dump(pipeline, path)
     return pipeline
