@@ -15,6 +15,7 @@ from pipelines.features import PRESETS
 from tests.servers import BIN, ROOT, env, run_training, tracking_server
 
 NAME = MODEL_NAME
+WAITING = "waiting for another promotion"
 
 
 @pytest.fixture(scope="module")
@@ -170,34 +171,37 @@ def test_promote_entry_point_checks_then_moves_the_alias(registry, first_run):
     assert back.returncode == 0 and production(client) == "1"
 
 
-def test_concurrent_promotions_take_turns_under_the_lock(registry, first_run):
+def test_concurrent_promotions_take_turns_under_the_lock(registry, first_run, tmp_path):
     """Two `mlflow run . -e promote` at once, while a third promotion holds the lock: both
     wait, neither moves the alias meanwhile, then each moves it in turn."""
     uri, client = registry
     seed_version = client.search_model_versions(f"name='{NAME}' and tag.preset='seed'")[0].version
     before = production(client)
     args = [str(BIN / "mlflow"), "run", ".", "-e", "promote", "--env-manager", "local"]
+    outputs = [tmp_path / f"promote-{version}.log" for version in (seed_version, "1")]
     with promotion_lock.held(NAME, client):
         runs = [
             subprocess.Popen(
                 [*args, "-P", f"version={version}"],
                 cwd=ROOT,
-                env=env(MLFLOW_TRACKING_URI=uri),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+                env=env(MLFLOW_TRACKING_URI=uri, PYTHONUNBUFFERED="1"),
+                stdout=output.open("w"),
+                stderr=subprocess.STDOUT,
             )
-            for version in (seed_version, "1")
+            for version, output in zip((seed_version, "1"), outputs, strict=True)
         ]
-        deadline = time.monotonic() + 60  # each loads and checks its version, then waits
-        while time.monotonic() < deadline and all(run.poll() is None for run in runs):
+        # Each loads and checks its version, then says it waits: until both do, and for as
+        # long as the lock is held, neither may end or move the alias.
+        deadline = time.monotonic() + 120
+        while not all(WAITING in output.read_text() for output in outputs):
+            assert time.monotonic() < deadline, "a promotion did not reach the lock"
+            assert all(run.poll() is None for run in runs), "a promotion ignored the lock"
             assert production(client) == before
-            time.sleep(1)
+            time.sleep(0.2)
         assert all(run.poll() is None for run in runs), "a promotion ignored the lock"
-    outputs = [run.communicate(timeout=120) for run in runs]
-    for run, (out, err) in zip(runs, outputs, strict=True):
-        assert run.returncode == 0, err[-3000:]
-        assert "waiting for another promotion" in out
+        assert production(client) == before
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.wait(timeout=120) == 0, output.read_text()[-3000:]
     assert production(client) in (seed_version, "1")
     assert not client.search_registered_models(f"name='{promotion_lock.lock_name(NAME)}'")
     client.set_registered_model_alias(NAME, ALIAS, before)
