@@ -1,7 +1,7 @@
 """Batch scoring on a real local Spark session against a real tracking server.
 
 One Spark session for the module (its Python workers are fresh processes that cannot import
-this repository), one tracking server with a registered, promoted version, and one run of
+this repository), the session's tracking server and production version, and one run of
 `mlflow run . -e batch_score` exactly as a user types it.
 """
 
@@ -22,8 +22,8 @@ from pipelines import batch_score
 from pipelines.batch_score import EMPTY, LINEAGE_FILE, NULL, Job
 from pipelines.data import load_reviews
 from pipelines.errors import BatchError
-from tests.models import register_broken_version, register_version
-from tests.servers import ROOT, run_training, tracking_server
+from tests.models import register_broken_version
+from tests.servers import ROOT, run_training
 
 LONG = "A wonderful, moving film with a superb cast. " * 150  # 6,750 characters: scored
 # Whitespace as Python's str.strip() sees it, Java's \s does not (\x1c, U+3000, U+2007).
@@ -37,11 +37,11 @@ ODD = ['Quotes "inside", commas, and\na line break: great film', "电影", LONG,
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    with tracking_server(tmp_path_factory.mktemp("batch-tracking")) as uri:
-        version = register_version(uri, alias=True)
-        mlflow.set_tracking_uri(uri)
-        yield uri, version
+def registry(served, tracking_uri):
+    """The session's tracking server and its production version (which the shared gateway
+    serves). The jobs here register versions, but never move an alias."""
+    mlflow.set_tracking_uri(tracking_uri)
+    return tracking_uri, served.v1
 
 
 @pytest.fixture(scope="module")
