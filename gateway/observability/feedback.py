@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS feedback (
     replica TEXT NOT NULL,
     PRIMARY KEY (request_id, item)
 );
+-- The texts still kept, by time: expiry (every minute) reads only those past retention,
+-- not the whole table (100 ms at a million labels).
+CREATE INDEX IF NOT EXISTS feedback_text_time ON feedback (time) WHERE text IS NOT NULL;
 """
 # Several gateways write the file; a writer waits this long for another's transaction.
 BUSY_TIMEOUT = 5.0
@@ -52,6 +55,9 @@ COUNT_SINCE = (
     "SELECT model_version, COUNT(*), SUM(label = sentiment), MAX(rowid) "
     "FROM feedback WHERE rowid > ? GROUP BY model_version"
 )
+
+# Its WHERE repeats the index's, so that SQLite uses it.
+EXPIRE = "UPDATE feedback SET text = NULL WHERE text IS NOT NULL AND time < ?"
 
 
 class NotInLog(LookupError):
@@ -180,9 +186,7 @@ class FeedbackStore:
             return
         before = datetime.fromtimestamp(cutoff, UTC).isoformat(timespec="milliseconds")
         with self._connect() as db:
-            db.execute(
-                "UPDATE feedback SET text = NULL WHERE text IS NOT NULL AND time < ?", (before,)
-            )
+            db.execute(EXPIRE, (before,))
 
     def start(self) -> None:
         """Count what the store holds already on a thread, not in the first /info or scrape

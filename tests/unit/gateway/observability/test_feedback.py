@@ -13,6 +13,7 @@ import pytest
 from gateway.logs import REQUEST_ID
 from gateway.observability.feedback import (
     COUNT_SINCE,
+    EXPIRE,
     IN_FLIGHT,
     AlreadyLabelled,
     Busy,
@@ -223,3 +224,11 @@ def test_label_texts_are_forgotten_past_the_prediction_logs_retention(tmp_path, 
         texts = dict(db.execute("SELECT item, text FROM feedback"))
     assert texts == {0: None, 1: "recent review"}
     assert store.accuracy() == {"v1": (2, 2)}, "the labels stay"
+
+
+def test_expiry_reads_the_kept_texts_by_time_not_the_whole_table(tmp_path, logged):
+    store = FeedbackStore(tmp_path, logged("r1", "v1", [POSITIVE], ["a review"]))
+    store.submit("r1", 0, "positive", "a review")
+    with sqlite3.connect(store.path) as db:
+        ((*_, plan),) = db.execute(f"EXPLAIN QUERY PLAN {EXPIRE}", ("2020",)).fetchall()
+    assert plan.startswith("SEARCH feedback USING INDEX feedback_text_time"), plan
