@@ -163,8 +163,8 @@ def test_runs_models_and_the_prediction_log_survive_down_and_up(stack):
     runs = run_ids(client)
     answered = predict("Remember this one: a truly great film.")
     request_id = answered.headers["x-request-id"]
-    time.sleep(3)  # the prediction log's writer lingers before it commits
 
+    # At once: a gateway told to stop writes the answers it still has queued.
     stack.compose("down")
     assert stack.containers("gateway") == []
     stack.timings["first_predict_warm_seconds"] = stack.up()
