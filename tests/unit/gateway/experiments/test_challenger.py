@@ -10,7 +10,7 @@ from gateway.experiments.challenger import Challenger
 from gateway.serving.rollout import Supervisor
 from gateway.serving.smoke_test import SmokeFailed
 from gateway.settings import Settings
-from tests.unit.gateway.serving.test_rollout import FakeRegistry, FakeServer, World, serving, settle
+from tests.unit.gateway.serving.fakes import FakeRegistry, World, serving, settle
 
 
 def pair(tmp_path: Path, production: str | None = "1", challenger: str | None = "2"):
@@ -23,16 +23,9 @@ def pair(tmp_path: Path, production: str | None = "1", challenger: str | None = 
         drain_timeout=30,
     )
 
-    async def smoke(client, server) -> None:
-        if server.version in world.broken:
-            raise world.broken[server.version]
-
-    def servers(version: str, port: int, path: Path) -> FakeServer:
-        return FakeServer(world, version, port, path)
-
     prod_registry, chal_registry = FakeRegistry(production), FakeRegistry(challenger)
-    prod = Supervisor(config, prod_registry, servers=servers, smoke=smoke)
-    chal = Challenger(config, chal_registry, prod, servers=servers, smoke=smoke)
+    prod = Supervisor(config, prod_registry, servers=world.server, smoke=world.smoke)
+    chal = Challenger(config, chal_registry, prod, servers=world.server, smoke=world.smoke)
     return prod, chal, prod_registry, chal_registry, world
 
 
