@@ -222,10 +222,10 @@ class Supervisor(Controller):
             self._keep_standby()
 
     def pause(self) -> float:
-        """A retry that is due comes before the next poll."""
-        if self._next_attempt:
-            return max(0.0, min(self._next_attempt - time.monotonic(), super().pause()))
-        return super().pause()
+        """A retry due before the next poll comes first. Once its time has passed (tried,
+        or nothing left to retry), the alias is polled at the interval again."""
+        due = self._next_attempt - time.monotonic()
+        return min(due, super().pause()) if due > 0 else super().pause()
 
     async def check_health(self) -> None:
         """Ping the live server and the standby once; too many failures in a row: hung."""

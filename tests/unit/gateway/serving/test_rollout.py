@@ -233,6 +233,31 @@ async def test_a_hung_server_without_standby_is_restarted(sup, world):
     assert sup.live is world.servers("1")[1].upstream
 
 
+def test_a_refused_version_leaves_the_poll_at_its_interval(tmp_path):
+    """The back-off after a refusal shortens one wait, until its retry is due; once past,
+    the alias is polled at the interval again (it was polled in a busy loop, 30 a second)."""
+
+    async def main():
+        sup, world = make(tmp_path, FakeRegistry(), restart_backoff=0.3)
+        try:
+            await serving(sup, "1")
+            world.broken["2"] = SmokeFailed("answers nonsense")
+            sup.registry.alias = "2"
+            for _ in range(3):
+                await sup.step()
+                await settle()
+            assert set(sup.rejected) == {"2"} and sup.live.version == "1"
+            assert 0 < sup.pause() <= 0.3
+            await asyncio.sleep(0.3)
+            sup.registry.alias = "1"  # promoted back: nothing to retry
+            await sup.step()
+            assert sup.pause() == sup.settings.poll_interval
+        finally:
+            await sup.close()
+
+    asyncio.run(main())
+
+
 @run
 async def test_a_failed_connection_is_no_evidence_while_the_server_runs(sup, world):
     await serving(sup, "1")
