@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-.PHONY: help install lock up test test-unit test-compose compose-images lint typecheck format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
+.PHONY: help install lock up test test-unit test-servers test-compose compose-images lint typecheck format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,8 +67,10 @@ monitor: install ## Check the served version over the period since the last chec
 		-P state_dir=$(or $(STATE_DIR),mlruns) \
 		-P gateway_url=$(or $(GATEWAY_URL),http://127.0.0.1:$(or $(GATEWAY_PORT),8000)) $(ARGS)
 
-test: install ## Run the whole test suite (unit, integration, reliability), slowest 25 listed
-	$(BIN)/python -m pytest --durations=25
+test: test-unit test-servers ## The whole gate: the unit tests, then the suites with real servers
+
+test-servers: install ## Integration and reliability tests against real servers, slowest 25 listed
+	$(BIN)/python -m pytest tests/integration tests/reliability --durations=25
 
 test-unit: install ## Run the unit tests only (no servers; a worker per core, a file each)
 	$(BIN)/python -m pytest tests/unit -m unit -n auto --dist loadfile
