@@ -87,7 +87,7 @@ lint: install ## Check the code: ruff's lint rules and formatting, then mypy's t
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-typecheck: install ## Check the types of model, monitoring, stack, pipelines and gateway with mypy
+typecheck: install ## Check the types of model, monitoring, stack, pipelines, gateway and benchmarks with mypy
 	$(BIN)/mypy
 
 format: install ## Apply ruff's safe fixes and format the code

@@ -219,7 +219,7 @@ def measure(args_list: list[str], env: dict) -> dict:
         peaks = {part: max(peaks[part], sample[part]) for part in peaks}
         time.sleep(0.2)
     wall = time.perf_counter() - started
-    out = proc.stdout.read()
+    out, _ = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"{args_list} failed with {proc.returncode}: {out[-2000:]}")
     report = json.loads(out.strip().splitlines()[-1])
@@ -257,7 +257,7 @@ def run(rows: int, batch_size: int) -> dict:
         print("predict alone on the large corpus...", flush=True)
         report["alone"] = measure(["--worker", big.as_posix(), model_uri, "0", "--alone"], env)
         print(f"  {report['alone']}", flush=True)
-        targets = {}
+        targets: dict[str, dict] = {}
         for name, extra in [("pyfunc", []), ("local[1]", ["local[1]"]), ("local[*]", ["local[*]"])]:
             for size, corpus in (("small", small), ("big", big)):
                 print(f"{name} on {size} corpus...", flush=True)
@@ -316,7 +316,7 @@ def batch_scan(sizes: list[int], rows: int) -> dict:
         points = report["points"] = []
         for size in sizes:
             print(f"local[*], batches of {size:,}...", flush=True)
-            point = {"batch_size": size}
+            point: dict = {"batch_size": size}
             for name, corpus in (("small", small), ("big", big)):
                 out = str(tmp / f"out-{size}-{name}")
                 cli = ["--worker", corpus.as_posix(), model_uri, str(size), "local[*]", out]

@@ -24,6 +24,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,7 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_us(functions: dict[str, callable], rows: int, repeats: int) -> dict[str, float]:
+def cpu_us(functions: dict[str, Callable[[], object]], rows: int, repeats: int) -> dict[str, float]:
     """Best CPU time per row of each function, in µs, the functions run in turn."""
     best = dict.fromkeys(functions, float("inf"))
     for _ in range(repeats):
@@ -312,8 +313,8 @@ def main(argv: list[str] | None = None) -> dict:
     cost = per_review(pipeline, plain_cleaned, plain_raw, texts, args.repeats)
     print("[cost] predict per call of one review, interleaved...", flush=True)
     cost["single_call_us"] = per_call(pipeline, plain_cleaned, texts[:200], args.repeats)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
         paths = {"before": tmp / "before.joblib", "after": tmp / "after.joblib"}
         joblib.dump(pipeline, paths["before"], compress=3)
         joblib.dump(compact(pipeline), paths["after"], compress=3)

@@ -232,7 +232,7 @@ def sample_reviews(
 def write_bodies(tmp: Path, singles: list[str], batch: list[str]) -> dict[str, Path]:
     """One JSON body per line, per wire format; the Lua script cycles through the lines."""
     split = lambda texts: {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}  # noqa: E731
-    files = {
+    files: dict[str, list[dict]] = {
         "predict": [{"text": t} for t in singles],
         "invocations": [split([t]) for t in singles],
         "predict_batch": [{"texts": batch}],

@@ -22,7 +22,13 @@ from pipelines.train import run
 from pipelines.training import EXPERIMENT
 
 RESULTS = Path(__file__).resolve().parent / "results"
-COLUMNS = ("preset", "test_accuracy", "test_f1", "training_seconds", "model_size_mb")
+COLUMNS: tuple[str, ...] = (
+    "preset",
+    "test_accuracy",
+    "test_f1",
+    "training_seconds",
+    "model_size_mb",
+)
 COLUMNS += tuple(f"behaviour_{name}" for name in behaviour.CAPABILITIES)  # pass rates
 
 
