@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import threading
@@ -52,7 +53,11 @@ def test_nginx_accepts_the_config_and_reloads_on_a_change(tmp_path):
     nginx = find_nginx()
     balancer = Balancer(nginx, "127.0.0.1", 8000, [8001, 8002], tmp_path, tmp_path / "logs")
     assert balancer.check() is None
-    done = subprocess.Popen(["sleep", "30"])  # stands in for nginx: only the signal matters
+    # Stands in for nginx: only the signal matters. SIGHUP's default action is restored in
+    # it, as a shell started under `nohup` would have it ignored.
+    done = subprocess.Popen(
+        ["sleep", "30"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    )
     try:
         assert balancer.update({8001: True, 8002: True}, done) is False, "nothing changed"
         assert balancer.update({8001: True, 8002: False}, done) is True
