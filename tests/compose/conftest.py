@@ -93,7 +93,12 @@ class Stack:
         return time.monotonic() - started
 
     def logs(self) -> str:
-        return self.compose("logs", "--no-color", "--tail", "60", check=False).stdout
+        """Each container's last 60 lines, then nginx's lines other than its 200 answers: its
+        errors name the gateway address that failed, and how."""
+        tail = self.compose("logs", "--no-color", "--tail", "60", check=False).stdout
+        nginx = self.compose("logs", "--no-color", "nginx", check=False).stdout.splitlines()
+        odd = [line for line in nginx if '" 200 ' not in line]
+        return f"{tail}\n--- nginx, all but its 200 answers ---\n" + "\n".join(odd[-200:])
 
 
 def docker(*args: str) -> str:
