@@ -1,24 +1,16 @@
 """The compose file and the Dockerfile, checked statically in every test run (the stack itself
 runs on a real engine in tests/compose, with `make test-compose`)."""
 
-import json
 import re
 import shlex
-import socket
-import struct
-import subprocess
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from gateway.settings import Settings
-from stack.balancer import find_nginx, render
-from stack.processes import free_port
+from stack.balancer import render
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -406,85 +398,3 @@ def test_every_gateway_replica_logs_to_one_shared_monitoring_folder():
     assert name in COMPOSE["volumes"] and folder.is_relative_to(mount)
     assert "mkdir -p /data && chown app /data" in DOCKERFILE
     assert mount == "/data"
-
-
-class ResetsFirst:
-    """A gateway that resets its first connection once the request has arrived, as a replica
-    going away does, and answers the next ones with the body it was sent."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                head, _, body = _read_request(conn)
-                if self.connections == 1:
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    continue  # closed with a reset
-                answer = json.dumps({"body": body.decode()}).encode()
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
-                    + answer
-                )
-
-
-def _read_request(conn: socket.socket) -> tuple[bytes, bytes, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += conn.recv(65536)
-    head, sep, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])
-    while len(body) < length:
-        body += conn.recv(65536)
-    return head, sep, body
-
-
-@pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (.ci/run installs it)")
-def test_a_prediction_nginx_gave_up_on_is_sent_once_more_with_its_body(tmp_path):
-    """deploy/nginx.conf on this machine's nginx, its one upstream a local gateway: when
-    every try of a request fails (502), the request goes once more to the replicas as they
-    are then (`@again`), method and body included. With Docker's DNS this is a replica's
-    address removed while the request was trying it."""
-    gateway, port = ResetsFirst(), free_port()
-    config = NGINX_CONF.read_text()
-    config = re.sub(r"\n\s*resolver(_timeout)? [^;]*;", "", config)
-    config = config.replace("server gateway:8000 resolve", f"server 127.0.0.1:{gateway.port}")
-    config = config.replace("listen 8000;", f"listen 127.0.0.1:{port};")
-    config = config.replace(
-        "error_log /dev/stderr", f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log"
-    )
-    config = config.replace("access_log /dev/stdout", f"access_log {tmp_path}/access.log")
-    (tmp_path / "nginx.conf").write_text(config)
-    nginx = subprocess.Popen(
-        [find_nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-         "-e", str(tmp_path / "error.log"), "-g", "daemon off;"],
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert nginx.poll() is None, (tmp_path / "error.log").read_text()
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.1)
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": "a fine film"})
-        assert answer.status_code == 200, answer.text
-        assert json.loads(answer.json()["body"]) == {"text": "a fine film"}
-        assert gateway.connections == 2, "tried once, then once more"
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
-        gateway.sock.close()
