@@ -180,16 +180,18 @@ def test_concurrent_promotions_take_turns_under_the_lock(registry, first_run, tm
     args = [str(BIN / "mlflow"), "run", ".", "-e", "promote", "--env-manager", "local"]
     outputs = [tmp_path / f"promote-{version}.log" for version in (seed_version, "1")]
     with promotion_lock.held(NAME, client):
-        runs = [
-            subprocess.Popen(
-                [*args, "-P", f"version={version}"],
-                cwd=ROOT,
-                env=env(MLFLOW_TRACKING_URI=uri, PYTHONUNBUFFERED="1"),
-                stdout=output.open("w"),
-                stderr=subprocess.STDOUT,
-            )
-            for version, output in zip((seed_version, "1"), outputs, strict=True)
-        ]
+        runs = []
+        for version, output in zip((seed_version, "1"), outputs, strict=True):
+            with output.open("w") as log:  # the child keeps its own copy
+                runs.append(
+                    subprocess.Popen(
+                        [*args, "-P", f"version={version}"],
+                        cwd=ROOT,
+                        env=env(MLFLOW_TRACKING_URI=uri, PYTHONUNBUFFERED="1"),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         # Each loads and checks its version, then says it waits: until both do, and for as
         # long as the lock is held, neither may end or move the alias.
         deadline = time.monotonic() + 120
