@@ -41,7 +41,7 @@ from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel, _Words, positive_probability
 from model.vectorize import Vectorize, compact, tfidf
 from pipelines.data import load_reviews, split
-from pipelines.features import PRESETS, build_pipeline, slim
+from pipelines.features import PRESETS, fit_pipeline, slim
 from stack import processes
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,7 +71,7 @@ def before(pipeline) -> SentimentModel:
 def fit(train: pd.DataFrame) -> tuple[Pipeline, Pipeline, Pipeline]:
     cleaned = [clean_text(text) for text in train["text"].tolist()]
     labels = train["label"].to_numpy()
-    model = slim(build_pipeline(PRESETS["best"]).fit(cleaned, labels))
+    model = slim(fit_pipeline(PRESETS["best"], cleaned, labels))
 
     def plain() -> Pipeline:
         vectorizer = TfidfVectorizer(ngram_range=(1, 3), min_df=2, sublinear_tf=True)

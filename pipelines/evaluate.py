@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
@@ -40,6 +41,43 @@ def score(y_true, p_positive, y_pred=None) -> dict[str, float]:
     }
 
 
+def ece(y_true, p_positive, bins: int = 10) -> float:
+    """Expected calibration error of ``confidence`` (the answered label's probability): over
+    ``bins`` equal-width bins of confidence, the row-weighted gap between the mean confidence
+    and the accuracy. 0.02 means that, on average, a stated 90 % is right 88-92 % of the time."""
+    y_true, p_positive = np.asarray(y_true), np.asarray(p_positive, dtype=float)
+    if not len(y_true):
+        return float("nan")
+    confidence = np.maximum(p_positive, 1.0 - p_positive)
+    right = (p_positive >= 0.5) == y_true
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = np.bincount(which, minlength=bins)
+    gap = np.bincount(which, right - confidence, minlength=bins)
+    return float(np.abs(gap).sum() / rows.sum())
+
+
+def log_reliability(slices: dict[str, tuple], bins: int = 10) -> None:
+    """One reliability diagram (accuracy against stated confidence) with a line per slice."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot([0.5, 1], [0.5, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    for title, (y_true, p_positive) in slices.items():
+        y_true, p_positive = np.asarray(y_true), np.asarray(p_positive, dtype=float)
+        if not len(y_true):
+            continue
+        confidence = np.maximum(p_positive, 1.0 - p_positive)
+        right = ((p_positive >= 0.5) == y_true).astype(int)
+        accuracy, stated = calibration_curve(right, confidence, n_bins=bins, pos_label=1)
+        label = f"{title} (ECE {ece(y_true, p_positive):.3f})"
+        ax.plot(stated, accuracy, marker="o", label=label)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    mlflow.log_figure(fig, "evaluation/reliability.png")
+    plt.close(fig)
+
+
 def score_answers(y_true, predictions: pd.DataFrame) -> dict[str, float]:
     """``score`` of a served model's answers (``sentiment``, ``confidence``).
 
@@ -47,9 +85,14 @@ def score_answers(y_true, predictions: pd.DataFrame) -> dict[str, float]:
     intercept's label at confidence 0.5, which a threshold on P(positive) would misread.
     """
     y_pred = (predictions["sentiment"].to_numpy() == LABELS[1]).astype(int)
+    return score(y_true, answered_positive(predictions), y_pred)
+
+
+def answered_positive(predictions: pd.DataFrame) -> np.ndarray:
+    """P(positive) as a served model's answers state it (``sentiment``, ``confidence``)."""
+    positive = predictions["sentiment"].to_numpy() == LABELS[1]
     confidence = predictions["confidence"].to_numpy(dtype=float)
-    p_positive = np.where(y_pred == 1, confidence, 1 - confidence)
-    return score(y_true, p_positive, y_pred)
+    return np.where(positive, confidence, 1 - confidence)
 
 
 def log_report(split: str, texts: list[str], y_true, p_positive, sample: int = 50) -> None:

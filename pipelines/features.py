@@ -7,10 +7,13 @@ from typing import Any
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from model.length_aware import LengthAwareClassifier
 from model.nb_weighting import NaiveBayesWeighting
 from model.ngrams import SentenceNgrams
+from pipelines import segments
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The highest mean 5-fold CV accuracy on train+val among the candidates of
@@ -31,6 +34,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "solver": "liblinear",
         "class_weight": None,
         "refit": True,
+        # The sentence head's C (regularisation; `None`: no sentence head, no calibration):
+        # a LengthAwareClassifier, calibrated on validation (docs/training.md, short texts).
+        "sentence_C": 1.0,
     },
     # The original service's hyperparameters, kept reproducible for comparison.
     "seed": {
@@ -47,6 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "solver": "lbfgs",
         "class_weight": "balanced",
         "refit": False,
+        "sentence_C": None,
     },
 }
 
@@ -71,19 +78,80 @@ def build_pipeline(params: dict[str, Any], seed: int = 42) -> Pipeline:
     ]
     if params["nb_weighting"]:
         steps.append(("nb", NaiveBayesWeighting(alpha=params["nb_alpha"], norm=params["nb_norm"])))
-    steps.append(
-        (
-            "clf",
-            LogisticRegression(
-                C=params["C"],
-                solver=params["solver"],
-                class_weight=params["class_weight"],
-                max_iter=2000,
-                random_state=seed,
-            ),
-        )
+    review = LogisticRegression(
+        C=params["C"],
+        solver=params["solver"],
+        class_weight=params["class_weight"],
+        max_iter=2000,
+        random_state=seed,
     )
-    return Pipeline(steps)
+    if not params.get("sentence_C"):
+        return Pipeline([*steps, ("clf", review)])
+    # No intercept: a sentence's prior is the calibration's to set, by length.
+    sentence = LogisticRegression(
+        C=params["sentence_C"],
+        solver="liblinear",
+        fit_intercept=False,
+        max_iter=2000,
+        random_state=seed,
+    )
+    return Pipeline([*steps, ("clf", LengthAwareClassifier(review, sentence))])
+
+
+# Without validation rows given, a length-aware pipeline keeps this share of its rows apart to
+# calibrate on (tests, benchmarks); training always gives its validation split.
+CALIBRATION_SHARE = 0.15
+
+
+def fit_pipeline(
+    params: dict[str, Any],
+    texts: list[str],
+    labels,
+    seed: int = 42,
+    validation: tuple[list[str], Any] | None = None,
+    calibration: LogisticRegression | None = None,
+) -> Pipeline:
+    """``build_pipeline(params)`` fitted on cleaned ``texts``, for every preset.
+
+    A length-aware classifier fits its review head on the reviews and its sentence head on their
+    sentences (``pipelines.segments.sentences``), then its calibration on rows neither saw:
+    ``validation`` (cleaned texts, labels) and their sentences, the reviews and the sentences
+    weighing alike; or takes ``calibration`` as it is (a refit keeps the train-only fit's);
+    or, with neither, fits on all but a stratified ``CALIBRATION_SHARE`` and calibrates on it.
+    """
+    pipeline = build_pipeline(params, seed)
+    labels = np.asarray(labels)
+    classifier = pipeline[-1]
+    if not isinstance(classifier, LengthAwareClassifier):
+        return pipeline.fit(texts, labels)
+    if validation is None and calibration is None:
+        texts, held_texts, labels, held_labels = train_test_split(
+            list(texts), labels, test_size=CALIBRATION_SHARE, stratify=labels, random_state=seed
+        )
+        validation = (held_texts, held_labels)
+    features = pipeline[:-1]
+    X = features.fit_transform(texts, labels)
+    sentence_texts, sentence_labels = segments.sentences(texts, labels)
+    classifier.fit(X, labels, features.transform(sentence_texts), sentence_labels)
+    if calibration is not None:
+        classifier.calibration = calibration
+        return pipeline
+    assert validation is not None
+    held_texts, held_labels = validation
+    held_sentences, held_sentence_labels = segments.sentences(held_texts, held_labels)
+    rows = list(held_texts) + held_sentences
+    weights = np.concatenate(
+        [
+            np.full(len(held_texts), max(len(held_sentences), 1) / max(len(held_texts), 1)),
+            np.ones(len(held_sentences)),
+        ]
+    )
+    classifier.calibrate(
+        features.transform(rows),
+        np.concatenate([np.asarray(held_labels), held_sentence_labels]),
+        sample_weight=weights,
+    )
+    return pipeline
 
 
 def slim(pipeline: Pipeline) -> Pipeline:

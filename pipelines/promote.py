@@ -26,10 +26,16 @@ The rule a training run follows (``promote=if_better``, the default):
   not record them): the new version is not promoted, and the run says why. Promote it with
   ``promote=always`` or the `promote` entry point if that is what you want.
 
+- Short texts: a challenger that wins on validation is still refused if its accuracy on the
+  short-text slice (``pipelines.slices.SHORT``: the Rotten Tomatoes sentences' choose half,
+  never trained on) is lower than production's by more than ``short_margin`` (default 1
+  point). Both are scored on the same sentences, each with its published model.
+
 ``promote=never`` registers without promoting, ``promote=always`` promotes regardless. The
 decision is logged on the run as the tags ``promotion.decision`` (``promoted`` or ``kept``),
 ``promotion.reason`` and ``promotion.champion`` (the production version it faced, or
-``none``), and, when the champion was scored, the metric ``champion_val_f1``.
+``none``), and, when the champion was scored, the metrics ``champion_val_f1`` and
+``champion_short_accuracy``; the version gets the decision and the reason as tags too.
 
 The registry has no compare-and-set: a run holds a lock while it reads the champion, decides
 and moves the alias (``pipelines.promotion_lock``), so promotions from any machine take turns,
@@ -105,12 +111,26 @@ class Champion:
     val_f1: float | None = None  # on the new run's validation rows
     error: str | None = None  # why it could not be scored
     recorded: bool = False  # val_f1 is its own run's (refitted on train+val), not re-scored
+    short_accuracy: float | None = None  # on the short-text slice, by its published model
 
     def figure(self) -> str:
         """Where ``val_f1`` comes from, for the printed reason."""
         if self.recorded:
             return "its recorded validation F1: it was refitted on train+val"
         return "re-scored"
+
+
+SHORT_MARGIN = 0.01
+
+
+@dataclass(frozen=True)
+class ShortRule:
+    """The challenger's accuracy on the short texts, and how much less than production's it
+    may be; ``texts`` (``text``, ``label``) are where the champion is scored."""
+
+    accuracy: float
+    texts: pd.DataFrame
+    margin: float = SHORT_MARGIN
 
 
 @dataclass(frozen=True)
@@ -120,7 +140,11 @@ class Decision:
 
 
 def decide(
-    mode: str, challenger_f1: float, trained_on: TrainedOn, champion: Champion | None
+    mode: str,
+    challenger_f1: float,
+    trained_on: TrainedOn,
+    champion: Champion | None,
+    short: ShortRule | None = None,
 ) -> Decision:
     """The rule in this module's docstring; ``challenger_f1`` is validation F1."""
     if mode == "never":
@@ -151,10 +175,24 @@ def decide(
     if champion.val_f1 is None:
         raise ValueError("a comparable champion must be scored before deciding")
     relation = ">=" if challenger_f1 >= champion.val_f1 else "<"
-    return Decision(
-        relation == ">=",
+    validation = (
         f"validation F1 {challenger_f1:.4f} {relation} {production}'s {champion.val_f1:.4f} "
-        f"on the same validation rows ({champion.figure()})",
+        f"on the same validation rows ({champion.figure()})"
+    )
+    if relation == "<" or short is None or champion.short_accuracy is None:
+        return Decision(relation == ">=", validation)
+    loss = champion.short_accuracy - short.accuracy
+    if loss > short.margin:
+        return Decision(
+            False,
+            f"{validation}, but short-text accuracy {short.accuracy:.4f} is "
+            f"{100 * loss:.1f} points under its {champion.short_accuracy:.4f}, more than the "
+            f"{100 * short.margin:g} allowed (short_margin)",
+        )
+    return Decision(
+        True,
+        f"{validation}; short-text accuracy {short.accuracy:.4f} against its "
+        f"{champion.short_accuracy:.4f}",
     )
 
 
@@ -177,28 +215,41 @@ def recorded_f1(client: MlflowClient, version: ModelVersion) -> float:
 
 
 def find_champion(
-    client: MlflowClient, name: str, trained_on: TrainedOn, val: pd.DataFrame
+    client: MlflowClient,
+    name: str,
+    trained_on: TrainedOn,
+    val: pd.DataFrame,
+    short_texts: pd.DataFrame | None = None,
 ) -> Champion | None:
     """The production version, scored on ``val`` only if it was trained on the same data; a
-    refitted one by its recorded validation F1 (see the module docstring)."""
+    refitted one by its recorded validation F1 (see the module docstring). With
+    ``short_texts``, a comparable one is scored on them too."""
     version = current(client, name)
     if version is None:
         return None
     champion = Champion(version.version, TrainedOn.from_tags(version.tags))
     if champion.trained_on != trained_on:
         return champion
-    if version.tags.get("fit_on") == REFITTED:
+    refitted = version.tags.get("fit_on") == REFITTED
+    if refitted:
         try:
-            f1 = recorded_f1(client, version)
+            champion = replace(champion, val_f1=recorded_f1(client, version), recorded=True)
         except (KeyError, ValueError):
             return replace(champion, error="refitted on train+val, and no validation F1 recorded")
-        return replace(champion, val_f1=f1, recorded=True)
+    if refitted and short_texts is None:
+        return champion
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-        f1 = evaluate.score_answers(val["label"], model.predict(val[["text"]]))["f1"]
+        if not refitted:
+            answers = model.predict(val[["text"]])
+            champion = replace(champion, val_f1=evaluate.score_answers(val["label"], answers)["f1"])
+        if short_texts is not None:
+            answers = model.predict(short_texts[["text"]])
+            accuracy = evaluate.score_answers(short_texts["label"], answers)["accuracy"]
+            champion = replace(champion, short_accuracy=accuracy)
     except Exception as error:  # noqa: BLE001 - a production model that cannot score loses
         return Champion(version.version, champion.trained_on, error=str(error))
-    return Champion(version.version, champion.trained_on, val_f1=f1)
+    return champion
 
 
 def champion_challenger(
@@ -209,6 +260,7 @@ def champion_challenger(
     trained_on: TrainedOn,
     val: pd.DataFrame,
     alias: str = ALIAS,
+    short: ShortRule | None = None,
 ) -> Decision:
     """Decide for ``version`` (validation F1 ``val_f1`` on ``val``, against production), move
     ``alias`` to it if chosen, and record the decision on the active run.
@@ -219,8 +271,12 @@ def champion_challenger(
     with promotion_lock.held(name, client):
         checked = False
         for _ in range(ATTEMPTS):
-            champion = find_champion(client, name, trained_on, val) if mode == "if_better" else None
-            decision = decide(mode, val_f1, trained_on, champion)
+            champion = (
+                find_champion(client, name, trained_on, val, short.texts if short else None)
+                if mode == "if_better"
+                else None
+            )
+            decision = decide(mode, val_f1, trained_on, champion, short)
             if champion is not None and champion.val_f1 is not None:
                 print(
                     f"  production is version {champion.version}: validation F1 "
@@ -240,7 +296,7 @@ def champion_challenger(
                 if (latest.version if latest else None) != faced:
                     print("  the production alias moved meanwhile: deciding again")
                     continue
-            record(decision, champion, alias)
+            record(decision, champion, alias, registered=(name, version))
             if decision.promote:
                 # The last step: nothing after the move can fail the run once the model serves.
                 try:
@@ -261,11 +317,21 @@ def champion_challenger(
 
 
 def record(
-    decision: Decision, champion: Champion | None, alias: str = ALIAS, announce: bool = True
+    decision: Decision,
+    champion: Champion | None,
+    alias: str = ALIAS,
+    announce: bool = True,
+    registered: tuple[str, str] | None = None,
 ) -> None:
+    """The decision on the active run, and on the ``registered`` (name, version) as tags."""
+    if registered is not None:
+        # Information the run holds too: a registry that refuses it cannot undo a decision.
+        with contextlib.suppress(Exception):
+            for key, value in (("decision", _verdict(decision)), ("reason", decision.reason)):
+                MlflowClient().set_model_version_tag(*registered, f"promotion.{key}", value)
     mlflow.set_tags(
         {
-            "promotion.decision": "promoted" if decision.promote else "kept",
+            "promotion.decision": _verdict(decision),
             "promotion.reason": decision.reason,
             "promotion.champion": champion.version if champion else "none",
             "promotion.alias": alias,
@@ -273,6 +339,8 @@ def record(
     )
     if champion is not None and champion.val_f1 is not None:
         mlflow.log_metric("champion_val_f1", champion.val_f1)
+    if champion is not None and champion.short_accuracy is not None:
+        mlflow.log_metric("champion_short_accuracy", champion.short_accuracy)
     if not announce:
         return
     if decision.promote and alias == ALIAS:
@@ -281,6 +349,10 @@ def record(
         print(f"Better than production: it becomes the {alias} ({decision.reason}).")
     else:
         print(f"Not promoted: {decision.reason}.")
+
+
+def _verdict(decision: Decision) -> str:
+    return "promoted" if decision.promote else "kept"
 
 
 def check(name: str, version: str) -> None:

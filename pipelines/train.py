@@ -8,6 +8,7 @@ import mlflow
 
 from model.names import MODEL_NAME
 from pipelines.features import PRESETS
+from pipelines.promote import SHORT_MARGIN
 from pipelines.training import entry_point, fit, parser, phase, prepare, publish
 
 
@@ -18,6 +19,7 @@ def run(
     max_rows: int = 0,
     seed: int = 42,
     model_name: str = MODEL_NAME,
+    short_margin: float = SHORT_MARGIN,
 ) -> str:
     """Train one preset inside the active MLflow run; returns the registered version."""
     data = prepare(data_path, max_rows, seed)
@@ -25,7 +27,8 @@ def run(
     mlflow.log_params({"preset": preset, **params})
     with phase("fit", f"fitting the '{preset}' preset"):
         fitted = fit(params, data, seed)
-    return publish(fitted, data, preset, promote_mode, model_name)
+    mlflow.log_param("short_margin", short_margin)
+    return publish(fitted, data, preset, promote_mode, model_name, short_margin=short_margin)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     return entry_point(
         f"train-{args.preset}",
         lambda: run(
-            args.data_path, args.preset, args.promote, args.max_rows, args.seed, args.model_name
+            args.data_path,
+            args.preset,
+            args.promote,
+            args.max_rows,
+            args.seed,
+            args.model_name,
+            args.short_margin,
         ),
         "Training",
         args.model_name,

@@ -27,6 +27,7 @@ from typing import Any
 import joblib
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
@@ -34,21 +35,25 @@ from sklearn.pipeline import Pipeline
 
 from model.names import ALIAS, MODEL_NAME
 from model.preprocess import clean_text
+from model.sentiment_model import SentimentModel
 from model.signature import INPUT_EXAMPLE, SIGNATURE
 from model.vectorize import compact
 from monitoring import reference as monitoring_reference
-from pipelines import evaluate, model_card, promote
+from pipelines import evaluate, model_card, promote, slices
 from pipelines.data import (
+    CHOOSE,
     SPLIT,
     Splits,
     fingerprint,
     load_reviews,
     packaged_csv,
+    rotten_tomatoes,
     split,
     without_near_duplicates,
 )
 from pipelines.errors import DataError, PromotionError
-from pipelines.features import build_pipeline, slim
+from pipelines.evaluate import answered_positive
+from pipelines.features import fit_pipeline, slim
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "Sentiment-Analysis"
@@ -137,10 +142,12 @@ class Fitted:
         return self.validated if self.validated is not None else self.pipeline
 
 
-def train_on(params: dict[str, Any], texts: list[str], labels, seed: int) -> Pipeline:
-    pipeline = build_pipeline(params, seed)
+def train_on(
+    params: dict[str, Any], texts: list[str], labels, seed: int, **calibrate: Any
+) -> Pipeline:
+    """``fit_pipeline``; ``calibrate``: its ``validation`` or ``calibration``."""
     try:
-        pipeline.fit(texts, labels)
+        pipeline = fit_pipeline(params, texts, labels, seed, **calibrate)
     except ValueError as error:
         if "no terms remain" not in str(error) and "empty vocabulary" not in str(error):
             raise
@@ -154,7 +161,9 @@ def train_on(params: dict[str, Any], texts: list[str], labels, seed: int) -> Pip
 def fit(params: dict[str, Any], data: Prepared, seed: int) -> Fitted:
     """Fit on the training split; score on validation only."""
     start = time.perf_counter()
-    pipeline = train_on(params, data.cleaned["train"], data.splits.train["label"].to_numpy(), seed)
+    validation = (data.cleaned["val"], data.splits.val["label"].to_numpy())
+    train_labels = data.splits.train["label"].to_numpy()
+    pipeline = train_on(params, data.cleaned["train"], train_labels, seed, validation=validation)
     metrics = {"fit_seconds": time.perf_counter() - start}
     p_positive = pipeline.predict_proba(data.cleaned["val"])[:, 1]
     scores = evaluate.score(data.splits.val["label"], p_positive)
@@ -176,7 +185,10 @@ def refit(fitted: Fitted, data: Prepared) -> Fitted:
             [data.splits.train["label"].to_numpy(), data.splits.val["label"].to_numpy()]
         )
         texts = data.cleaned["train"] + data.cleaned["val"]
-        pipeline = train_on(fitted.params, texts, labels, fitted.seed)
+        # A length-aware classifier keeps the calibration fitted on validation: the refit has
+        # seen those rows, so nothing is left to fit it on.
+        calibration = getattr(fitted.pipeline[-1], "calibration", None)
+        pipeline = train_on(fitted.params, texts, labels, fitted.seed, calibration=calibration)
         seconds = time.perf_counter() - start
     return replace(
         fitted,
@@ -197,6 +209,15 @@ def estimate(fitted: Fitted, data: Prepared) -> tuple[dict[str, float], model_ca
     evidence = model_card.measure(
         fitted.pipeline, test["text"].tolist(), test["label"], p_positive, rows
     )
+    model = SentimentModel(fitted.pipeline)
+    measured = slices.measure(
+        lambda texts: answered_positive(model.predict(None, pd.DataFrame({"text": texts}))),
+        test["text"].tolist(),
+        test["label"],
+        p_positive,
+    )
+    slices.log(measured)
+    evidence.metrics |= measured.metrics
     scores = evaluate.score(test["label"], p_positive)
     return {f"test_{name}": value for name, value in scores.items()}, evidence
 
@@ -251,6 +272,7 @@ def publish(
     promote_mode: str,
     model_name: str,
     alias: str = ALIAS,
+    short_margin: float = promote.SHORT_MARGIN,
 ) -> str:
     """Refit if the preset says so, estimate on test, log, register and maybe move ``alias``
     (``production``, or ``challenger`` for a model retrained on feedback); returns the version."""
@@ -307,8 +329,13 @@ def publish(
         phase("promote", f"champion/challenger on validation (promote={promote_mode})"),
         model_card.written(model_name, version, evidence, rerun),
     ):
+        short = promote.ShortRule(
+            evidence.metrics[f"{slices.SHORT}_accuracy"],
+            rotten_tomatoes(CHOOSE),
+            short_margin,
+        )
         promote.champion_challenger(
-            promote_mode, model_name, version, m["val_f1"], on, data.splits.val, alias
+            promote_mode, model_name, version, m["val_f1"], on, data.splits.val, alias, short
         )
     return version
 
@@ -328,6 +355,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     cli.add_argument("--max-rows", type=whole, default=0, help="stratified sample size; 0 = all")
     cli.add_argument("--seed", type=whole, default=42)
     cli.add_argument("--model-name", default=MODEL_NAME)
+    cli.add_argument(
+        "--short-margin",
+        type=float,
+        default=promote.SHORT_MARGIN,
+        help="how much lower than production's the short-text accuracy may be (0.01: 1 point)",
+    )
     return cli
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import mlflow
 
 from pipelines.features import PRESETS
+from pipelines.promote import SHORT_MARGIN
 from pipelines.training import entry_point, fit, parser, phase, prepare, publish
 
 GRID: dict[str, list[Any]] = {
@@ -29,7 +30,14 @@ def candidates() -> list[dict]:
     ]
 
 
-def tune(data_path: str, promote_mode: str, max_rows: int, seed: int, model_name: str) -> str:
+def tune(
+    data_path: str,
+    promote_mode: str,
+    max_rows: int,
+    seed: int,
+    model_name: str,
+    short_margin: float = SHORT_MARGIN,
+) -> str:
     data = prepare(data_path, max_rows, seed)
     best = None
     for number, params in enumerate(candidates(), start=1):
@@ -47,14 +55,22 @@ def tune(data_path: str, promote_mode: str, max_rows: int, seed: int, model_name
     params, fitted = best
     print(f"Best on validation: {', '.join(f'{k}={params[k]}' for k in GRID)}")
     mlflow.log_params({"preset": "tuned", **params})
-    return publish(fitted, data, "tuned", promote_mode, model_name)
+    mlflow.log_param("short_margin", short_margin)
+    return publish(fitted, data, "tuned", promote_mode, model_name, short_margin=short_margin)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser("Grid-search a model, register the best and maybe promote it.").parse_args(argv)
     return entry_point(
         "tune",
-        lambda: tune(args.data_path, args.promote, args.max_rows, args.seed, args.model_name),
+        lambda: tune(
+            args.data_path,
+            args.promote,
+            args.max_rows,
+            args.seed,
+            args.model_name,
+            args.short_margin,
+        ),
         "Tuning",
         args.model_name,
     )

@@ -15,21 +15,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The code a fitted pipeline depends on: its steps and the presets that configure them.
-SOURCES = [*sorted((ROOT / "model").glob("*.py")), ROOT / "pipelines" / "features.py"]
+SOURCES = [
+    *sorted((ROOT / "model").glob("*.py")),
+    ROOT / "pipelines" / "features.py",
+    ROOT / "pipelines" / "segments.py",
+]
 LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib")
 
 
 def fitted(
     config: pytest.Config,
     name: str,
-    build: Callable[[], Any],
+    build: Callable[[Sequence[str], np.ndarray], Any],
     texts: Sequence[str],
     labels: np.ndarray,
 ):
-    """``build()`` fitted on ``texts`` and ``labels``, from the cache if it holds this fit."""
+    """``build(texts, labels)``, a fitted pipeline, from the cache if it holds this fit."""
     cache = getattr(config, "cache", None)  # None with `-p no:cacheprovider`
     if cache is None:
-        return build().fit(texts, labels)
+        return build(texts, labels)
     digest = hashlib.sha256()
     for source in SOURCES:
         digest.update(source.read_bytes())
@@ -42,6 +46,6 @@ def fitted(
         return joblib.load(path)
     for stale in path.parent.glob(f"{name}-*.joblib"):
         stale.unlink()
-    pipeline = build().fit(texts, labels)
+    pipeline = build(texts, labels)
     joblib.dump(pipeline, path)
     return pipeline

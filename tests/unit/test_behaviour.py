@@ -1,6 +1,7 @@
 """The behavioural suite: its cases, its scoring, and its thresholds against the `best` model
 fitted on the packaged training split, and against models that lack a capability."""
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from model.signature import SIGNATURE
 from pipelines import behaviour
 from pipelines.behaviour import CAPABILITIES, INTENSIFIER, NEGATIVE, POSITIVE, Case
 from pipelines.data import load_reviews, split
-from pipelines.features import PRESETS, build_pipeline
+from pipelines.features import PRESETS, fit_pipeline
 from tests.fitted import fitted
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,9 @@ def training():
 @pytest.fixture(scope="module")
 def best(training, pytestconfig):
     """The `best` preset fitted as `make train` fits it (about 15 s of CPU, then cached)."""
-    return fitted(pytestconfig, "best", lambda: build_pipeline(PRESETS["best"], seed=42), *training)
+    return fitted(
+        pytestconfig, "best", lambda t, y: fit_pipeline(PRESETS["best"], t, y, seed=42), *training
+    )
 
 
 def served(pipeline):
@@ -58,6 +61,7 @@ def test_the_suite_is_the_same_every_time_and_sized_per_capability():
         *behaviour.intensifiers(),
         *behaviour.invariance(),
         *behaviour.short(),
+        *behaviour.domains(),
     )
     assert tuple(dict.fromkeys(built)) == behaviour.suite()
     built = behaviour.suite()
@@ -72,6 +76,17 @@ def test_the_suite_is_the_same_every_time_and_sized_per_capability():
             assert all(c.changed is None for c in cases)
         else:
             assert all(c.changed and c.changed != c.text for c in cases)
+
+
+def test_the_domains_cases_hold_no_film_vocabulary_and_are_balanced():
+    """Products, restaurants and services only: a film word would let movie reviews decide."""
+    cases = [c for c in behaviour.suite() if c.capability == "domains"]
+    film = re.compile(
+        r"\b(movies?|films?|actors?|acting|plots?|scripts?|cast|director|scenes?|shows?)\b"
+    )
+    assert not [c.text for c in cases if film.search(c.text.lower())]
+    positive = sum(c.expected == POSITIVE for c in cases) / len(cases)
+    assert 0.4 <= positive <= 0.6, positive
 
 
 def test_templates_fill_every_slot_with_proper_articles():
@@ -137,9 +152,9 @@ def test_a_model_without_negation_scope_fails_negation(training):
     assert "negation" in below(outcomes), behaviour.report(outcomes)
 
 
-def test_an_always_positive_model_fails_negation_and_short():
+def test_an_always_positive_model_fails_negation_short_and_domains():
     outcomes = behaviour.run(lambda texts: np.full(len(texts), 0.99))
-    assert {"negation", "short"} <= set(below(outcomes)), behaviour.report(outcomes)
+    assert {"negation", "short", "domains"} <= set(below(outcomes)), behaviour.report(outcomes)
 
 
 def test_reading_only_the_first_clause_fails_contrast(best):

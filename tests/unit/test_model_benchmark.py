@@ -6,14 +6,14 @@ from benchmarks import model as bench
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
 from pipelines.data import load_reviews
-from pipelines.features import PRESETS, build_pipeline, slim
+from pipelines.features import PRESETS, fit_pipeline, slim
 
 
 def test_before_is_scikit_learns_transform_with_the_same_answers():
     frame = load_reviews(max_rows=400)
     texts = frame["text"].tolist()
-    pipeline = build_pipeline(PRESETS["best"]).fit(
-        [clean_text(text) for text in texts], frame["label"].to_numpy()
+    pipeline = fit_pipeline(
+        PRESETS["best"], [clean_text(text) for text in texts], frame["label"].to_numpy()
     )
     old = bench.before(slim(pipeline))
     assert not old._vectorize.fast

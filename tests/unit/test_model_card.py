@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines import behaviour, model_card
+from pipelines import behaviour, model_card, slices
 from pipelines.data import load_reviews
 from pipelines.features import PRESETS
 from pipelines.promote import Decision, record
@@ -101,18 +101,20 @@ def test_metrics_and_confusion_matrix_are_the_logged_ones(carded):
 
 def test_slices_and_probe_sets_are_measured_and_logged(carded):
     m, use = carded["metrics"], section(carded["card"], "## Intended use")
-    slices = [model_card.length_slice(low, high) for low, high in model_card.LENGTHS]
-    assert sum(m[f"{s}_rows"] for s in slices) == m["test_rows"]
-    for name in slices:
+    by_length = [slices.tokens_slice(low, high) for low, high in slices.TOKENS]
+    assert sum(m[f"{s}_rows"] for s in by_length) == m["test_rows"]
+    for name in [*by_length, "segments", "rt_choose", "rt_report"]:
         if m[f"{name}_rows"]:
-            assert f"| {m[f'{name}_rows']:.0f} | {100 * m[f'{name}_accuracy']:.1f}% |" in use
+            figures = f"| {m[f'{name}_rows']:.0f} | {100 * m[f'{name}_accuracy']:.1f}% | "
+            assert figures + f"{m[f'{name}_ece']:.3f} | |" in use
+    assert m["rt_choose_rows"] == m["rt_report_rows"] > 4000
     for name, title in model_card.PROBE_SETS.items():
         rows = len(model_card.load_probes()[name])
         assert m[f"probe_{name}_rows"] == rows >= 20
         row = next(line for line in use.splitlines() if line.startswith(f"| probe: {title} |"))
         accuracy = 100 * m[f"probe_{name}_accuracy"]
         unknown = 100 * m[f"probe_{name}_no_known_terms"]
-        assert row == f"| probe: {title} | {rows} | {accuracy:.1f}% | {unknown:.1f}% |"
+        assert row == f"| probe: {title} | {rows} | {accuracy:.1f}% | | {unknown:.1f}% |"
     # Another language shares few terms with English reviews.
     assert m["probe_other_language_no_known_terms"] > m["probe_short_no_known_terms"]
     assert m["model_card_seconds"] > 0

@@ -226,3 +226,38 @@ def test_the_model_card_cannot_fail_a_run_after_its_decision(monkeypatch, capsys
         pass  # the decision, and the alias move, happened here
     assert len(writes) == 2
     assert "model card not updated with the decision" in capsys.readouterr().err
+
+
+def short(accuracy: float, margin: float = 0.01) -> promote.ShortRule:
+    return promote.ShortRule(accuracy, VAL, margin)
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "promoted"), [(0.80, True), (0.775, True), (0.7699, False), (0.60, False)]
+)
+def test_a_challenger_that_loses_on_short_texts_by_more_than_the_margin_is_refused(
+    accuracy, promoted
+):
+    decision = decide("if_better", 0.90, HERE, champion(short_accuracy=0.78), short(accuracy))
+    assert decision.promote is promoted
+    assert "validation F1 0.9000 >= production v3's 0.8500" in decision.reason
+    assert f"short-text accuracy {accuracy:.4f}" in decision.reason
+    if not promoted:
+        assert "more than the 1 allowed (short_margin)" in decision.reason
+        assert decision.reason.count(". ") == 0  # one sentence
+
+
+def test_the_short_text_margin_is_a_parameter_and_validation_still_decides_first():
+    loses_two_points = short(0.76, margin=0.03)
+    assert decide("if_better", 0.90, HERE, champion(short_accuracy=0.78), loses_two_points).promote
+    better_short = short(0.99)
+    assert not decide("if_better", 0.84, HERE, champion(short_accuracy=0.78), better_short).promote
+    # A champion that was never scored on short texts is compared on validation alone.
+    assert decide("if_better", 0.90, HERE, champion(), short(0.10)).promote
+
+
+def test_a_refitted_champion_is_scored_on_the_short_texts_by_its_published_model(loads):
+    registry = Registry({**HERE.tags(), "fit_on": "train+val", "val_f1": "0.8800"}, 0.87654321)
+    found = find_champion(registry, "SentimentClassifier", HERE, VAL, short_texts=VAL)
+    assert loads == ["models:/SentimentClassifier/3"]
+    assert found.recorded and found.val_f1 == 0.87654321 and found.short_accuracy == 1.0

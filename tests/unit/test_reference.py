@@ -10,14 +10,16 @@ import pytest
 from model.preprocess import clean_text
 from monitoring import drift, reference
 from pipelines.data import load_reviews, split
-from pipelines.features import PRESETS, build_pipeline, slim
+from pipelines.features import PRESETS, fit_pipeline, slim
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     splits = split(load_reviews(max_rows=1500), 42)
-    pipeline = build_pipeline(PRESETS["best"]).fit(
-        [clean_text(t) for t in splits.train["text"]], splits.train["label"].to_numpy()
+    pipeline = fit_pipeline(
+        PRESETS["best"],
+        [clean_text(t) for t in splits.train["text"]],
+        splits.train["label"].to_numpy(),
     )
     folder = tmp_path_factory.mktemp("reference")
     paths = reference.write(folder, slim(pipeline), splits.val["text"], splits.val["label"], 0.8)

@@ -12,7 +12,7 @@ from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
 from model.vectorize import Vectorize
 from pipelines.data import load_reviews, split
-from pipelines.features import PRESETS, build_pipeline, slim
+from pipelines.features import PRESETS, fit_pipeline, slim
 from tests.fitted import fitted as cached_fit
 
 EDGE_CASES = [
@@ -41,7 +41,11 @@ def data(pytestconfig):
     labels = train["label"].to_numpy()
     pipeline = slim(
         cached_fit(
-            pytestconfig, "vectorize-4000", lambda: build_pipeline(PRESETS["best"]), fitted, labels
+            pytestconfig,
+            "vectorize-4000",
+            lambda t, y: fit_pipeline(PRESETS["best"], t, y),
+            fitted,
+            labels,
         )
     )
     return pipeline, fitted, splits.test["text"].tolist(), test + EDGE_CASES

@@ -14,14 +14,14 @@ from model.sentiment_model import SentimentModel, _Words
 from model.vectorize import Vectorize, compact
 from model.vocabulary import SEPARATOR, TermKeys, Vocabulary, _from_terms
 from pipelines.data import load_reviews
-from pipelines.features import PRESETS, build_pipeline, slim
+from pipelines.features import PRESETS, build_pipeline, fit_pipeline, slim
 
 
 @pytest.fixture(scope="module")
 def fitted():
     frame = load_reviews(max_rows=1500)
     texts = [clean_text(text) for text in frame["text"].tolist()]
-    pipeline = slim(build_pipeline(PRESETS["best"]).fit(texts, frame["label"].to_numpy()))
+    pipeline = slim(fit_pipeline(PRESETS["best"], texts, frame["label"].to_numpy()))
     return pipeline, frame["text"].tolist()
 
 
