@@ -40,7 +40,8 @@ _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|[.!?;:,()\"]")
 _SENTENCE_END = frozenset(".!?")
 _CLAUSE_END = frozenset('.!?;:,()"')
 NEGATIONS = frozenset({"not", "no", "never", "nor", "cannot"})
-# Up to this many (non-stopword) words after a negation, within its clause, get a "not_" prefix.
+# Up to this many content words (not function words) after a negation, within its clause, get
+# a "not_" prefix; function words inside the scope stay as they are.
 NEGATION_SCOPE = 3
 # Written between sentences; not a word, so n-grams are built per sentence (see model.ngrams).
 SENTENCE_BREAK = "|"
@@ -48,7 +49,10 @@ SENTENCE_BREAK = "|"
 
 @lru_cache(maxsize=1)
 def stopwords() -> frozenset[str]:
-    """English stopwords without negations, read from the shipped list."""
+    """English function words (NLTK's stopwords) without negations, read from the shipped list.
+
+    They are kept in the text: "should have been", "so much better than" and "what a" carry
+    a short text's sentiment. They only do not count in a negation's scope."""
     text = resources.files(__package__).joinpath("stopwords.txt").read_text("utf-8")
     return frozenset(
         line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")
@@ -56,8 +60,8 @@ def stopwords() -> frozenset[str]:
 
 
 @lru_cache(maxsize=1)
-def _dropped() -> frozenset[str]:
-    """The stopwords a token loop drops: never a negation or a punctuation mark."""
+def _function_words() -> frozenset[str]:
+    """The words a negation's scope passes over: never a negation or a punctuation mark."""
     return stopwords() - NEGATIONS - _CLAUSE_END
 
 
@@ -81,10 +85,11 @@ def _before_last_gt(pattern: re.Pattern[str], replacement: str, text: str) -> st
 
 
 def clean_text(text: object) -> str:
-    """Lowercase, drop HTML, URLs, e-mails, numbers, punctuation and stopwords.
+    """Lowercase, drop HTML, URLs, e-mails, numbers and punctuation.
 
-    Negations are kept and mark their scope: the next ``NEGATION_SCOPE`` words of the same
-    clause get a ``not_`` prefix ("not good, fun" -> "not not_good fun"). Sentences (and
+    Negations mark their scope: the next ``NEGATION_SCOPE`` content words of the same clause
+    get a ``not_`` prefix ("not a good one, fun" -> "not a not_good not_one fun"); function
+    words (``stopwords``) pass unmarked and do not count. Sentences (and
     ``<br />`` breaks) are separated by ``SENTENCE_BREAK`` so that no n-gram spans two of them.
     Reads at most ``MAX_CLEANED_CHARS`` characters. Never raises: anything that is not a
     string cleans to an empty string.
@@ -108,12 +113,11 @@ def clean_text(text: object) -> str:
         text = _EMAIL.sub(" ", text)
     text = _NEGATION.sub(" not", text)
     # Tokens are runs of ASCII letters, so numbers fall away here; punctuation only ends
-    # a negation's scope (any clause mark) or a sentence (. ! ?), and is not kept. The
-    # stopwords go first, in one comprehension, so that the loop only sees what it may keep.
-    stop = _dropped()
+    # a negation's scope (any clause mark) or a sentence (. ! ?), and is not kept.
+    function = _function_words()
     words: list[str] = []
     scope = 0
-    for token in [token for token in _TOKEN.findall(text) if token not in stop]:
+    for token in _TOKEN.findall(text):
         if token in _CLAUSE_END:
             scope = 0
             if token in _SENTENCE_END and words and words[-1] != SENTENCE_BREAK:
@@ -121,7 +125,7 @@ def clean_text(text: object) -> str:
         elif token in NEGATIONS:
             words.append(token)
             scope = NEGATION_SCOPE
-        elif scope:
+        elif scope and token not in function:
             scope -= 1
             words.append("not_" + token)
         else:

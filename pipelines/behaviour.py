@@ -53,24 +53,29 @@ class Capability:
 
 
 # Thresholds: a few points under the pass rates of `best` fitted on the packaged training
-# split (seed 42), given in each comment as best / seed.
+# split and calibrated on validation (seed 42), given in each comment as best / seed. Since the
+# sentence head and the kept function words (2026-12-07), short texts and other domains gained
+# and negation and invariance lost: see docs/training.md, "Short texts and other domains".
 CAPABILITIES = {
-    # 71.5% / 64.5%; unigrams without negation scope: 33%.
-    "negation": Capability("“not good” is negative, “not bad at all” positive", "MFT", 0.66),
-    # 50.0% / 52.7%: chance. Every pair of clauses comes in both orders, so a model that
+    # 62.5% / 58.0% (73.0% before); unigrams without negation scope: 33%. "It isn't a great
+    # movie." reads as mixed praise, as it often is in a review.
+    "negation": Capability("“not good” is negative, “not bad at all” positive", "MFT", 0.58),
+    # 51.1% / 51.1%: chance. Every pair of clauses comes in both orders, so a model that
     # does not read order scores 50%; the threshold only catches a model that reads the
     # first clause.
     "contrast": Capability("the clause after “but” decides", "MFT", 0.45),
-    # 68.2% / 54.2%: "extremely good" often scores lower than "good".
-    "intensifiers": Capability("“very good” is no less positive than “good”", "DIR", 0.63),
-    # 96.2% / 79.5%
-    "invariance": Capability("names, numbers, punctuation, neutral words", "INV", 0.92),
-    # 98.4% / 100%
+    # 66.1% / 60.9%: "extremely good" often scores lower than "good".
+    "intensifiers": Capability("“very good” is no less positive than “good”", "DIR", 0.61),
+    # 85.9% / 91.7% (96.8% before): a name moves a short text more, now that short texts are
+    # read by the sentence head ("… with John Miller in it." 0.72, "… Mary Johnson …" 0.89).
+    "invariance": Capability("names, numbers, punctuation, neutral words", "INV", 0.82),
+    # 100% / 98.4%
     "short": Capability("one-sentence reviews, tweets, critics' one-liners", "MFT", 0.94),
-    # 66.3% / 66.8%: a floor, not the measure, since the cases are self-written. Most failures
-    # are complaints in no film critic's words ("The phone broke after a week."): P ≈ 0.55.
+    # 78.4% / 63.0% (66.3% before): a floor, not the measure, since the cases are
+    # self-written. Most failures are complaints in no film critic's words ("The vacuum
+    # cleaner came damaged."): P ≈ 0.55.
     "domains": Capability(
-        "products, restaurants and services: one-liners outside films", "MFT", 0.62
+        "products, restaurants and services: one-liners outside films", "MFT", 0.74
     ),
 }
 

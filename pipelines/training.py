@@ -304,6 +304,10 @@ def publish(
         tags = {
             **{k: f"{v:.4f}" for k, v in test.items()},
             "val_f1": f"{m['val_f1']:.4f}",
+            **{
+                name: f"{evidence.metrics[name]:.4f}"
+                for name in ("rt_choose_accuracy", "rt_report_accuracy", "test_ece")
+            },
             **on.tags(),
             "git_commit": git_commit(),
             "preset": preset,

@@ -26,14 +26,20 @@ LIBRARIES = ("scikit-learn", "numpy", "scipy", "joblib")
 def fitted(
     config: pytest.Config,
     name: str,
-    build: Callable[[Sequence[str], np.ndarray], Any],
+    build: Callable[..., Any],
     texts: Sequence[str],
     labels: np.ndarray,
+    validation: tuple[Sequence[str], np.ndarray] | None = None,
 ):
-    """``build(texts, labels)``, a fitted pipeline, from the cache if it holds this fit."""
+    """``build(texts, labels)``, a fitted pipeline (with ``validation=`` when given: the rows a
+    length-aware classifier calibrates on), from the cache if it holds this fit."""
+
+    def fit():
+        return build(texts, labels, **({"validation": validation} if validation else {}))
+
     cache = getattr(config, "cache", None)  # None with `-p no:cacheprovider`
     if cache is None:
-        return build(texts, labels)
+        return fit()
     digest = hashlib.sha256()
     for source in SOURCES:
         digest.update(source.read_bytes())
@@ -41,11 +47,14 @@ def fitted(
         digest.update(f"{library}=={version(library)}\n".encode())
     digest.update("\0".join(texts).encode())
     digest.update(np.ascontiguousarray(labels).tobytes())
+    if validation is not None:
+        digest.update(("\1" + "\0".join(validation[0])).encode())
+        digest.update(np.ascontiguousarray(validation[1]).tobytes())
     path = cache.mkdir("fitted") / f"{name}-{digest.hexdigest()[:24]}.joblib"
     if path.exists():
         return joblib.load(path)
     for stale in path.parent.glob(f"{name}-*.joblib"):
         stale.unlink()
-    pipeline = build(texts, labels)
+    pipeline = fit()
     joblib.dump(pipeline, path)
     return pipeline

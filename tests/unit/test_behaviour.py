@@ -3,6 +3,7 @@ fitted on the packaged training split, and against models that lack a capability
 
 import re
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import joblib
@@ -27,17 +28,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def training():
-    """The packaged training split (seed 42), cleaned as training cleans it."""
-    train = split(load_reviews(), 42).train
-    return [clean_text(t) for t in train["text"].tolist()], train["label"].to_numpy()
+    """The packaged training and validation splits (seed 42), cleaned as training cleans them."""
+    splits = split(load_reviews(), 42)
+    return tuple(
+        ([clean_text(t) for t in part["text"].tolist()], part["label"].to_numpy())
+        for part in (splits.train, splits.val)
+    )
 
 
 @pytest.fixture(scope="module")
 def best(training, pytestconfig):
-    """The `best` preset fitted as `make train` fits it (about 15 s of CPU, then cached)."""
-    return fitted(
-        pytestconfig, "best", lambda t, y: fit_pipeline(PRESETS["best"], t, y, seed=42), *training
-    )
+    """The `best` preset fitted as `make train` fits it: on train, calibrated on validation
+    (about 40 s of CPU, then cached)."""
+    train, validation = training
+    build = partial(fit_pipeline, PRESETS["best"], seed=42)
+    return fitted(pytestconfig, "best", build, *train, validation=validation)
 
 
 def served(pipeline):
@@ -142,7 +147,7 @@ def test_the_best_model_meets_every_threshold(best):
 
 def test_a_model_without_negation_scope_fails_negation(training):
     """Unigrams with the ``not_`` marks removed: "not good" is "not" + "good" (33% measured)."""
-    texts, labels = training
+    (texts, labels), _ = training
     unmark = lambda text: text.replace("not_", "").replace("|", " ")  # noqa: E731
     model = make_pipeline(TfidfVectorizer(min_df=2, sublinear_tf=True), LogisticRegression(C=4))
     model.fit([unmark(t) for t in texts], labels)
@@ -187,7 +192,7 @@ def test_reacting_to_exclamation_marks_fails_invariance(best):
 def test_the_benchmark_table_has_a_column_per_capability():
     rows = [{"preset": "p", **{f"behaviour_{n}": 0.5 for n in CAPABILITIES}}]
     head, rule, row = behaviour.table(rows).splitlines()
-    assert head.startswith("| preset | negation (MFT, 200, ≥66%) | contrast (MFT, ")
+    assert head.startswith("| preset | negation (MFT, 200, ≥58%) | contrast (MFT, ")
     assert rule.count("---:") == len(CAPABILITIES)
     assert row == "| p |" + " 50.0% |" * len(CAPABILITIES)
 

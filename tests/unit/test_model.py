@@ -75,7 +75,7 @@ def prior(model) -> str:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "!!!", "12 34", "这部电影很好", "映画は素晴らしい", "😀🎬👍", "the and is of it"],
+    ["", "   ", "!!!", "12 34", "这部电影很好", "映画は素晴らしい", "😀🎬👍", "qwzx vbnmk plkjh"],
 )
 def test_text_with_no_known_terms_is_answered_with_the_prior_at_confidence_one_half(model, text):
     out = model.predict(None, pd.DataFrame({"text": [text, "A wonderful, moving film."]}))
@@ -108,7 +108,7 @@ RATIO_TEXTS = [
     "Dull and boring. A waste of a good cast! <br /><br />Flibbertigibbet zyzzyva.",
     "这部电影很好 great",
     "",
-    "the and is of it",
+    "!!! 12 34",
 ]
 
 

@@ -8,21 +8,22 @@ from pipelines.data import load_reviews
 
 # sha256 of the cleaned packaged reviews, one per line in load_reviews() order. Cleaning is what
 # every logged model learned from: change this only on purpose, with a new model to follow.
-PACKAGED_CLEANED_SHA256 = "e2857525b7d6f00a5bcc9352ec95873e14d355451384bf3ddf8d3f3d76f3dd0d"
+PACKAGED_CLEANED_SHA256 = "0f55f7a6de77ee56444141f9f98798798e45ccfa31dce70ee14a7ac91ec9e7aa"
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
         ("GREAT Movie", "great movie"),
-        ("a<br /><br />fine <b>film</b>", "fine film"),
-        ("see https://example.com/x?y=1 and www.imdb.com now", "see"),
-        ("mail me at someone@example.org please", "mail please"),
-        ("10 out of 10, 2024's best!!!", "best"),
+        ("a<br /><br />fine <b>film</b>", "a | fine film"),
+        ("see https://example.com/x?y=1 and www.imdb.com now", "see and now"),
+        ("mail me at someone@example.org please", "mail me at please"),
+        ("10 out of 10, 2024's best!!!", "out of s best"),
         ("Wow... really?! (yes)", "wow | really | yes"),
-        ("the movie is on the shelf", "movie shelf"),
+        # Function words stay: "should have been", "so much better than" carry sentiment.
+        ("the movie is on the shelf", "the movie is on the shelf"),
     ],
-    ids=["lowercase", "html", "urls", "email", "numbers", "punctuation", "stopwords"],
+    ids=["lowercase", "html", "urls", "email", "numbers", "punctuation", "function-words"],
 )
 def test_each_cleaning_step(raw, expected):
     assert clean_text(raw) == expected
@@ -33,11 +34,12 @@ def test_each_cleaning_step(raw, expected):
     [
         ("not good", "not not_good"),
         ("no fun, nor wit", "no not_fun nor not_wit"),
-        ("I didn't like it", "not not_like"),
-        ("It wasn’t funny", "not not_funny"),
+        ("I didn't like it", "i did not not_like it"),
+        ("It wasn’t funny", "it was not not_funny"),
         ("couldn't care less", "could not not_care not_less"),
-        # The scope is three words (stopwords do not count) and ends with the clause.
-        ("not a good fun movie at all", "not not_good not_fun not_movie all"),
+        # The scope is three content words (function words pass unmarked and do not count)
+        # and ends with the clause.
+        ("not a good fun movie at all", "not a not_good not_fun not_movie at all"),
         ("not good, but fun", "not not_good but fun"),
     ],
 )
@@ -45,7 +47,7 @@ def test_negations_survive_and_mark_their_scope(raw, expected):
     assert clean_text(raw) == expected
 
 
-def test_stopword_list_is_shipped_without_negations():
+def test_function_word_list_is_shipped_without_negations():
     words = stopwords()
     assert {"the", "and", "is", "a"} <= words
     assert not words & {"not", "no", "nor", "don't", "isn't", "wasn't", "didn't"}
@@ -56,7 +58,7 @@ def test_stopword_list_is_shipped_without_negations():
     [
         ("Great cast. Weak plot!", "great cast | weak plot"),
         ("Great cast<br /><br />weak plot", "great cast | weak plot"),
-        ("a <i>great</i> cast", "great cast"),  # inline tags do not end a sentence
+        ("a <i>great</i> cast", "a great cast"),  # inline tags do not end a sentence
         ("...Great. . .", "great"),  # no empty sentences, no break at either end
     ],
 )
@@ -93,12 +95,12 @@ def test_long_numeric_character_references_decode_like_short_ones(raw, expected)
     [
         # An e-mail is a word with an "@" after its first character and a "." at least two
         # characters after that, not at the end of the word; the rest keeps its letters.
-        ("mail xx@yy.zz, @a.bc zz@.bc b@b.c q@qq.d rr@b@c.de", "mail | bc zz | bc"),
+        ("mail xx@yy.zz, @a.bc zz@.bc b@b.c q@qq.d rr@b@c.de", "mail a | bc zz | bc"),
         (
             "<p>one<br/>two< br >three<hr class='x'>four <b>five</b> < six > <<seven> eight<",
             "one | two | three | four five eight",
         ),
-        ("<<b>bold> <i>and</i> <<<", "bold"),
+        ("<<b>bold> <i>and</i> <<<", "bold and"),
         ("great<brr>film<bring>", "great film"),
     ],
     ids=["email", "break-tags", "nested-tags", "not-break-tags"],
@@ -132,4 +134,4 @@ def test_degenerate_input_cleans_to_empty_without_raising(raw):
 
 def test_batch_of_reviews_is_cleaned_independently():
     reviews = ["Loved it!", "Hated it.", ""]
-    assert [clean_text(r) for r in reviews] == ["loved", "hated", ""]
+    assert [clean_text(r) for r in reviews] == ["loved it", "hated it", ""]

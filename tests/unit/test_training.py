@@ -38,7 +38,7 @@ def test_a_data_set_with_no_shared_term_is_a_data_error():
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
     words += ["golf", "hotel", "india", "juliet", "kilo", "lima"]
     frame = pd.DataFrame({"text": words, "label": [1] * 6 + [0] * 6})
-    with pytest.raises(DataError, match="No term appears in at least 2 of the 8 training reviews"):
+    with pytest.raises(DataError, match="No term appears in at least 3 of the 8 training reviews"):
         fit(PRESETS["best"], prepared(frame), seed=42)
 
 
