@@ -42,10 +42,14 @@ COPY model /app/model
 COPY monitoring /app/monitoring
 COPY pipelines /app/pipelines
 
-# ---- What every runtime image shares.
+# ---- What every runtime image shares. MLflow's usage telemetry is off in every process of
+# every image (MLflow reads both variables); to turn it on, run a container with
+# MLFLOW_DISABLE_TELEMETRY=false and DO_NOT_TRACK=false (docs/deployment.md#telemetry).
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MLFLOW_DISABLE_TELEMETRY=true \
+    DO_NOT_TRACK=true \
     PATH=/opt/venv/bin:$PATH
 RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin app \
     && mkdir -p /data && chown app /data

@@ -11,6 +11,10 @@ export PATH := $(BIN):$(PATH)
 .DEFAULT_GOAL := help
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
+# MLflow's usage telemetry is off in everything these targets start (`make up`, train, tune,
+# batch, monitor, the tests, the benchmarks); MLFLOW_DISABLE_TELEMETRY=false turns it on.
+MLFLOW_DISABLE_TELEMETRY ?= true
+export MLFLOW_DISABLE_TELEMETRY
 
 .PHONY: help install lock up test test-unit test-servers test-compose compose-images lint typecheck format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
 

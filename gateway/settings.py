@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     # Answers waiting to be logged; past it they are dropped (and counted), never waited for.
     monitor_queue: int = Field(10_000, ge=1)
 
+    # MLflow's usage telemetry (sent to MLflow's servers), in the gateway and its scoring
+    # servers: off unless MLFLOW_DISABLE_TELEMETRY=false, MLflow's own variable.
+    mlflow_disable_telemetry: bool = Field(
+        True, validation_alias=AliasChoices("MLFLOW_DISABLE_TELEMETRY")
+    )
+
     @field_validator("api_keys")
     @classmethod
     def _no_placeholder_key(cls, keys: SecretStr) -> SecretStr:
@@ -148,7 +154,8 @@ class Settings(BaseSettings):
         return _split(self.cors_origins)
 
     def export_mlflow_env(self) -> None:
-        """Point MLflow (here and in child processes) at the registry, failing fast.
+        """Point MLflow (here and in child processes) at the registry, failing fast, with its
+        usage telemetry off unless turned on.
 
         MLflow's client retries a dead tracking server for minutes by default; the
         gateway would rather poll again on its own schedule.
@@ -157,14 +164,29 @@ class Settings(BaseSettings):
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.registry_timeout)
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        os.environ.update(self.telemetry_env)
+
+    @property
+    def telemetry_env(self) -> dict[str, str]:
+        """Both variables MLflow 3.17 reads to send no usage telemetry, or, when the operator
+        turned it on, MLFLOW_DISABLE_TELEMETRY=false alone (a DO_NOT_TRACK of their own still
+        wins, as MLflow decides)."""
+        if self.mlflow_disable_telemetry:
+            return {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+        return {"MLFLOW_DISABLE_TELEMETRY": "false"}
 
     def child_env(self) -> dict[str, str]:
         """The scoring server's environment: ours, with this interpreter's bin first on PATH.
 
-        Its per-request access log is off: the gateway logs every request already. The API
-        keys stay here.
+        Its per-request access log is off: the gateway logs every request already. MLflow's
+        usage telemetry is off there as here (`telemetry_env`). The API keys stay here.
         """
-        env = dict(os.environ, MLFLOW_TRACKING_URI=self.tracking_uri, UVICORN_ACCESS_LOG="false")
+        env = dict(
+            os.environ,
+            MLFLOW_TRACKING_URI=self.tracking_uri,
+            UVICORN_ACCESS_LOG="false",
+            **self.telemetry_env,
+        )
         env.pop("GATEWAY_API_KEYS", None)  # the scoring server has no use for them
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env

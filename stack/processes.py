@@ -23,14 +23,21 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Kept when a prefix in ``drop`` covers it (dropped only when named in full): the operator's
+# choice about MLflow's usage telemetry, not a server or a store of the calling shell.
+KEPT = frozenset({"MLFLOW_DISABLE_TELEMETRY"})
 
 
 def environment(drop: Iterable[str] = (), **extra: str) -> dict[str, str]:
     """This process's environment for a child: the venv first on PATH (MLflow runs `python`
     and `uvicorn` from PATH), unbuffered output, variables starting with any prefix in
-    ``drop`` removed, then ``extra``."""
+    ``drop`` removed (those in KEPT only when named in full), then ``extra``."""
     prefixes = tuple(drop)
-    variables = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    variables = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(prefixes) or (k in KEPT and k not in prefixes)
+    }
     variables["PATH"] = f"{BIN}{os.pathsep}{variables.get('PATH', '')}"
     variables["PYTHONUNBUFFERED"] = "1"
     variables.update(extra)

@@ -37,6 +37,9 @@ class StackSettings(BaseSettings):
     # maximum while it keeps failing before it is ready.
     replica_restart_backoff: float = Field(1.0, gt=0)
     replica_restart_backoff_max: float = Field(30.0, gt=0)
+    # MLflow's usage telemetry (sent to MLflow's servers): off in every process the stack
+    # starts unless MLFLOW_DISABLE_TELEMETRY=false (docs/deployment.md#telemetry).
+    mlflow_disable_telemetry: bool = True
 
     @property
     def tracking_uri(self) -> str:
@@ -50,3 +53,12 @@ class StackSettings(BaseSettings):
     @property
     def artifacts_destination(self) -> str:
         return self.mlflow_artifacts_destination or str(self.state_dir.resolve() / "artifacts")
+
+    @property
+    def telemetry_env(self) -> dict[str, str]:
+        """What every child gets: both variables MLflow 3.17 reads to stay silent, or, when the
+        operator turned telemetry on, MLFLOW_DISABLE_TELEMETRY=false alone (a DO_NOT_TRACK of
+        their own still wins, as MLflow decides)."""
+        if self.mlflow_disable_telemetry:
+            return {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+        return {"MLFLOW_DISABLE_TELEMETRY": "false"}

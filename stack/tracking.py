@@ -90,7 +90,7 @@ def tracking_server(
 
     Started again with the same ``state`` (or ``stores``) and ``port``, it is the same
     registry back. Its output goes to ``state/tracking.log``; the environment defaults to
-    this one without its MLFLOW_* variables."""
+    this one without its MLFLOW_* variables (but its MLFLOW_DISABLE_TELEMETRY)."""
     port = port or free_port()
     variables = environment(drop=("MLFLOW_",)) if env is None else env
     proc = start_server(state, port, state / "tracking.log", variables, stores)

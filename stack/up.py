@@ -57,9 +57,12 @@ class Stack:
         self.balancer: Balancer | None = None
         self.balancer_proc: subprocess.Popen | None = None
         # MLflow runs `python` and `uvicorn` from PATH: this venv's must come first. The store
-        # URI (it may hold a password) goes to the tracking server alone.
+        # URI (it may hold a password) goes to the tracking server alone. Every child, and
+        # whatever it starts, runs with MLflow's usage telemetry off (unless turned on).
         self.env = processes.environment(
-            drop=("MLFLOW_BACKEND_STORE_URI",), MLFLOW_TRACKING_URI=settings.tracking_uri
+            drop=("MLFLOW_BACKEND_STORE_URI",),
+            MLFLOW_TRACKING_URI=settings.tracking_uri,
+            **settings.telemetry_env,
         )
 
     def start(self, args: list[str], log: str | None = None, **env: str) -> subprocess.Popen:

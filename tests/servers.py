@@ -22,7 +22,7 @@ __all__ = [
 
 def env(**extra: str) -> dict[str, str]:
     """The test environment: the venv first on PATH (MLflow runs `python` and `uvicorn`),
-    and none of the calling shell's MLFLOW_* variables."""
+    and none of the calling shell's MLFLOW_* variables but MLFLOW_DISABLE_TELEMETRY."""
     return processes.environment(drop=("MLFLOW_",), **extra)
 
 

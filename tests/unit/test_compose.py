@@ -1,6 +1,7 @@
 """The compose file and the Dockerfile, checked statically in every test run (the stack itself
 runs on a real engine in tests/compose, with `make test-compose`)."""
 
+import copy
 import re
 import shlex
 from pathlib import Path
@@ -22,6 +23,10 @@ INTERPOLATED = re.compile(r"\$\{[A-Z_]+(?::?[-?][^}]*)?\}")
 # The services built from this repository; the others run official images.
 OWN = {"minio-bucket", "mlflow-db-upgrade", "mlflow", "trainer", "gateway"}
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+# The images that run (the other stages build their virtual environments).
+IMAGES = ("tracking", "gateway", "trainer", "batch")
+# The two variables MLflow 3.17 reads to send no usage telemetry (mlflow/telemetry/utils.py).
+TELEMETRY = ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 
 
 def default(value: str) -> str:
@@ -36,6 +41,40 @@ def stage(target: str) -> str:
     match = re.search(rf"^FROM \S+ AS {target}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.M | re.S)
     assert match, f"no stage {target}"
     return match.group(1)
+
+
+def image_env(dockerfile: str, target: str) -> dict[str, str]:
+    """The ENV an image of ``target`` starts with: its stage's, over those it is built FROM."""
+    stages = {
+        match[2]: (match[1], match[3])
+        for match in re.finditer(
+            r"^FROM (\S+) AS (\S+)\n(.*?)(?=^FROM |\Z)", dockerfile, re.M | re.S
+        )
+    }
+    base, body = stages[target]
+    values = image_env(dockerfile, base) if base in stages else {}
+    for line in re.findall(r"^ENV (.+)$", body.replace("\\\n", " "), re.M):
+        values |= dict(word.split("=", 1) for word in shlex.split(line))
+    return values
+
+
+def image_telemetry_problems(dockerfile: str) -> list[str]:
+    return [
+        f"{target}: {name} is {image_env(dockerfile, target).get(name)!r}"
+        for target in IMAGES
+        for name in TELEMETRY
+        if image_env(dockerfile, target).get(name) != "true"
+    ]
+
+
+def service_telemetry_problems(services: dict) -> list[str]:
+    """Each service built here gets both variables, true unless the operator sets them."""
+    return [
+        f"{service}: {name} is {services[service].get('environment', {}).get(name)!r}"
+        for service in sorted(OWN)
+        for name in TELEMETRY
+        if services[service].get("environment", {}).get(name) != f"${{{name}:-true}}"
+    ]
 
 
 def test_own_services_run_targets_of_the_dockerfile_on_the_python_image_given():
@@ -160,21 +199,34 @@ def test_trainer_runs_the_mlproject_after_the_tracking_server_is_healthy():
     assert trainer["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
-def test_gateway_environment_names_are_settings():
+def settings_variables() -> set[str]:
+    """Every environment variable the gateway's Settings reads: GATEWAY_<field>, and the
+    aliases (MLflow's own names)."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", [alias]) if alias else [f"GATEWAY_{name.upper()}"]
+        names |= {str(choice) for choice in choices}
+    return names
+
+
+def test_gateway_environment_names_are_settings(monkeypatch):
     gateway = SERVICES["gateway"]
     assert 'CMD ["python", "-m", "gateway"]' in stage("gateway") and "command" not in gateway
     assert (ROOT / "gateway" / "__main__.py").exists()
     env = gateway["environment"]
-    fields = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields} | {"MLFLOW_TRACKING_URI"}
-    assert set(env) <= fields, set(env) - fields
-    given = {k: INTERPOLATED.sub("a-key-of-the-operator", v) for k, v in env.items()}
-    Settings(
-        **{
-            k.removeprefix("GATEWAY_").lower(): v
-            for k, v in given.items()
-            if k != "MLFLOW_TRACKING_URI"
-        }
-    )
+    # DO_NOT_TRACK: read by MLflow itself, beside MLFLOW_DISABLE_TELEMETRY.
+    read = settings_variables() | {"DO_NOT_TRACK"}
+    assert set(env) <= read, set(env) - read
+    for name in read:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        # As compose fills them in with nothing set: defaults, and an operator's key.
+        value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+        monkeypatch.setenv(name, INTERPOLATED.sub("a-key-of-the-operator", value))
+    settings = Settings(_env_file=None)
+    assert settings.port == int(env["GATEWAY_PORT"])
+    assert settings.mlflow_disable_telemetry is True
 
 
 def test_only_the_balancer_the_uis_and_prometheus_are_published_and_on_loopback():
@@ -234,8 +286,42 @@ def test_the_images_health_checks_use_get_with_tools_the_slim_image_has(target):
 
 def test_env_example_lists_every_gateway_setting():
     example = (ROOT / ".env.example").read_text()
-    for name in Settings.model_fields:
-        assert f"GATEWAY_{name.upper()}" in example or name == "tracking_uri", name
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", [alias]) if alias else [f"GATEWAY_{name.upper()}"]
+        assert any(f"{choice}=" in example for choice in choices), name
+
+
+def test_every_image_runs_with_mlflow_telemetry_off():
+    assert image_telemetry_problems(DOCKERFILE) == []
+    base = image_env(DOCKERFILE, "runtime")
+    assert {name: base.get(name) for name in TELEMETRY} == dict.fromkeys(TELEMETRY, "true")
+    assert {name: image_env(DOCKERFILE, "venv-model").get(name) for name in TELEMETRY} == {
+        name: None for name in TELEMETRY
+    }, "only the runtime stages: the check reads each image's own"
+    # Either left out of the base stage, or turned back on in one image: noticed.
+    for name in TELEMETRY:
+        left_out = DOCKERFILE.replace(f"    {name}=true \\\n", "")
+        assert left_out != DOCKERFILE, name
+        assert image_telemetry_problems(left_out) == [
+            f"{target}: {name} is None" for target in IMAGES
+        ]
+    turned_on = DOCKERFILE.replace(
+        "FROM runtime AS gateway\n", "FROM runtime AS gateway\nENV A=1 DO_NOT_TRACK=false\n"
+    )
+    assert image_telemetry_problems(turned_on) == ["gateway: DO_NOT_TRACK is 'false'"]
+
+
+def test_every_service_built_here_runs_with_mlflow_telemetry_off():
+    """True unless the operator sets them, as the images: the values compose passes on."""
+    assert service_telemetry_problems(SERVICES) == []
+    broken = copy.deepcopy(SERVICES)
+    del broken["trainer"]["environment"]["MLFLOW_DISABLE_TELEMETRY"]
+    broken["gateway"]["environment"]["DO_NOT_TRACK"] = "false"
+    assert service_telemetry_problems(broken) == [
+        "gateway: DO_NOT_TRACK is 'false'",
+        "trainer: MLFLOW_DISABLE_TELEMETRY is None",
+    ]
 
 
 def test_a_replica_is_named_by_its_host_and_port_unless_named():

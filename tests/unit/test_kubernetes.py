@@ -6,7 +6,8 @@ against the newest Kubernetes API schemas that kubernetes-validate ships. Then t
 held against the code they run: probe paths are routes of the gateway app, its port and every
 GATEWAY_* variable are fields of `gateway.settings.Settings`, every `mlflow run -e <entry>` is
 an MLproject entry point with declared parameters, the grace period outlasts the drain, the
-monitor reads where the gateways write, and every container runs as a non-root user.
+monitor reads where the gateways write, every container runs as a non-root user and with
+MLflow's usage telemetry off.
 
 Each check is a function returning the problems it finds; the last test breaks a copy of the
 rendered base in one way per check and asserts that the check notices.
@@ -40,6 +41,8 @@ MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
 IMAGES = {f"sentiment-mlops-{target}" for target in ("tracking", "gateway", "trainer", "batch")}
 WORKLOADS = {"Deployment", "Job", "CronJob"}
 GATEWAY, TRACKING, MONITOR = "gateway", "mlflow", "monitor"
+# The two variables MLflow 3.17 reads to send no usage telemetry (mlflow/telemetry/utils.py).
+TELEMETRY = ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 Docs = list[dict]
 
 
@@ -70,6 +73,8 @@ def gateway_routes() -> frozenset[str]:
             patch.setenv(name, "")  # create_app exports these; undone on the way out
         for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
             patch.setenv(name, "")
+        for name in TELEMETRY:  # read as a boolean by Settings: not empty
+            patch.setenv(name, "true")
         app = create_app(Settings(api_keys=""))
     return frozenset(
         route.path for route in app.routes if "GET" in (getattr(route, "methods", None) or ())
@@ -108,6 +113,28 @@ def container(workload: dict, name: str) -> dict:
 
 def env(c: dict) -> dict[str, dict]:
     return {e["name"]: e for e in c.get("env", [])}
+
+
+def config_maps(docs: Docs) -> dict[str, dict[str, str]]:
+    return {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+
+
+def resolved_env(docs: Docs, c: dict) -> dict[str, str | None]:
+    """The container's environment as the kubelet builds it: every ConfigMap of ``envFrom``,
+    then ``env`` over it; values from ConfigMaps looked up, others (Secrets, fields) None."""
+    maps = config_maps(docs)
+    values: dict[str, str | None] = {}
+    for source in c.get("envFrom", []):
+        values |= maps.get(source.get("configMapRef", {}).get("name"), {})
+    for name, variable in env(c).items():
+        ref = variable.get("valueFrom", {}).get("configMapKeyRef")
+        if "value" in variable:
+            values[name] = variable["value"]
+        elif ref:
+            values[name] = maps.get(ref["name"], {}).get(ref["key"])
+        else:
+            values[name] = None
+    return values
 
 
 def port_number(c: dict, port: int | str) -> int | None:
@@ -403,6 +430,18 @@ def tracking_problems(docs: Docs) -> list[str]:
     return problems
 
 
+def telemetry_problems(docs: Docs) -> list[str]:
+    """Every container, init containers too, runs with MLflow's usage telemetry off."""
+    problems = []
+    for where, pod in pods(docs):
+        for c in containers(pod):
+            values = resolved_env(docs, c)
+            for name in TELEMETRY:
+                if values.get(name) != "true":
+                    problems.append(f"{where} {c['name']}: {name} is {values.get(name)!r}")
+    return problems
+
+
 def object_problems(docs: Docs, target: str) -> list[str]:
     problems = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["kind"] == "Secret"]
     problems = [f"{p}: secrets are created by hand, never kept here" for p in problems]
@@ -440,6 +479,7 @@ CHECKS: dict[str, Callable[[Docs], list[str]]] = {
     "mlproject": mlproject_problems,
     "monitor": monitor_problems,
     "tracking": tracking_problems,
+    "telemetry": telemetry_problems,
 }
 
 
@@ -514,6 +554,14 @@ def _replace(command: list[str], old: str, new: str) -> None:
     command[command.index(old)] = new
 
 
+def _config_map(docs: Docs, prefix: str) -> dict:
+    """A generated ConfigMap, by its name without kustomize's hash."""
+    (found,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith(prefix)
+    ]
+    return found
+
+
 BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
     "unknown field": ("schema", lambda d: _gateway(d).update(readinessprobe={})),
     "wrong type": ("schema", lambda d: _gateway(d)["ports"][0].update(containerPort="8000")),
@@ -576,6 +624,22 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
     "host refused": (
         "tracking",
         lambda d: _command(d, "Deployment", TRACKING).__setitem__(-1, "localhost"),
+    ),
+    "telemetry turned on": (
+        "telemetry",
+        lambda d: _config_map(d, "telemetry-")["data"].update(MLFLOW_DISABLE_TELEMETRY="false"),
+    ),
+    "a job without the telemetry ConfigMap": (
+        "telemetry",
+        lambda d: container(find(d, "Job", "train"), "train").pop("envFrom"),
+    ),
+    "an init container without the telemetry ConfigMap": (
+        "telemetry",
+        lambda d: pod_spec(find(d, "Deployment", TRACKING))["initContainers"][0].pop("envFrom"),
+    ),
+    "telemetry on over the ConfigMap": (
+        "telemetry",
+        lambda d: _set_env(d, "DO_NOT_TRACK", "false"),
     ),
     "store in clear": (
         "tracking",

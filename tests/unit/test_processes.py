@@ -8,7 +8,16 @@ from contextlib import suppress
 import psutil
 import pytest
 
-from stack.processes import cpu_seconds, descendants, free_port, running, start, stop, wait_until_up
+from stack.processes import (
+    cpu_seconds,
+    descendants,
+    environment,
+    free_port,
+    running,
+    start,
+    stop,
+    wait_until_up,
+)
 
 # A leader that ignores SIGTERM and starts a child in a session of its own that ignores it
 # too: the shape of a hung gateway and the scoring server it started.
@@ -71,3 +80,16 @@ def test_cpu_seconds_counts_what_runs_and_nothing_for_what_is_gone(tmp_path):
     proc.wait()
     assert cpu_seconds([gone]) == 0
     assert cpu_seconds([psutil.Process()]) > 0
+
+
+def test_a_childs_environment_keeps_the_telemetry_choice_when_mlflow_variables_are_dropped(
+    monkeypatch,
+):
+    """Tests and benchmarks start servers without the shell's MLFLOW_* variables (its tracking
+    URI, its stores), but with its choice about MLflow's usage telemetry."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    child = environment(drop=("MLFLOW_",), EXTRA="1")
+    assert "MLFLOW_TRACKING_URI" not in child and child["EXTRA"] == "1"
+    assert child["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert "MLFLOW_DISABLE_TELEMETRY" not in environment(drop=("MLFLOW_DISABLE_TELEMETRY",))

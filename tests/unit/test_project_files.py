@@ -2,7 +2,10 @@
 
 import ast
 import importlib
+import os
 import re
+import shutil
+import subprocess
 import sys
 from importlib.metadata import packages_distributions
 from importlib.metadata import version as installed
@@ -244,3 +247,30 @@ def test_mlproject_entry_points_run_existing_modules_with_declared_parameters():
         assert placeholders == set(entry["parameters"]), name
         for param in entry["parameters"]:
             assert f"--{param.replace('_', '-')} {{{param}}}" in command, (name, param)
+
+
+def make_gives(makefile: Path, **variables: str) -> str:
+    """What a recipe of ``makefile`` (`make up`, `make train`, ...) finds in
+    MLFLOW_DISABLE_TELEMETRY, run from a shell without it unless given in ``variables``."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "MAKEFLAGS")
+    }
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(makefile), "--eval",
+         "telemetry-check: ; @echo \"[$$MLFLOW_DISABLE_TELEMETRY]\"", "telemetry-check"],
+        cwd=ROOT, env={**env, **variables}, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_every_make_target_runs_with_mlflow_telemetry_off_unless_turned_on(tmp_path):
+    makefile = ROOT / "Makefile"
+    assert make_gives(makefile) == "[true]"
+    assert make_gives(makefile, MLFLOW_DISABLE_TELEMETRY="false") == "[false]"
+    # Without the two lines, a recipe would find nothing: MLflow's default, telemetry on.
+    text = makefile.read_text()
+    lines = "MLFLOW_DISABLE_TELEMETRY ?= true\nexport MLFLOW_DISABLE_TELEMETRY\n"
+    assert lines in text
+    (tmp_path / "Makefile").write_text(text.replace(lines, ""))
+    assert make_gives(tmp_path / "Makefile") == "[]"

@@ -2,6 +2,7 @@
 password (the real servers are in tests/integration/test_shared_stores.py)."""
 
 import pytest
+from pydantic import ValidationError
 
 from stack import tracking, up
 from stack.settings import StackSettings
@@ -63,3 +64,97 @@ def test_make_up_passes_the_stores_by_environment_to_the_tracking_server_alone(
 def test_a_sqlite_store_that_does_not_exist_yet_is_left_to_the_server(tmp_path):
     tracking.upgrade_schema(f"sqlite:///{tmp_path / 'new.db'}")
     assert not (tmp_path / "new.db").exists()
+
+
+# MLflow's usage telemetry: the two variables MLflow 3.17 reads (mlflow/telemetry/utils.py).
+TELEMETRY = ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+
+
+class Started:
+    """A child that `make up` believes it started: alive, and exits 0 when waited for."""
+
+    pid = 0
+    returncode = 0
+
+    def poll(self):
+        return None
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def started_by_make_up(monkeypatch, tmp_path, replicas: int) -> list[tuple[list[str], dict]]:
+    """Every (command, environment) `make up` hands to the process starter, from the tracking
+    server to nginx, with no model in the registry (so training runs)."""
+    from mlflow.exceptions import MlflowException
+
+    started: list[tuple[list[str], dict]] = []
+
+    def start(args, *, log=None, cwd=None, env=None):
+        started.append((args, env))
+        return Started()
+
+    class EmptyRegistry:
+        def __init__(self, *args):
+            pass
+
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException("no such alias")
+
+    monkeypatch.setattr(up.processes, "start", start)
+    monkeypatch.setattr(up, "MlflowClient", EmptyRegistry)
+    monkeypatch.setattr(up.Stack, "wait_healthy", lambda *a, **k: None)
+    monkeypatch.setattr(up.Stack, "required_nginx", lambda self: "nginx")
+    monkeypatch.setattr(up.Balancer, "check", lambda self: None)
+    settings = StackSettings(
+        state_dir=tmp_path, gateway_replicas=replicas, replica_port=0, scoring_port=0
+    )
+    stack = up.Stack(settings)
+    stack.tracking_server()
+    stack.train_if_needed()
+    stack.gateway()
+    return started
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_every_process_make_up_starts_runs_with_mlflow_telemetry_off(
+    monkeypatch, tmp_path, replicas
+):
+    for name in TELEMETRY:
+        monkeypatch.delenv(name, raising=False)
+    started = started_by_make_up(monkeypatch, tmp_path, replicas)
+    commands = [" ".join(args) for args, _ in started]
+    expected = ["stack.tracking", "mlflow run", *["-m gateway"] * replicas]
+    expected += ["nginx"] * (replicas > 1)
+    assert [next(e for e in expected if e in c) for c in commands] == expected, commands
+    for command, (_, env) in zip(commands, started, strict=True):
+        assert {name: env.get(name) for name in TELEMETRY} == dict.fromkeys(TELEMETRY, "true"), (
+            command
+        )
+
+
+@pytest.mark.parametrize("value", ["false", "False", "0"])
+def test_an_operator_turns_mlflow_telemetry_on_for_every_process(monkeypatch, tmp_path, value):
+    """MLFLOW_DISABLE_TELEMETRY=false reaches every child as MLflow reads it; DO_NOT_TRACK is
+    left as the operator has it (unset here, set below), never added."""
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", value)
+    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    assert StackSettings().telemetry_env == {"MLFLOW_DISABLE_TELEMETRY": "false"}
+    started = started_by_make_up(monkeypatch, tmp_path, replicas=2)
+    assert len(started) == 5
+    for args, env in started:
+        assert env["MLFLOW_DISABLE_TELEMETRY"] == "false" and "DO_NOT_TRACK" not in env, args
+    monkeypatch.setenv("DO_NOT_TRACK", "true")  # theirs: MLflow stays silent then
+    assert up.Stack(StackSettings()).env["DO_NOT_TRACK"] == "true"
+
+
+@pytest.mark.parametrize("value", ["true", "1", "TRUE", None])
+def test_telemetry_is_off_unless_turned_on_and_a_wrong_value_stops_the_stack(monkeypatch, value):
+    for name in TELEMETRY:
+        monkeypatch.delenv(name, raising=False)
+    if value is not None:
+        monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", value)
+    assert StackSettings().telemetry_env == dict.fromkeys(TELEMETRY, "true")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "maybe")
+    with pytest.raises(ValidationError, match="mlflow_disable_telemetry"):
+        StackSettings()
