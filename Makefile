@@ -16,7 +16,7 @@ export MLFLOW_PORT
 MLFLOW_DISABLE_TELEMETRY ?= true
 export MLFLOW_DISABLE_TELEMETRY
 
-.PHONY: help install lock up test test-unit test-servers test-compose compose-images lint typecheck format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection clean
+.PHONY: help install lock up test test-unit test-servers test-compose compose-images lint typecheck format soak train tune batch monitor bench bench-training bench-serving bench-batch bench-shadow bench-model bench-selection bench-short clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -120,6 +120,9 @@ bench-shadow: install ## Shadow challenger: /predict latency with the shadow off
 
 bench-model: install ## The model's µs per review vs plain scikit-learn, load time, cold start
 	$(BIN)/python -m benchmarks.model
+
+bench-short: install ## Short texts: the model's variants on validation and critic sentences (~10 min)
+	$(BIN)/python -m benchmarks.short_texts
 
 bench-selection: install ## Choose the `best` preset by 5-fold CV on train+val (~20 min)
 	$(BIN)/python -m benchmarks.selection

@@ -117,8 +117,8 @@ def fit_pipeline(
 
     A length-aware classifier fits its review head on the reviews and its sentence head on their
     sentences (``pipelines.segments.sentences``), then its calibration on rows neither saw:
-    ``validation`` (cleaned texts, labels) and their sentences, the reviews and the sentences
-    weighing alike; or takes ``calibration`` as it is (a refit keeps the train-only fit's);
+    ``validation`` (cleaned texts, labels) and their closing segments
+    (``pipelines.segments.closing_segments``), the reviews and the segments weighing alike; or takes ``calibration`` as it is (a refit keeps the train-only fit's);
     or, with neither, fits on all but a stratified ``CALIBRATION_SHARE`` and calibrates on it.
     """
     pipeline = build_pipeline(params, seed)
@@ -140,17 +140,14 @@ def fit_pipeline(
         return pipeline
     assert validation is not None
     held_texts, held_labels = validation
-    held_sentences, held_sentence_labels = segments.sentences(held_texts, held_labels)
-    rows = list(held_texts) + held_sentences
+    short = segments.closing_segments(list(held_texts), held_labels)
+    rows = list(held_texts) + short["text"].tolist()
     weights = np.concatenate(
-        [
-            np.full(len(held_texts), max(len(held_sentences), 1) / max(len(held_texts), 1)),
-            np.ones(len(held_sentences)),
-        ]
+        [np.full(len(held_texts), max(len(short), 1) / max(len(held_texts), 1)), np.ones(len(short))]
     )
     classifier.calibrate(
         features.transform(rows),
-        np.concatenate([np.asarray(held_labels), held_sentence_labels]),
+        np.concatenate([np.asarray(held_labels), short["label"].to_numpy()]),
         sample_weight=weights,
     )
     return pipeline

@@ -1,12 +1,15 @@
-"""Short texts cut from reviews: the sentence head's training rows, and the evaluation's
-short-segment slice.
+"""Short texts cut from reviews: the sentence head's training rows, the calibration's short
+rows and the evaluation's short-segment slice.
 
-Both inherit their review's label. Training takes every sentence of a training review (a
+All inherit their review's label. Training takes every sentence of a training review (a
 noisy label: a positive review has its grumbles), because the sentence head must see terms as
-they look alone. The evaluation is stricter: from each test review, at most one closing
-segment (the verdict usually ends a review) of one to three sentences that holds a clearly
-polar word of a general sentiment lexicon (VADER's, |valence| >= 2, of any sign). The rule
-reads neither the label nor any model, so every candidate faces the same segments.
+they look alone. The calibration and the evaluation are stricter: from each review, at most
+one closing segment (the verdict usually ends a review) of one to three sentences that holds a
+clearly polar word of a general sentiment lexicon (VADER's, |valence| >= 2, of any sign); the
+calibration cuts them from the validation reviews, the evaluation from the test reviews. The
+rule reads neither the label nor any model, so every candidate faces the same segments.
+Calibrated on every sentence instead, the model stated 0.72 where it was right 0.77 of the
+time on critic sentences: the label noise made short texts look harder than they are.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ MIN_SENTENCE_TOKENS = 3
 MAX_SENTENCES = 3
 SEGMENT_WORDS = (5, 40)
 POLAR = 2.0
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|<br\s*/?>", re.IGNORECASE)
+# Between two sentences: a space after . ! or ?, a <br />, or the break ``clean_text`` writes.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|<br\s*/?>|\s\|\s", re.IGNORECASE)
 _WORD = re.compile(r"[a-z']+")
 
 
@@ -57,13 +61,16 @@ def lexicon() -> dict[str, float]:
 
 def closing_segments(texts: list[str], labels) -> pd.DataFrame:
     """Per review, its closing segment that states an opinion (see the module docstring), if
-    any: the shortest of its last one to three sentences that qualifies."""
+    any: the shortest of its last one to three sentences that qualifies. Reviews may be raw
+    or cleaned (``clean_text``'s sentence breaks are kept between a cleaned segment's
+    sentences): the evaluation cuts raw test reviews, the calibration cleaned validation ones."""
     valences = lexicon()
     rows = []
     for text, label in zip(texts, np.asarray(labels), strict=True):
         parts = [part.strip() for part in _SENTENCE.split(text) if part and part.strip()]
+        joiner = f" {SENTENCE_BREAK} " if f" {SENTENCE_BREAK} " in text else " "
         for count in range(1, min(MAX_SENTENCES, len(parts)) + 1):
-            segment = " ".join(parts[-count:])
+            segment = joiner.join(parts[-count:])
             words = _WORD.findall(segment.lower())
             if len(words) > SEGMENT_WORDS[1]:
                 break

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model.preprocess import clean_text
 from pipelines import evaluate, segments
 from pipelines.data import CHOOSE, REPORT, load_reviews, rotten_tomatoes
 
@@ -56,3 +57,15 @@ def test_a_closing_segment_is_the_shortest_ending_that_states_an_opinion():
     assert found.to_dict("records") == [
         {"text": "It was a wonderful surprise and a great night out. We left at ten.", "label": 1}
     ]
+
+
+def test_a_cleaned_review_gives_the_same_closing_segment_cleaned():
+    review = "I saw it on a Sunday. It was a wonderful surprise and a great night out. We left."
+    raw = segments.closing_segments([review], [1])["text"].tolist()
+    cleaned = segments.closing_segments([clean_text(review)], [1])["text"].tolist()
+    # The break clean_text writes stays between the segment's sentences.
+    assert (
+        cleaned
+        == [clean_text(raw[0])]
+        == ["it was a wonderful surprise and a great night out | we left"]
+    )
