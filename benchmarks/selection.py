@@ -26,13 +26,12 @@ import numpy as np
 from scipy import sparse
 from scipy.stats import binomtest
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from model.nb_weighting import NaiveBayesWeighting
 from model.ngrams import SentenceNgrams
 from pipelines.data import load_reviews, split
-from pipelines.features import build_pipeline
+from pipelines.features import fit_pipeline, review_head
 from pipelines.training import clean
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -139,13 +138,7 @@ def cross_validate(params: dict[str, Any], counts: Counts, cut: list[Fold]) -> l
     scores = []
     for fold in cut:
         x_train, x_test = features(params, counts, fold)
-        clf = LogisticRegression(
-            C=params["C"],
-            solver=params["solver"],
-            class_weight=params["class_weight"],
-            max_iter=2000,
-            random_state=SEED,
-        ).fit(x_train, counts.labels[fold.train])
+        clf = review_head(params, SEED).fit(x_train, counts.labels[fold.train])
         scores.append(float((clf.predict(x_test) == counts.labels[fold.test]).mean()))
     return scores
 
@@ -185,8 +178,11 @@ def choose(rows: list[dict]) -> dict:
 
 
 def on_test(params: dict[str, Any], splits, cleaned) -> np.ndarray:
-    """Fitted on the training split as `make train` fits it; its answers on the test split."""
-    pipeline = build_pipeline(params, SEED).fit(cleaned["train"], splits.train["label"].to_numpy())
+    """Fitted on the training split as `make train` fits it (calibrated on validation, when the
+    preset is length-aware); its answers on the test split."""
+    validation = (cleaned["val"], splits.val["label"].to_numpy())
+    train = splits.train["label"].to_numpy()
+    pipeline = fit_pipeline(params, cleaned["train"], train, SEED, validation=validation)
     return pipeline.predict(cleaned["test"])
 
 

@@ -80,13 +80,7 @@ def build_pipeline(params: dict[str, Any], seed: int = 42) -> Pipeline:
     ]
     if params["nb_weighting"]:
         steps.append(("nb", NaiveBayesWeighting(alpha=params["nb_alpha"], norm=params["nb_norm"])))
-    review = LogisticRegression(
-        C=params["C"],
-        solver=params["solver"],
-        class_weight=params["class_weight"],
-        max_iter=2000,
-        random_state=seed,
-    )
+    review = review_head(params, seed)
     if not params.get("sentence_C"):
         return Pipeline([*steps, ("clf", review)])
     # No intercept: a sentence's prior is the calibration's to set, by length.
@@ -98,6 +92,17 @@ def build_pipeline(params: dict[str, Any], seed: int = 42) -> Pipeline:
         random_state=seed,
     )
     return Pipeline([*steps, ("clf", LengthAwareClassifier(review, sentence))])
+
+
+def review_head(params: dict[str, Any], seed: int = 42) -> LogisticRegression:
+    """The classifier of whole reviews (the only one of a preset without a sentence head)."""
+    return LogisticRegression(
+        C=params["C"],
+        solver=params["solver"],
+        class_weight=params["class_weight"],
+        max_iter=2000,
+        random_state=seed,
+    )
 
 
 # Without validation rows given, a length-aware pipeline keeps this share of its rows apart to
@@ -118,8 +123,9 @@ def fit_pipeline(
     A length-aware classifier fits its review head on the reviews and its sentence head on their
     sentences (``pipelines.segments.sentences``), then its calibration on rows neither saw:
     ``validation`` (cleaned texts, labels) and their closing segments
-    (``pipelines.segments.closing_segments``), the reviews and the segments weighing alike; or takes ``calibration`` as it is (a refit keeps the train-only fit's);
-    or, with neither, fits on all but a stratified ``CALIBRATION_SHARE`` and calibrates on it.
+    (``pipelines.segments.closing_segments``), the reviews and the segments weighing alike; or
+    takes ``calibration`` as it is (a refit keeps the train-only fit's); or, with neither, fits
+    on all but a stratified ``CALIBRATION_SHARE`` and calibrates on it.
     """
     pipeline = build_pipeline(params, seed)
     labels = np.asarray(labels)
@@ -142,9 +148,8 @@ def fit_pipeline(
     held_texts, held_labels = validation
     short = segments.closing_segments(list(held_texts), held_labels)
     rows = list(held_texts) + short["text"].tolist()
-    weights = np.concatenate(
-        [np.full(len(held_texts), max(len(short), 1) / max(len(held_texts), 1)), np.ones(len(short))]
-    )
+    review_weight = max(len(short), 1) / max(len(held_texts), 1)
+    weights = np.concatenate([np.full(len(held_texts), review_weight), np.ones(len(short))])
     classifier.calibrate(
         features.transform(rows),
         np.concatenate([np.asarray(held_labels), short["label"].to_numpy()]),
