@@ -22,8 +22,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # recipe fitted again on train+val (more labelled rows still help: see the learning curve).
     "best": {
         "ngram_range": (1, 3),
-        # 3, not 2, since function words are kept: half the vocabulary, 1.32x the cost per
-        # review of the model before them instead of 1.52x, the same accuracy (docs/training.md).
+        # 3, not 2, since function words are kept: half the vocabulary (10 MB, not 16), the
+        # same accuracy and cost per review (make bench-short, docs/training.md).
         "min_df": 3,
         "max_df": 1.0,
         "max_features": None,
