@@ -2,27 +2,36 @@
 
 Each kustomization (the base and every overlay) is rendered with `kubectl kustomize` (the
 kubectl of requirements/dev.txt) and every object validated, rejecting unknown fields,
-against the newest Kubernetes API schemas that kubernetes-validate ships. Then the objects are
-held against the code they run: probe paths are routes of the gateway app, its port and every
-GATEWAY_* variable are fields of `gateway.settings.Settings`, every `mlflow run -e <entry>` is
-an MLproject entry point with declared parameters, the grace period outlasts the drain, the
-monitor reads where the gateways write, every container runs as a non-root user and with
-MLflow's usage telemetry off.
+against the newest Kubernetes API schemas that kubernetes-validate ships; the Prometheus
+Operator's resources against their published schemas, vendored in tests/unit/data/crd-schemas.
+Then the objects are held against the code they run: probe paths are routes of the gateway
+app, its port and every GATEWAY_* variable are fields of `gateway.settings.Settings`, every
+`mlflow run -e <entry>` is an MLproject entry point with declared parameters, the grace period
+outlasts the drain, the monitor reads where the gateways write, every container runs as a
+non-root user, under its own service account and with MLflow's usage telemetry off, the runs on
+demand are suspended CronJobs, Spark writes nowhere under /app, and the S3 endpoint is
+optional. The production overlay is checked further: its NetworkPolicies (what may reach what),
+its Ingress, the ServiceMonitor's scrape key, the PrometheusRule against deploy/prometheus's
+rules, and images pinned by digest.
 
-Each check is a function returning the problems it finds; the last test breaks a copy of the
-rendered base in one way per check and asserts that the check notices.
+Each check is a function returning the problems it finds; the last tests break a copy of a
+rendering in one way per check and assert that the check notices.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import posixpath
+import re
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -41,6 +50,19 @@ MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
 IMAGES = {f"sentiment-mlops-{target}" for target in ("tracking", "gateway", "trainer", "batch")}
 WORKLOADS = {"Deployment", "Job", "CronJob"}
 GATEWAY, TRACKING, MONITOR = "gateway", "mlflow", "monitor"
+# Run on demand: suspended CronJobs, each run a Job created from one.
+ON_DEMAND = ("train", "batch-score")
+BATCH = "batch-score"
+# The custom resources' schemas, vendored (tests/unit/data/crd-schemas/README.md).
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule_v1.json",
+}
+CRD_SCHEMA_DIR = Path(__file__).resolve().parent / "data" / "crd-schemas"
+# The alert and recording rules of compose's Prometheus: the PrometheusRule's single source.
+PROMETHEUS_RULES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
+PROMETHEUS_RULE_FILE = K8S / "overlays" / "production" / "prometheus-rule.yaml"
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # The two variables MLflow 3.17 reads to send no usage telemetry (mlflow/telemetry/utils.py).
 TELEMETRY = ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 Docs = list[dict]
@@ -171,6 +193,63 @@ def mounted(c: dict, path: str) -> bool:
     )
 
 
+def writable_volume(pod: dict, c: dict, path: str) -> str | None:
+    """The volume that holds ``path`` for writing (an emptyDir or a claim, not mounted
+    read-only; the innermost mount wins), None if the path is on the read-only root."""
+    kinds = {v["name"]: v for v in pod.get("volumes", [])}
+    holding = [
+        m
+        for m in c.get("volumeMounts", [])
+        if not posixpath.relpath(path, m["mountPath"]).startswith("..")
+    ]
+    if not holding:
+        return None
+    mount = max(holding, key=lambda m: len(m["mountPath"]))
+    volume = kinds.get(mount["name"], {})
+    if mount.get("readOnly") or not {"emptyDir", "persistentVolumeClaim"} & set(volume):
+        return None
+    return mount["name"]
+
+
+def image_parts(image: str) -> tuple[str, str, str]:
+    """(name, tag, digest) of an image reference; tag and digest empty when not given."""
+    reference, _, digest = image.partition("@")
+    name, _, tag = reference.rpartition(":")
+    if not name or "/" in tag:  # a registry's port, not a tag
+        name, tag = reference, ""
+    return name, tag, digest
+
+
+def workloads(docs: Docs) -> dict[str, dict]:
+    """The workloads by name."""
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] in WORKLOADS}
+
+
+def pod_labels(workload: dict) -> dict:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["metadata"].get("labels", {})
+
+
+def selects(selector: dict | None, labels: dict) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) selects ``labels``."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values") or []
+        if (
+            (operator == "In" and labels.get(key) not in values)
+            or (operator == "NotIn" and key in labels and labels[key] in values)
+            or (operator == "Exists" and key not in labels)
+            or (operator == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
 def mlflow_runs(docs: Docs) -> Iterator[tuple[str, dict, list[str]]]:
     for where, pod in pods(docs):
         for c in pod["containers"]:
@@ -213,11 +292,26 @@ def container_settings(c: dict) -> Settings:
 # The checks: each returns the problems it finds in one rendering.
 
 
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    schema = json.loads((CRD_SCHEMA_DIR / CRD_SCHEMAS[api_version, kind]).read_text())
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    # A valid schema, formats aside: Kubernetes' patterns are Go's (RE2: `(?i)`), not ECMA's.
+    cls(cls.META_SCHEMA).validate(schema)
+    return cls(schema)
+
+
 def schema_problems(docs: Docs) -> list[str]:
     version = kubernetes_validate.latest_version()
     problems = []
     for doc in docs:
         where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
+            validator = crd_validator(doc["apiVersion"], doc["kind"])
+            for error in validator.iter_errors(doc):
+                path = ".".join(str(p) for p in error.path)
+                problems.append(f"{where}: {path}: {error.message}")
+            continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -294,11 +388,12 @@ def gateway_problems(docs: Docs) -> list[str]:
         problems.append("the Service's target port is not the gateway's")
     if service["selector"].items() > pod_spec_labels(workload).items():
         problems.append("the Service selects no gateway pod")
-    annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
-    if annotations.get("prometheus.io/port") != str(port):
-        problems.append("the Prometheus scrape annotation names another port")
-    if annotations.get("prometheus.io/path") not in routes:
-        problems.append("the Prometheus scrape path is no route of the gateway")
+    # An annotation-driven scrape sends no key: /metrics would answer it 401.
+    for annotated in (workload["spec"]["template"], find(docs, "Service", GATEWAY)):
+        if any(
+            a.startswith("prometheus.io/") for a in annotated["metadata"].get("annotations", {})
+        ):
+            problems.append("prometheus.io annotations: that scrape sends no key (401)")
     # Shutdown: out of the endpoints (preStop), then the drain, within the grace period.
     pause = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     grace = pod.get("terminationGracePeriodSeconds", 30)
@@ -330,7 +425,7 @@ def pod_spec_labels(workload: dict) -> dict:
 def mlproject_problems(docs: Docs) -> list[str]:
     problems = []
     runs = list(mlflow_runs(docs))
-    if {where for where, _, _ in runs} < {"CronJob/monitor", "Job/batch-score", "Job/train"}:
+    if not {"CronJob/monitor", "CronJob/batch-score", "CronJob/train"} <= {w for w, _, _ in runs}:
         problems.append(f"the monitor, batch and training runs are not all there: {runs}")
     for where, c, command in runs:
         entries = options(command, "-e") or ["main"]
@@ -357,6 +452,8 @@ def monitor_problems(docs: Docs) -> list[str]:
     cron = find(docs, "CronJob", MONITOR)
     if cron["spec"].get("concurrencyPolicy") != "Forbid":
         problems.append("two monitoring runs may overlap: concurrencyPolicy is not Forbid")
+    if cron["spec"].get("suspend"):
+        problems.append("the hourly monitor is suspended")
     pod, c = pod_spec(cron), container(cron, MONITOR)
     command = c["command"]
     if options(command, "--experiment-name") != ["Sentiment-Monitoring"]:
@@ -418,6 +515,14 @@ def tracking_problems(docs: Docs) -> list[str]:
     }.items():
         if source not in variables.get(name, {}).get("valueFrom", {}):
             problems.append(f"{name} does not come from a {source}")
+    # Only an S3-compatible store has an endpoint: the key is optional (absent, the variable
+    # is unset and boto3 finds AWS S3), and never empty (botocore: "Invalid endpoint").
+    endpoint = variables.get("MLFLOW_S3_ENDPOINT_URL", {}).get("valueFrom", {})
+    if not endpoint.get("configMapKeyRef", {}).get("optional"):
+        problems.append("MLFLOW_S3_ENDPOINT_URL is not optional: every overlay must set it")
+    value = resolved_env(docs, c).get("MLFLOW_S3_ENDPOINT_URL")
+    if value is not None and not re.fullmatch(r"https?://[^/\s]+/?", value):
+        problems.append(f"MLFLOW_S3_ENDPOINT_URL {value!r} is no endpoint (botocore refuses it)")
     if not {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"} <= reads:
         problems.append("`mlflow server` no longer reads its stores from the environment")
     init = pod_spec(workload).get("initContainers", [])
@@ -442,6 +547,329 @@ def telemetry_problems(docs: Docs) -> list[str]:
     return problems
 
 
+def on_demand_problems(docs: Docs) -> list[str]:
+    """Training and batch scoring are suspended CronJobs, so that `kubectl apply -k` may
+    change them (a Job's pod template is immutable) and stops no run: no Job is applied."""
+    problems = [f"Job/{d['metadata']['name']}: a Job" for d in docs if d["kind"] == "Job"]
+    problems = [f"{p}, whose pod template the next apply cannot change" for p in problems]
+    for name in ON_DEMAND:
+        found = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == name]
+        if not found:
+            problems.append(f"no CronJob {name} to create its runs from")
+            continue
+        spec = found[0]["spec"]
+        if spec.get("suspend") is not True:
+            problems.append(f"CronJob/{name} is not suspended: its schedule would run it")
+        if spec.get("concurrencyPolicy") != "Forbid":
+            problems.append(f"CronJob/{name}: concurrencyPolicy is not Forbid")
+        if not 0 < spec.get("startingDeadlineSeconds", 0) <= 300:
+            problems.append(f"CronJob/{name}: resumed, it would catch up on missed schedules")
+        if not spec["jobTemplate"]["spec"].get("ttlSecondsAfterFinished"):
+            problems.append(f"CronJob/{name}: its finished runs are never deleted")
+    return problems
+
+
+def spark_conf(docs: Docs, pod: dict, c: dict) -> dict[str, str] | None:
+    """spark-defaults.conf in SPARK_CONF_DIR, read from its ConfigMap, None if none."""
+    directory = env(c).get("SPARK_CONF_DIR", {}).get("value")
+    if directory is None:
+        return None
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in c.get("volumeMounts", []):
+        source = volumes.get(mount["name"], {}).get("configMap")
+        if mount["mountPath"] == directory and source:
+            text = config_maps(docs).get(source["name"], {}).get("spark-defaults.conf")
+            if text is None:
+                return None
+            pairs = (line.split(None, 1) for line in text.splitlines())
+            return {p[0]: p[1].strip() for p in pairs if len(p) == 2 and not p[0].startswith("#")}
+    return None
+
+
+def spark_problems(docs: Docs) -> list[str]:
+    """`mlflow run` starts batch_score in /app, read-only: every folder Spark writes (its
+    warehouse, scratch, Derby's home) comes from spark-defaults.conf and is on a volume."""
+    cron = find(docs, "CronJob", BATCH)
+    pod, c = pod_spec(cron), container(cron, BATCH)
+    conf = spark_conf(docs, pod, c)
+    if conf is None:
+        return ["no spark-defaults.conf in SPARK_CONF_DIR: Spark writes spark-warehouse in /app"]
+    options = conf.get("spark.driver.extraJavaOptions", "").split()
+    derby = [o.split("=", 1)[1] for o in options if o.startswith("-Dderby.system.home=")]
+    folders = {
+        "spark.sql.warehouse.dir": conf.get("spark.sql.warehouse.dir"),
+        "spark.local.dir": conf.get("spark.local.dir"),
+        "derby.system.home": derby[0] if derby else None,
+    }
+    problems = []
+    for name, folder in folders.items():
+        if folder is None:
+            problems.append(f"{name} is not set: it defaults to the working directory /app")
+        elif writable_volume(pod, c, folder.removeprefix("file:")) is None:
+            problems.append(f"{name} {folder} is on no writable volume")
+    return problems
+
+
+def service_account_problems(docs: Docs) -> list[str]:
+    """Each workload under its own ServiceAccount, which mounts no token."""
+    accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    problems, used = [], {}
+    for where, pod in pods(docs):
+        name = pod.get("serviceAccountName", "default")
+        if name == "default" or name not in accounts:
+            problems.append(f"{where}: service account {name!r}, not one of its own")
+        elif name in used:
+            problems.append(f"{where} shares the service account {name} with {used[name]}")
+        else:
+            used[name] = where
+    for name, account in accounts.items():
+        if account.get("automountServiceAccountToken") is not False:
+            problems.append(f"ServiceAccount/{name} mounts a token into its pods")
+    return problems
+
+
+# The production overlay's own objects.
+
+DNS = "DNS"
+
+
+def port_numbers(ports: list[dict] | None, target: dict | None) -> set[tuple[str, int | str]]:
+    """(protocol, port) of a NetworkPolicy rule; a named port resolved on ``target``'s pods;
+    ("any", "any") for a rule without ports."""
+    if not ports:
+        return {("any", "any")}
+    found: set[tuple[str, int | str]] = set()
+    for port in ports:
+        number = port.get("port", "any")
+        if isinstance(number, str) and number != "any" and target is not None:
+            named = [p for c in containers(pod_spec(target)) for p in c.get("ports", [])]
+            number = next((p["containerPort"] for p in named if p.get("name") == number), number)
+        found.add((port.get("protocol", "TCP"), number))
+    return found
+
+
+def peers(docs: Docs, rule_peers: list[dict] | None) -> list[tuple[str, dict | None]]:
+    """What the peers of a rule stand for: a workload of the namespace (by name), DNS, an
+    address range, another namespace, or "anywhere"; with the workload, if one."""
+    if not rule_peers:
+        return [("anywhere", None)]
+    found: list[tuple[str, dict | None]] = []
+    for peer in rule_peers:
+        if "ipBlock" in peer:
+            cidr = peer["ipBlock"]["cidr"]
+            found.append(("anywhere" if cidr.endswith("/0") else f"cidr {cidr}", None))
+        elif "namespaceSelector" in peer:
+            names = (peer["namespaceSelector"].get("matchLabels") or {}).get(
+                "kubernetes.io/metadata.name"
+            )
+            pods_of = (peer.get("podSelector") or {}).get("matchLabels") or {}
+            if names == "kube-system" and pods_of == {"k8s-app": "kube-dns"}:
+                found.append((DNS, None))
+            elif names is None:
+                found.append(("anywhere", None))  # every namespace
+            else:
+                found.append((f"namespace {names}", None))
+        else:
+            for name, workload in workloads(docs).items():
+                if selects(peer.get("podSelector"), pod_labels(workload)):
+                    found.append((name, workload))
+    return found
+
+
+def allowed(docs: Docs, name: str, direction: str) -> set[tuple[str, str, int | str]] | None:
+    """What the policies let workload ``name``'s pods connect to ("Egress") or be reached from
+    ("Ingress"): (peer, protocol, port); None when no policy isolates them (anything)."""
+    workload = workloads(docs)[name]
+    labels, key = pod_labels(workload), "egress" if direction == "Egress" else "ingress"
+    side = "to" if direction == "Egress" else "from"
+    isolated, found = False, set()
+    for policy in docs:
+        if policy["kind"] != "NetworkPolicy" or not selects(policy["spec"]["podSelector"], labels):
+            continue
+        spec = policy["spec"]
+        types = spec.get("policyTypes") or ["Ingress", *(["Egress"] if "egress" in spec else [])]
+        if direction not in types:
+            continue
+        isolated = True
+        for rule in spec.get(key) or []:
+            for peer, target in peers(docs, rule.get(side)):
+                ports = port_numbers(rule.get("ports"), target if key == "egress" else workload)
+                found |= {(peer, protocol, port) for protocol, port in ports}
+    return found if isolated else None
+
+
+def network_problems(docs: Docs) -> list[str]:
+    """Denied by default; the tracking server reached only by the gateways, the monitor and
+    the jobs; out of the pods, only DNS, the tracking server (and the gateways, for the
+    monitor), and for the tracking server the database and S3."""
+    problems = []
+    if not any(
+        d["kind"] == "NetworkPolicy"
+        and d["spec"]["podSelector"] == {}
+        and set(d["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not d["spec"].get("ingress")
+        and not d["spec"].get("egress")
+        for d in docs
+    ):
+        problems.append("no NetworkPolicy denying every pod's traffic by default")
+    tracking_port = port_number(container(find(docs, "Deployment", TRACKING), TRACKING), "http")
+    gateway_port = port_number(container(find(docs, "Deployment", GATEWAY), GATEWAY), "http")
+    dns = {(DNS, "UDP", 53), (DNS, "TCP", 53)}
+    to_tracking = (TRACKING, "TCP", tracking_port)
+    wanted_egress = {
+        GATEWAY: dns | {to_tracking},
+        MONITOR: dns | {to_tracking, (GATEWAY, "TCP", gateway_port)},
+        **{name: dns | {to_tracking} for name in ON_DEMAND},
+    }
+    for name, wanted in wanted_egress.items():
+        egress = allowed(docs, name, "Egress")
+        if egress != wanted:
+            problems.append(f"{name} may connect to {egress}, not only {wanted}")
+    # The tracking server's stores: addresses, on the database's and S3's ports only.
+    egress = allowed(docs, TRACKING, "Egress")
+    if egress is None:
+        egress = {("anywhere", "any", "any")}
+    stores = {(protocol, port) for peer, protocol, port in egress - dns if peer.startswith("cidr")}
+    if egress - dns - {e for e in egress if e[0].startswith("cidr")}:
+        problems.append(f"the tracking server may connect to {egress - dns}")
+    if stores != {("TCP", 5432), ("TCP", 443)} or not dns <= egress:
+        problems.append(f"the tracking server reaches {egress}: not DNS, the database and S3")
+    ingress = allowed(docs, TRACKING, "Ingress")
+    wanted_clients = {(n, "TCP", tracking_port) for n in (GATEWAY, MONITOR, *ON_DEMAND)}
+    if ingress != wanted_clients:
+        problems.append(f"the tracking server is reached from {ingress}, not {wanted_clients}")
+    ingress = allowed(docs, GATEWAY, "Ingress")
+    if ingress is None or {p for p in ingress if not p[0].startswith("namespace")} != {
+        (MONITOR, "TCP", gateway_port)
+    }:
+        problems.append(f"the gateways are reached from {ingress}: not the monitor alone")
+    elif {(protocol, port) for _, protocol, port in ingress} != {("TCP", gateway_port)}:
+        problems.append(f"the gateways are reached on {ingress}, not on {gateway_port} only")
+    elif len({p for p in ingress if p[0].startswith("namespace")}) < 2:
+        problems.append("the Ingress controller's or Prometheus's namespace cannot reach them")
+    for name in (MONITOR, *ON_DEMAND):
+        reached = allowed(docs, name, "Ingress")
+        if reached != set():
+            problems.append(
+                f"{name} may be reached from {'anywhere' if reached is None else reached}"
+            )
+    return problems
+
+
+def ingress_problems(docs: Docs) -> list[str]:
+    """The gateways from outside, over TLS, to the gateway Service's port."""
+    problems = []
+    ingresses = [d for d in docs if d["kind"] == "Ingress"]
+    if [d["metadata"]["name"] for d in ingresses] != [GATEWAY]:
+        return [f"Ingresses {[d['metadata']['name'] for d in ingresses]}: not one for the gateway"]
+    spec = ingresses[0]["spec"]
+    ports = find(docs, "Service", GATEWAY)["spec"]["ports"]
+    tls_hosts = {h for t in spec.get("tls", []) if t.get("secretName") for h in t.get("hosts", [])}
+    for rule in spec.get("rules", []):
+        if rule.get("host") not in tls_hosts:
+            problems.append(f"host {rule.get('host')} is served without TLS")
+        for path in rule.get("http", {}).get("paths", []):
+            service = path["backend"].get("service", {})
+            port = service.get("port", {})
+            if service.get("name") != GATEWAY or not any(
+                port.get("number") == p["port"] or port.get("name", 0) == p.get("name")
+                for p in ports
+            ):
+                problems.append(f"{path.get('path')} goes to {service}, not the gateway Service")
+    if not spec.get("rules"):
+        problems.append("the Ingress has no rules")
+    return problems
+
+
+def prometheus_rule_groups() -> list[dict]:
+    """The rule groups of compose's Prometheus (deploy/prometheus/rules/*.yml), in order."""
+    return [g for path in PROMETHEUS_RULES for g in yaml.safe_load(path.read_text())["groups"]]
+
+
+class _RuleDumper(yaml.SafeDumper):
+    """Multi-line expressions as literal blocks, long lines never folded."""
+
+
+_RuleDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
+def prometheus_rule_text() -> str:
+    """deploy/k8s/overlays/production/prometheus-rule.yaml, written from the rule files."""
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "sentiment", "labels": {"app.kubernetes.io/component": "monitoring"}},
+        "spec": {"groups": prometheus_rule_groups()},
+    }
+    header = (
+        "# The alert and recording rules of deploy/prometheus/rules/*.yml (compose's Prometheus)\n"
+        "# for the Prometheus Operator. GENERATED: edit the rules there, then run `python -m\n"
+        "# tests.unit.test_kubernetes` (its tests check this copy). Your Prometheus selects rules\n"
+        "# by label (kube-prometheus-stack: `release: <its release>`): add it in an overlay.\n"
+    )
+    return header + yaml.dump(rule, Dumper=_RuleDumper, sort_keys=False, width=1_000_000)
+
+
+def scrape_problems(docs: Docs) -> list[str]:
+    """A ServiceMonitor scrapes every gateway's /metrics with a key of the gateways' Secret,
+    under the job name the rules expect; the PrometheusRule carries deploy/prometheus's rules."""
+    problems = []
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    if len(monitors) != 1:
+        return [f"{len(monitors)} ServiceMonitors, not one for the gateways"]
+    spec = monitors[0]["spec"]
+    service = find(docs, "Service", GATEWAY)
+    if not selects(spec.get("selector"), service["metadata"].get("labels", {})):
+        problems.append("the ServiceMonitor selects no gateway Service")
+    if spec.get("namespaceSelector", {}).get("any"):
+        problems.append("the ServiceMonitor scrapes every namespace")
+    # The rules ask up{job="gateway"}: the job label is the Service's name.
+    if spec.get("jobLabel") or service["metadata"]["name"] != GATEWAY:
+        problems.append("the scrape job is not named gateway, as the alert rules expect")
+    gateway = container(find(docs, "Deployment", GATEWAY), GATEWAY)
+    port = container_settings(gateway).port
+    keys = env(gateway).get("GATEWAY_API_KEYS", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    named = {p.get("name"): p for p in service["spec"]["ports"]}
+    if not spec.get("endpoints"):
+        problems.append("the ServiceMonitor has no endpoint")
+    for endpoint in spec.get("endpoints", []):
+        target = named.get(endpoint.get("port"), {}).get("targetPort")
+        if target is None or port_number(gateway, target) != port:
+            problems.append(f"scrape port {endpoint.get('port')} is not GATEWAY_PORT {port}")
+        if endpoint.get("path", "/metrics") not in gateway_routes():
+            problems.append(f"scrape path {endpoint.get('path')} is no route of the gateway")
+        # gateway/api/security.py takes `Authorization: Bearer <key>` (or X-API-Key).
+        authorization = endpoint.get("authorization", {})
+        secret = authorization.get("credentials", {})
+        if authorization.get("type", "Bearer").lower() != "bearer" or not secret:
+            problems.append("the scrape sends no Bearer key: /metrics answers 401")
+        elif secret.get("name") != keys.get("name") or secret.get("key") == keys.get("key"):
+            problems.append(f"the scrape key {secret} is not one key of {keys.get('name')}")
+    rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+    if [r["spec"]["groups"] for r in rules] != [prometheus_rule_groups()]:
+        problems.append("the PrometheusRule's groups are not deploy/prometheus/rules/*.yml's")
+    return problems
+
+
+def s3_endpoint_problems(docs: Docs) -> list[str]:
+    """Production stores artifacts on AWS S3: no endpoint, not even an empty one."""
+    problems = [
+        f"ConfigMap/{name} sets MLFLOW_S3_ENDPOINT_URL"
+        for name, data in config_maps(docs).items()
+        if "MLFLOW_S3_ENDPOINT_URL" in data
+    ]
+    for where, pod in pods(docs):
+        for c in containers(pod):
+            if "value" in env(c).get("MLFLOW_S3_ENDPOINT_URL", {}):
+                problems.append(f"{where} {c['name']} sets MLFLOW_S3_ENDPOINT_URL")
+    return problems
+
+
 def object_problems(docs: Docs, target: str) -> list[str]:
     problems = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["kind"] == "Secret"]
     problems = [f"{p}: secrets are created by hand, never kept here" for p in problems]
@@ -453,20 +881,29 @@ def object_problems(docs: Docs, target: str) -> list[str]:
         ("Deployment", TRACKING),
         ("Service", TRACKING),
         ("CronJob", MONITOR),
-        ("Job", "batch-score"),
-        ("Job", "train"),
+        *(("CronJob", name) for name in ON_DEMAND),
     ]:
         if wanted not in kinds:
             problems.append(f"{wanted} is missing")
     if target != "local" and ("HorizontalPodAutoscaler", GATEWAY) not in kinds:
         problems.append("no autoscaler for the gateways")
+    if target == "production":
+        for wanted in [
+            ("Ingress", GATEWAY),
+            ("ServiceMonitor", GATEWAY),
+            ("PrometheusRule", "sentiment"),
+            ("NetworkPolicy", "default-deny"),
+        ]:
+            if wanted not in kinds:
+                problems.append(f"{wanted} is missing")
     for where, pod in pods(docs):
         for c in containers(pod):
-            name, _, tag = c["image"].rpartition(":")
+            name, tag, digest = image_parts(c["image"])
             if name.rsplit("/", 1)[-1] not in IMAGES:
                 problems.append(f"{where}: image {c['image']} is not built from the Dockerfile")
-            if target == "production" and (tag in ("", "latest") or "/" not in name):
-                problems.append(f"{where}: image {c['image']} is not pinned in a registry")
+            # By digest: the same bytes on every node, whatever the tag points to later.
+            if target == "production" and (not DIGEST.fullmatch(digest) or "/" not in name):
+                problems.append(f"{where}: image {c['image']} is not pinned by digest")
             if c.get("imagePullPolicy") not in ("IfNotPresent", "Never"):
                 problems.append(f"{where}: imagePullPolicy {c.get('imagePullPolicy')}")
     return problems
@@ -480,6 +917,16 @@ CHECKS: dict[str, Callable[[Docs], list[str]]] = {
     "monitor": monitor_problems,
     "tracking": tracking_problems,
     "telemetry": telemetry_problems,
+    "on demand": on_demand_problems,
+    "spark": spark_problems,
+    "service accounts": service_account_problems,
+}
+# The production overlay's own objects (the base and `local` have none of them).
+PRODUCTION_CHECKS: dict[str, Callable[[Docs], list[str]]] = {
+    "network": network_problems,
+    "ingress": ingress_problems,
+    "scrape": scrape_problems,
+    "s3 endpoint": s3_endpoint_problems,
 }
 
 
@@ -487,6 +934,35 @@ CHECKS: dict[str, Callable[[Docs], list[str]]] = {
 @pytest.mark.parametrize("check", sorted(CHECKS))
 def test_rendered_manifests_pass(target, check):
     assert CHECKS[check](rendered(target)) == []
+
+
+@pytest.mark.parametrize("check", sorted(PRODUCTION_CHECKS))
+def test_production_passes(check):
+    assert PRODUCTION_CHECKS[check](rendered("production")) == []
+
+
+def test_the_custom_resources_are_validated_against_their_schemas():
+    """kubernetes-validate has no schema for them: the vendored ones are used, strictly."""
+    docs = rendered("production")
+    kinds = {(d["apiVersion"], d["kind"]) for d in docs}
+    assert set(CRD_SCHEMAS) <= kinds
+    for api_version, kind in CRD_SCHEMAS:
+        with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+            kubernetes_validate.validate(
+                {"apiVersion": api_version, "kind": kind, "metadata": {"name": "x"}},
+                kubernetes_validate.latest_version(),
+                strict=True,
+            )
+        schema = crd_validator(api_version, kind).schema
+        assert schema["properties"]["spec"].get("additionalProperties") is False
+
+
+def test_the_prometheus_rule_file_is_generated_from_deploy_prometheus():
+    """One source for the rules: the PrometheusRule is written from deploy/prometheus/rules
+    (`python -m tests.unit.test_kubernetes` rewrites it)."""
+    assert PROMETHEUS_RULE_FILE.read_text() == prometheus_rule_text(), (
+        "run `python -m tests.unit.test_kubernetes` to copy deploy/prometheus/rules"
+    )
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
@@ -523,8 +999,17 @@ def test_overlays_differ_where_they_should():
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
+def test_local_needs_no_operator_and_production_keeps_its_objects():
+    """The custom resources need the Prometheus Operator's CRDs, which a trial cluster lacks:
+    only production has them, and its NetworkPolicies, Ingress and digests."""
+    kinds = {d["kind"] for d in rendered("local")} | {d["kind"] for d in rendered("base")}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "NetworkPolicy", "Ingress"}
+    production = {d["kind"] for d in rendered("production")}
+    assert {"ServiceMonitor", "PrometheusRule", "NetworkPolicy", "Ingress"} <= production
+
+
 def test_every_file_says_why_it_is_there():
-    for path in K8S.rglob("*.yaml"):
+    for path in [*K8S.rglob("*.yaml"), *K8S.rglob("*.conf")]:
         assert path.read_text().startswith("# "), f"{path} has no comment header"
 
 
@@ -575,7 +1060,7 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
     ),
     "capabilities kept": (
         "security",
-        lambda d: container(find(d, "Job", "batch-score"), "batch-score")["securityContext"].pop(
+        lambda d: container(find(d, "CronJob", BATCH), "batch-score")["securityContext"].pop(
             "capabilities"
         ),
     ),
@@ -603,11 +1088,11 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
     ),
     "unknown parameter": (
         "mlproject",
-        lambda d: _replace(_command(d, "Job", "batch-score"), "input=/data/input", "in=/x"),
+        lambda d: _replace(_command(d, "CronJob", BATCH), "input=/data/input", "in=/x"),
     ),
     "missing required": (
         "mlproject",
-        lambda d: _command(d, "Job", "batch-score").__delitem__(slice(-2, None)),
+        lambda d: _command(d, "CronJob", BATCH).__delitem__(slice(-2, None)),
     ),
     "state elsewhere": (
         "monitor",
@@ -631,7 +1116,7 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
     ),
     "a job without the telemetry ConfigMap": (
         "telemetry",
-        lambda d: container(find(d, "Job", "train"), "train").pop("envFrom"),
+        lambda d: container(find(d, "CronJob", "train"), "train").pop("envFrom"),
     ),
     "an init container without the telemetry ConfigMap": (
         "telemetry",
@@ -647,6 +1132,169 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
             container(find(d, "Deployment", TRACKING), TRACKING), "MLFLOW_BACKEND_STORE_URI"
         ),
     ),
+    "scrape annotations back": (
+        "gateway",
+        lambda d: find(d, "Deployment", GATEWAY)["spec"]["template"]["metadata"].update(
+            annotations={"prometheus.io/scrape": "true"}
+        ),
+    ),
+    "S3 endpoint required": (
+        "tracking",
+        lambda d: env(container(find(d, "Deployment", TRACKING), TRACKING))[
+            "MLFLOW_S3_ENDPOINT_URL"
+        ]["valueFrom"]["configMapKeyRef"].pop("optional"),
+    ),
+    "empty S3 endpoint": (
+        "tracking",
+        lambda d: _config_map(d, "tracking-stores-")["data"].update(MLFLOW_S3_ENDPOINT_URL=""),
+    ),
+    "monitor suspended": (
+        "monitor",
+        lambda d: find(d, "CronJob", MONITOR)["spec"].update(suspend=True),
+    ),
+    "a Job instead of a CronJob": ("on demand", lambda d: _as_job(d, "train")),
+    "schedule resumed": (
+        "on demand",
+        lambda d: find(d, "CronJob", BATCH)["spec"].update(suspend=False),
+    ),
+    "finished runs kept": (
+        "on demand",
+        lambda d: find(d, "CronJob", "train")["spec"]["jobTemplate"]["spec"].pop(
+            "ttlSecondsAfterFinished"
+        ),
+    ),
+    "warehouse in /app": (
+        "spark",
+        lambda d: _spark_defaults(d, "/var/lib/spark/warehouse", "/app/spark-warehouse"),
+    ),
+    "Derby's home unset": (
+        "spark",
+        lambda d: _spark_defaults(d, "-Dderby.system.home=/var/lib/spark/derby", ""),
+    ),
+    "no SPARK_CONF_DIR": (
+        "spark",
+        lambda d: container(find(d, "CronJob", BATCH), BATCH)["env"].pop(),
+    ),
+    "Spark's folder read-only": (
+        "spark",
+        lambda d: [
+            m.update(readOnly=True)
+            for m in container(find(d, "CronJob", BATCH), BATCH)["volumeMounts"]
+            if m["mountPath"] == "/var/lib/spark"
+        ],
+    ),
+    "the default service account": (
+        "service accounts",
+        lambda d: pod_spec(find(d, "Deployment", GATEWAY)).pop("serviceAccountName"),
+    ),
+    "a shared service account": (
+        "service accounts",
+        lambda d: pod_spec(find(d, "CronJob", MONITOR)).update(serviceAccountName="train"),
+    ),
+    "an account that mounts its token": (
+        "service accounts",
+        lambda d: find(d, "ServiceAccount", GATEWAY).pop("automountServiceAccountToken"),
+    ),
+}
+
+
+def _as_job(docs: Docs, name: str) -> None:
+    """A CronJob turned back into the Job it makes."""
+    cron = find(docs, "CronJob", name)
+    cron.update(kind="Job", spec=cron["spec"]["jobTemplate"]["spec"])
+
+
+def _spark_defaults(docs: Docs, old: str, new: str) -> None:
+    data = _config_map(docs, "spark-defaults-")["data"]
+    assert old in data["spark-defaults.conf"]
+    data["spark-defaults.conf"] = data["spark-defaults.conf"].replace(old, new)
+
+
+def _policy(docs: Docs, name: str) -> dict:
+    return find(docs, "NetworkPolicy", name)["spec"]
+
+
+def _drop(docs: Docs, kind: str, name: str) -> None:
+    docs.remove(find(docs, kind, name))
+
+
+def _scrape(docs: Docs) -> dict:
+    return find(docs, "ServiceMonitor", GATEWAY)["spec"]["endpoints"][0]
+
+
+# Breaks of the production overlay's own objects, on a copy of its rendering.
+PRODUCTION_BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
+    "S3 endpoint in production": (
+        "s3 endpoint",
+        lambda d: _config_map(d, "tracking-stores-")["data"].update(
+            MLFLOW_S3_ENDPOINT_URL="http://minio:9000"
+        ),
+    ),
+    "S3 endpoint as a literal": (
+        "s3 endpoint",
+        lambda d: container(find(d, "Deployment", TRACKING), TRACKING)["env"].append(
+            {"name": "MLFLOW_S3_ENDPOINT_URL", "value": ""}
+        ),
+    ),
+    "no default deny": ("network", lambda d: _drop(d, "NetworkPolicy", "default-deny")),
+    "the monitor's NetworkPolicy missing": (
+        "network",
+        lambda d: _drop(d, "NetworkPolicy", MONITOR),
+    ),
+    "the jobs' NetworkPolicy missing": ("network", lambda d: _drop(d, "NetworkPolicy", "jobs")),
+    "gateway egress anywhere": (
+        "network",
+        lambda d: _policy(d, GATEWAY)["egress"][0].pop("to"),
+    ),
+    "tracking server open to the namespace": (
+        "network",
+        lambda d: _policy(d, TRACKING)["ingress"][0].update({"from": [{}]}),
+    ),
+    "the database on any port": (
+        "network",
+        lambda d: _policy(d, TRACKING)["egress"][0].pop("ports"),
+    ),
+    "S3 anywhere": (
+        "network",
+        lambda d: _policy(d, TRACKING)["egress"][1]["to"][0]["ipBlock"].update(cidr="0.0.0.0/0"),
+    ),
+    "Ingress without TLS": ("ingress", lambda d: find(d, "Ingress", GATEWAY)["spec"].pop("tls")),
+    "Ingress to no port of the gateway": (
+        "ingress",
+        lambda d: find(d, "Ingress", GATEWAY)["spec"]["rules"][0]["http"]["paths"][0]["backend"][
+            "service"
+        ].update(port={"name": "metrics"}),
+    ),
+    "ServiceMonitor without auth": ("scrape", lambda d: _scrape(d).pop("authorization")),
+    "scrape key of another Secret": (
+        "scrape",
+        lambda d: _scrape(d)["authorization"]["credentials"].update(name="prometheus"),
+    ),
+    "scrape sends every key": (
+        "scrape",
+        lambda d: _scrape(d)["authorization"]["credentials"].update(key="keys"),
+    ),
+    "scrape path not served": ("scrape", lambda d: _scrape(d).update(path="/metric")),
+    "ServiceMonitor selects nothing": (
+        "scrape",
+        lambda d: find(d, "ServiceMonitor", GATEWAY)["spec"]["selector"]["matchLabels"].update(
+            {"app.kubernetes.io/name": "gateways"}
+        ),
+    ),
+    "rules drifted from deploy/prometheus": (
+        "scrape",
+        lambda d: find(d, "PrometheusRule", "sentiment")["spec"]["groups"][0]["rules"][3].update(
+            {"for": "10m"}
+        ),
+    ),
+    "ServiceMonitor unknown field": (
+        "schema",
+        lambda d: _scrape(d).update(bearerTokenSecrett={"name": "x", "key": "y"}),
+    ),
+    "PrometheusRule wrong type": (
+        "schema",
+        lambda d: find(d, "PrometheusRule", "sentiment")["spec"]["groups"][0].update(interval=30),
+    ),
 }
 
 
@@ -659,6 +1307,16 @@ def test_each_check_notices_a_broken_manifest(name):
     assert CHECKS[check](docs), f"{check} did not notice: {name}"
 
 
+@pytest.mark.parametrize("name", sorted(PRODUCTION_BREAKS))
+def test_each_production_check_notices_a_broken_manifest(name):
+    check, breaking = PRODUCTION_BREAKS[name]
+    checks = CHECKS | PRODUCTION_CHECKS
+    docs = copy.deepcopy(rendered("production"))
+    assert checks[check](docs) == []
+    breaking(docs)
+    assert checks[check](docs), f"{check} did not notice: {name}"
+
+
 def test_object_checks_notice_a_secret_and_an_unpinned_image():
     docs = rendered("production")
     docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gateway-api-keys"}})
@@ -666,3 +1324,26 @@ def test_object_checks_notice_a_secret_and_an_unpinned_image():
     problems = object_problems(docs, "production")
     assert any("Secret/gateway-api-keys" in p for p in problems)
     assert any("not pinned" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.example.com/sentiment/sentiment-mlops-gateway:0.1.0",
+        "registry.example.com/sentiment/sentiment-mlops-gateway@sha256:1234",
+        "registry.example.com:5000/sentiment/sentiment-mlops-gateway",
+        "sentiment-mlops-gateway@sha256:" + "0" * 64,
+    ],
+)
+def test_production_images_are_pinned_by_digest(image):
+    """Every production image is pinned by a full sha256 digest, in a registry."""
+    docs = rendered("production")
+    assert object_problems(docs, "production") == []
+    containers(pod_spec(find(docs, "CronJob", "train")))[0]["image"] = image
+    assert [p for p in object_problems(docs, "production") if "pinned by digest" in p]
+
+
+if __name__ == "__main__":
+    # `python -m tests.unit.test_kubernetes`: rewrite the PrometheusRule from the rule files.
+    PROMETHEUS_RULE_FILE.write_text(prometheus_rule_text())
+    print(f"wrote {PROMETHEUS_RULE_FILE.relative_to(ROOT)}", file=sys.stderr)
