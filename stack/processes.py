@@ -9,6 +9,7 @@ their start time: a pid the system has since given to another process is never s
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -44,11 +45,36 @@ def environment(drop: Iterable[str] = (), **extra: str) -> dict[str, str]:
     return variables
 
 
+# The kernel's range of local ports for outgoing connections (32768-60999 by default).
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Free ports are drawn from this many ports just below it (20000-32767 by default).
+FREE_BAND = 12768
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago."""
+    """A loopback port that was free a moment ago, drawn at random below the kernel's
+    ephemeral range: a port inside it can be taken by any client connection on the machine
+    before the server it is meant for binds it. The kernel's choice if that fails."""
+    low = _ephemeral_start()
+    if low is not None and low > 1024 + 100:
+        for _ in range(100):
+            port = random.randint(max(1024, low - FREE_BAND), low - 1)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_start() -> int | None:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def start(

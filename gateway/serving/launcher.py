@@ -1,11 +1,13 @@
 """Bring scoring servers up, and stop them, each as a task of its own.
 
 A launch copies the version to the local model cache (if it is not there yet), starts
-`mlflow models serve` on a free port, waits until it answers and smoke-tests it. Then it is
-handed to the rollout's state machine, which decides what the server is for; a failure is
-handed over the same way, with whether the version is broken or only failed to start. The
-state machine never waits on a launch, so it can act on a promotion, a crash or a hang
-meanwhile. Stopping runs in the background too, after the server's open calls drain.
+`mlflow models serve` on a free port (gateway/serving/ports.py), waits until it answers and
+smoke-tests it; a server that exits because its port was taken meanwhile is started again at
+once on another port, with no back-off. Then it is handed to the rollout's state machine,
+which decides what the server is for; a failure is handed over the same way, with whether
+the version is broken or only failed to start. The state machine never waits on a launch, so
+it can act on a promotion, a crash or a hang meanwhile. Stopping runs in the background too,
+after the server's open calls drain.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from gateway.serving.model_cache import ModelCache
+from gateway.serving.ports import Ports
 from gateway.serving.registry import Registry, RegistryUnavailable, VersionInfo
 from gateway.serving.scoring_server import (
     Factory,
-    Ports,
+    PortTaken,
     ScoringServer,
     StartFailed,
     require_client,
@@ -34,6 +37,8 @@ log = logging.getLogger("gateway.rollout")
 Smoke = Callable[[aiohttp.ClientSession | None, ScoringServer], Awaitable[None]]
 # Failures a broken version is expected to cause: logged without a traceback.
 _EXPECTED = (aiohttp.ClientError, SmokeFailed)
+# Starts in a row, each on another port, of a server whose port was taken before it bound it.
+PORT_TRIES = 5
 
 
 @dataclass(eq=False)
@@ -134,7 +139,6 @@ class Launcher:
         version = launch.version
         try:
             server = await self._start(launch)
-            await server.wait_ready(self.client)
             await self._smoke(self.client, server)
         except asyncio.CancelledError:
             if launch.server is not None:
@@ -151,6 +155,8 @@ class Launcher:
             self._on_ready(launch, server)
 
     async def _start(self, launch: Launch) -> ScoringServer:
+        """A server of the version that answers /ping; one whose port was taken before it
+        could bind it is replaced at once by one on another port."""
         version = launch.version
         described = self.described.get(version)
         if described is None or self._describe_again(launch):
@@ -158,12 +164,26 @@ class Launcher:
         if described is not None:
             self.described[version] = described
         path = await self.cache.local_copy(version, described)
-        port = await self._ports.take()
-        server = launch.server = self._new_server(version, port, path)
-        self.servers.add(server)
-        await server.start()
-        self._started(server)
-        return server
+        for attempt in range(1, PORT_TRIES + 1):
+            port = await self._ports.take()
+            server = launch.server = self._new_server(version, port, path)
+            self.servers.add(server)
+            try:
+                await server.start()
+                self._started(server)
+                await server.wait_ready(self.client)
+            except PortTaken as error:
+                self._ports.avoid(port)
+                if attempt == PORT_TRIES:
+                    raise
+                log.warning("v%s: %s; starting it again at once on another port", version, error)
+                launch.server = None
+                self.retire(server, kill=True)
+                continue
+            finally:
+                self._ports.bound(port)
+            return server
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _failed(self, launch: Launch, reason: str, broken: bool) -> None:
         """Stop what was started, then tell the state machine."""

@@ -35,6 +35,7 @@ from gateway.redact import scrub
 from gateway.serving.health_watcher import HealthWatcher
 from gateway.serving.launcher import Launch, Launcher, Smoke
 from gateway.serving.model_cache import ModelCache
+from gateway.serving.ports import warn_if_ephemeral
 from gateway.serving.registry import Registry, RegistryUnavailable, VersionInfo
 from gateway.serving.scoring import Upstream
 from gateway.serving.scoring_server import Factory, ScoringServer, factory, ping
@@ -462,4 +463,7 @@ class External(Controller):
 
 
 def controller(settings: Settings, registry: Registry) -> Controller:
-    return External(settings, registry) if settings.scoring_url else Supervisor(settings, registry)
+    if settings.scoring_url:
+        return External(settings, registry)
+    warn_if_ephemeral(settings)  # once, for the scoring servers this gateway runs
+    return Supervisor(settings, registry)

@@ -9,10 +9,10 @@ starts many servers stay bounded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -33,6 +33,15 @@ log = logging.getLogger("gateway.scoring_server")
 
 class StartFailed(Exception):
     """The server did not come up (it exited, or did not answer in time): worth another try."""
+
+
+class PortTaken(StartFailed):
+    """The server exited because something else held its port: another port will do."""
+
+
+# What uvicorn says when its port is held ("[Errno 98] error while attempting to bind on
+# address ('127.0.0.1', 5001): address already in use").
+BIND_FAILED = re.compile(r"address already in use|\[Errno 98\]", re.IGNORECASE)
 
 
 class OutputLog:
@@ -92,6 +101,7 @@ class ScoringServer:
         self.process: asyncio.subprocess.Process | None = None
         self._output = output
         self._last_lines: deque[str] = deque(maxlen=5)
+        self.bind_failed: str | None = None  # its line saying its port was in use, if any
         self._copying: asyncio.Task | None = None
 
     def __repr__(self) -> str:
@@ -140,6 +150,9 @@ class ScoringServer:
         while time.monotonic() < deadline:
             code = self._started.returncode
             if code is not None:
+                await self._output_read()
+                if self.bind_failed is not None:
+                    raise PortTaken(f"scoring server could not bind its port: {self.bind_failed}")
                 raise StartFailed(f"scoring server exited with code {code}: {self.last_line()}")
             if await self.ping(client, self.settings.ping_timeout):
                 return
@@ -201,6 +214,11 @@ class ScoringServer:
             except (TimeoutError, asyncio.CancelledError):
                 self._copying.cancel()
 
+    async def _output_read(self, timeout: float = 2.0) -> None:
+        """Wait (a little) until the exited server's output is all read."""
+        if self._copying is not None:
+            await asyncio.wait([self._copying], timeout=timeout)
+
     def last_line(self) -> str:
         """Its last line of output (the reason a start failed, most often)."""
         return self._last_lines[-1][:200] if self._last_lines else "no output"
@@ -224,6 +242,8 @@ class ScoringServer:
     def _line(self, source: str, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip()
         if line:
+            if self.bind_failed is None and BIND_FAILED.search(line):
+                self.bind_failed = line[:200]
             self._last_lines.append(line)
             self._output.write(source, line)
 
@@ -260,46 +280,6 @@ async def ping(client: aiohttp.ClientSession, url: str, timeout: float) -> bool 
         return False  # it hung up, reset or answered garbage
     except OSError:
         return None
-
-
-class Ports:
-    """Ports for new servers: any free one, or with a fixed first port P, one of P to P+2
-    (live, standby, next version). A server still stopping keeps its port: a new one waits."""
-
-    def __init__(self, settings: Settings):
-        self._host = settings.scoring_host
-        self._first = settings.scoring_port
-        self._taken: set[int] = set()
-        self._freed = asyncio.Event()
-
-    async def take(self) -> int:
-        if not self._first:
-            with socket.socket() as sock:
-                sock.bind((self._host, 0))
-                return sock.getsockname()[1]
-        while True:
-            for port in range(self._first, self._first + 3):
-                if port not in self._taken and _bindable(self._host, port):
-                    self._taken.add(port)
-                    return port
-            self._freed.clear()
-            with contextlib.suppress(TimeoutError):  # held by something else: look again
-                await asyncio.wait_for(self._freed.wait(), 1.0)
-
-    def release(self, port: int) -> None:
-        self._taken.discard(port)
-        self._freed.set()
-
-
-def _bindable(host: str, port: int) -> bool:
-    """As uvicorn binds (SO_REUSEADDR), so a port in TIME_WAIT counts as free."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _group_alive(pgid: int) -> bool:

@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from stack.processes import (
+    EPHEMERAL_RANGE,
     cpu_seconds,
     descendants,
     environment,
@@ -52,6 +53,15 @@ def test_stop_ends_a_stubborn_leader_and_the_child_that_left_its_group(tmp_path)
         for process in [*children, psutil.Process(proc.pid)] if proc.poll() is None else children:
             with suppress(psutil.Error):
                 process.kill()
+
+
+def test_free_ports_are_below_the_ephemeral_range():
+    low = int(EPHEMERAL_RANGE.read_text().split()[0]) if EPHEMERAL_RANGE.exists() else None
+    if low is None or low < 2048:
+        pytest.skip("no ephemeral range with room below it")
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 <= port < low for port in ports), ports
+    assert len(ports) > 1, "drawn at random: two helpers starting at once differ"
 
 
 def test_wait_until_up_returns_once_the_url_answers(tmp_path):

@@ -5,13 +5,15 @@ tests/integration and tests/reliability."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from pathlib import Path
 
 import pytest
 
+from gateway.serving.ports import Ports
 from gateway.serving.rollout import Supervisor
-from gateway.serving.scoring_server import OutputLog, Ports, StartFailed
+from gateway.serving.scoring_server import OutputLog, StartFailed
 from gateway.serving.smoke_test import SmokeFailed
 from gateway.settings import Settings
 from tests.unit.gateway.serving.fakes import FakeRegistry, World, serving, settle
@@ -321,12 +323,11 @@ def test_scoring_server_output_is_rotated(tmp_path):
 
 
 def _free_range(size: int) -> int:
-    """The first of ``size`` consecutive free loopback ports."""
+    """The first of ``size`` consecutive free loopback ports, below the kernel's ephemeral
+    range (32768 and up by default), where no client connection is given one meanwhile."""
     for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            first = sock.getsockname()[1]
-        if first + size < 65536 and all(_free(first + i) for i in range(size)):
+        first = random.randint(20000, 32767 - size)
+        if all(_free(first + i) for i in range(size)):
             return first
     raise RuntimeError("no free port range")
 
