@@ -9,10 +9,9 @@ negation and invariance pass rates, and the served model's CPU µs per review (p
 fitted). The test split and the report half are scored once, for the published model, by its
 training run (``make bench-training``).
 
-A variant that drops function words cleans as the model did until 2026-12-06: today's
-cleaning with NLTK's stopwords removed afterwards: the same text for 98 % of the packaged
-reviews, since a negation's scope passes over them either way (the rest differ by a word such
-as "we're", which the old cleaning kept as "were"). Results:
+A variant without function words (``function_words: False``) skips NLTK's stopwords before
+its n-grams are built, as the model of 2026-12-06 read its text (its cleaning dropped them;
+a negation's scope passes over them either way). Results:
 benchmarks/results/short_texts.{json,md}.
 """
 
@@ -23,7 +22,6 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,16 +30,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import model.sentiment_model as served
 from benchmarks.model import cpu_us
-from model.preprocess import SENTENCE_BREAK, clean_text, stopwords
+from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
 from pipelines import behaviour, evaluate, segments
 from pipelines.data import CHOOSE, load_reviews, rotten_tomatoes, split, without_near_duplicates
 from pipelines.features import PRESETS, fit_pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BEFORE = {"sentence_C": None, "min_df": 2}  # the `best` preset of 2026-12-06
+# The `best` preset of 2026-12-06: no sentence head, min_df 2, no function words.
+BEFORE = {"sentence_C": None, "min_df": 2, "function_words": False}
 REPEATS = 7
 
 
@@ -49,12 +47,11 @@ REPEATS = 7
 class Variant:
     name: str
     params: dict[str, Any] = field(default_factory=dict)  # over PRESETS["best"]
-    function_words: bool = True  # kept in the cleaned text
 
 
 VARIANTS = (
-    Variant("best of 2026-12-06: review head only", BEFORE, function_words=False),
-    Variant("+ sentence head and calibration by length", {"min_df": 2}, function_words=False),
+    Variant("best of 2026-12-06: review head only", BEFORE),
+    Variant("+ sentence head and calibration by length", {"min_df": 2, "function_words": False}),
     Variant("+ function words kept", {"min_df": 2}),
     Variant("+ min_df 3 (best)"),
     Variant("best, sentence head C 0.5", {"sentence_C": 0.5}),
@@ -63,42 +60,10 @@ VARIANTS = (
 CAPABILITIES = ("short", "domains", "negation", "invariance")
 
 
-def cleaner(variant: Variant) -> Callable[[str], str]:
-    if variant.function_words:
-        return clean_text
-    # As the cleaned text writes them: apostrophes go ("you're" -> "youre").
-    function = stopwords() | {word.replace("'", "") for word in stopwords()}
-
-    def without(text: object) -> str:
-        words: list[str] = []
-        for word in clean_text(text).split():
-            if word == SENTENCE_BREAK and (not words or words[-1] == SENTENCE_BREAK):
-                continue  # a sentence of function words only left no break before
-            if word not in function:
-                words.append(word)
-        if words and words[-1] == SENTENCE_BREAK:
-            words.pop()
-        return " ".join(words)
-
-    return without
-
-
-@contextmanager
-def cleaning(clean: Callable[[str], str]):
-    """The served model cleaning as the variant does (the benchmark's stand-in, nothing else)."""
-    original = served.clean_text
-    served.clean_text = clean  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        served.clean_text = original
-
-
 def measure(
     variant: Variant, texts: dict[str, list[str]], labels: dict[str, np.ndarray]
 ) -> tuple[dict, SentimentModel]:
-    clean = cleaner(variant)
-    cleaned = {name: [clean(text) for text in rows] for name, rows in texts.items()}
+    cleaned = {name: [clean_text(text) for text in rows] for name, rows in texts.items()}
     started = time.perf_counter()
     pipeline = fit_pipeline(
         PRESETS["best"] | variant.params,
@@ -108,36 +73,29 @@ def measure(
     )
     row: dict[str, Any] = {"variant": variant.name, "fit_seconds": time.perf_counter() - started}
     model = SentimentModel(pipeline)
-    with cleaning(clean):
 
-        def positive(rows: list[str]) -> np.ndarray:
-            answers = model.predict(None, pd.DataFrame({"text": rows}))
-            return evaluate.answered_positive(answers)
+    def positive(rows: list[str]) -> np.ndarray:
+        return evaluate.answered_positive(model.predict(None, pd.DataFrame({"text": rows})))
 
-        for name in ("val", "segments", "rt_choose"):
-            p = positive(texts[name])
-            row[f"{name}_accuracy"] = float(np.mean((p >= 0.5) == labels[name]))
-            row[f"{name}_ece"] = evaluate.ece(labels[name], p)
-            row[f"{name}_positive"] = float(np.mean(p >= 0.5))
-        outcomes = behaviour.run(positive)
-        row |= {f"behaviour_{name}": outcomes[name].rate for name in CAPABILITIES}
+    for name in ("val", "segments", "rt_choose"):
+        p = positive(texts[name])
+        row[f"{name}_accuracy"] = float(np.mean((p >= 0.5) == labels[name]))
+        row[f"{name}_ece"] = evaluate.ece(labels[name], p)
+        row[f"{name}_positive"] = float(np.mean(p >= 0.5))
+    outcomes = behaviour.run(positive)
+    row |= {f"behaviour_{name}": outcomes[name].rate for name in CAPABILITIES}
     row["vocabulary"] = len(pipeline[0].vocabulary_)
     return row, model
 
 
-def costs(models: dict[str, tuple[Variant, SentimentModel]], texts: list[str]) -> dict[str, float]:
+def costs(models: dict[str, SentimentModel], texts: list[str]) -> dict[str, float]:
     """CPU µs per review of each served model, the variants in turn, best of ``REPEATS``."""
     frame = pd.DataFrame({"text": texts})
 
-    def predict(variant: Variant, model: SentimentModel) -> Callable[[], object]:
-        def run() -> object:
-            with cleaning(cleaner(variant)):
-                return model.predict(None, frame)
+    def predict(model: SentimentModel) -> Callable[[], object]:
+        return lambda: model.predict(None, frame)
 
-        return run
-
-    calls = {name: predict(*pair) for name, pair in models.items()}
-    return cpu_us(calls, len(texts), REPEATS)
+    return cpu_us({name: predict(model) for name, model in models.items()}, len(texts), REPEATS)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -185,7 +143,7 @@ def main() -> None:
         print(f"[{variant.name}] fitting and measuring...", flush=True)
         row, model = measure(variant, texts, labels)
         rows.append(row)
-        models[variant.name] = (variant, model)
+        models[variant.name] = model
     print("[cost] predict per review, the variants in turn...", flush=True)
     for row, us in zip(rows, costs(models, texts["val"][:1000]).values(), strict=True):
         row["us_per_review"] = us

@@ -60,9 +60,12 @@ def stopwords() -> frozenset[str]:
 
 
 @lru_cache(maxsize=1)
-def _function_words() -> frozenset[str]:
-    """The words a negation's scope passes over: never a negation or a punctuation mark."""
-    return stopwords() - NEGATIONS - _CLAUSE_END
+def function_words() -> frozenset[str]:
+    """``stopwords`` as tokens and as the cleaned text writes them ("you're", "youre"), never
+    a negation or a punctuation mark: what a negation's scope passes over, and what a preset
+    that reads no function words skips (``model.ngrams.SentenceNgrams``)."""
+    words = stopwords() | {word.replace("'", "") for word in stopwords()}
+    return words - NEGATIONS - _CLAUSE_END
 
 
 def _short_char_ref(match: re.Match[str]) -> str:
@@ -114,7 +117,7 @@ def clean_text(text: object) -> str:
     text = _NEGATION.sub(" not", text)
     # Tokens are runs of ASCII letters, so numbers fall away here; punctuation only ends
     # a negation's scope (any clause mark) or a sentence (. ! ?), and is not kept.
-    function = _function_words()
+    function = function_words()
     words: list[str] = []
     scope = 0
     for token in _TOKEN.findall(text):

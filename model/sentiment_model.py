@@ -142,7 +142,7 @@ class _Words:
         analyzer = vectorizer.analyzer
         self.words: Callable[[str], set[str]]
         if isinstance(analyzer, SentenceNgrams):
-            self.words = SentenceNgrams.words
+            self.words = analyzer.words
         else:
             single = copy.copy(vectorizer)
             single.ngram_range = (1, 1)

@@ -67,6 +67,7 @@ class Vectorize:
         if not self.fast or not isinstance(analyzer, SentenceNgrams):
             return
         self.low, self.high = analyzer.ngram_range
+        self.skip = analyzer.skipped()
         # Pruned by document frequency alone (min_df), a vocabulary holds an n-gram only
         # if it holds both (n-1)-grams inside it: each is in every review the n-gram is
         # in. Longer n-grams are then looked up only where both of those were found.
@@ -111,9 +112,15 @@ class Vectorize:
         vocabulary_keys = self.keys
         if not self.fast or vocabulary_keys is None:
             raise ValueError("this vectorizer is not one whose terms are counted here")
+        spaced = map(str.replace, texts, repeat(SENTENCE_BREAK), repeat(_SPACED_BREAK))
+        skip = self.skip
         split = [
-            [token for token in text.split() if len(token) > 1 or token == SENTENCE_BREAK]
-            for text in map(str.replace, texts, repeat(SENTENCE_BREAK), repeat(_SPACED_BREAK))
+            [
+                token
+                for token in text.split()
+                if (len(token) > 1 and token not in skip) or token == SENTENCE_BREAK
+            ]
+            for text in spaced
         ]
         lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
         tokens = list(chain.from_iterable(split))

@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 from model.length_aware import LengthAwareClassifier
 from model.nb_weighting import NaiveBayesWeighting
 from model.ngrams import SentenceNgrams
+from model.preprocess import function_words
 from pipelines import segments
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -39,6 +40,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The sentence head's C (regularisation; `None`: no sentence head, no calibration):
         # a LengthAwareClassifier, calibrated on validation (docs/training.md, short texts).
         "sentence_C": 1.0,
+        # Function words stay in the text the model reads (docs/training.md, short texts).
+        "function_words": True,
     },
     # The original service's hyperparameters, kept reproducible for comparison.
     "seed": {
@@ -56,6 +59,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "class_weight": "balanced",
         "refit": False,
         "sentence_C": None,
+        # As the original service read its text: without NLTK's stopwords.
+        "function_words": False,
     },
 }
 
@@ -67,7 +72,10 @@ def build_pipeline(params: dict[str, Any], seed: int = 42) -> Pipeline:
             "tfidf",
             TfidfVectorizer(
                 # n-grams per sentence of the cleaned text (clean_text marks the breaks)
-                analyzer=SentenceNgrams(params["ngram_range"]),
+                analyzer=SentenceNgrams(
+                    params["ngram_range"],
+                    skip=frozenset() if params.get("function_words", True) else function_words(),
+                ),
                 token_pattern=None,
                 min_df=params["min_df"],
                 max_df=params["max_df"],

@@ -272,11 +272,34 @@ def test_same_data_seed_and_sample_are_compared_on_validation(registry, first_ru
     # compared by the validation F1 its run recorded (its recipe fitted on train, scored on
     # these rows), not re-scored on rows it has seen.
     assert champion.tags["fit_on"] == "train+val"
-    assert reason.endswith("(its recorded validation F1: it was refitted on train+val)")
+    assert "(its recorded validation F1: it was refitted on train+val)" in reason
     champion_run = client.get_run(champion.run_id)
+    # Both were scored on the same short texts, each by its published model.
+    short, champion_short = metrics["rt_choose_accuracy"], metrics["champion_short_accuracy"]
+    assert champion_short == pytest.approx(champion_run.data.metrics["rt_choose_accuracy"])
+    if metrics["val_f1"] >= metrics["champion_val_f1"]:  # the short-text rule is then read
+        assert f"short-text accuracy {short:.4f}" in reason and f"{champion_short:.4f}" in reason
     assert metrics["champion_val_f1"] == pytest.approx(
         champion_run.data.metrics["val_f1"], abs=1e-9
     )
-    promoted = metrics["val_f1"] >= metrics["champion_val_f1"]
+    promoted = metrics["val_f1"] >= metrics["champion_val_f1"] and short >= champion_short - 0.01
     assert run.data.tags["promotion.decision"] == ("promoted" if promoted else "kept")
     assert production(client) == (new.version if promoted else before)
+
+
+def test_a_challenger_that_loses_on_short_texts_is_refused(registry, first_run):
+    """The same recipe on the same rows is as good on validation and on short texts; a margin
+    below zero (`-P short_margin=-0.01`) asks it to be a point better there, so it is refused,
+    with the rule's sentence, and the alias stays."""
+    uri, client = registry
+    before = production(client)
+    result = run_training(uri, "max_rows=1500", "short_margin=-0.01")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    new = latest_version(client)
+    run = client.get_run(new.run_id)
+    reason = run.data.tags["promotion.reason"]
+    assert run.data.tags["promotion.decision"] == "kept", reason
+    assert "more than the -1 allowed (short_margin)" in reason
+    assert f"Not promoted: {reason}." in result.stdout
+    assert new.tags["promotion.decision"] == "kept" and new.tags["promotion.reason"] == reason
+    assert production(client) == before

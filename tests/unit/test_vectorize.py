@@ -8,7 +8,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from model import vectorize as vectorize_module
 from model.ngrams import SentenceNgrams
-from model.preprocess import clean_text
+from model.preprocess import clean_text, function_words
 from model.sentiment_model import SentimentModel
 from model.vectorize import Vectorize
 from pipelines.data import load_reviews, split
@@ -66,7 +66,7 @@ def test_the_features_of_every_test_review_are_scikit_learns(data):
     assert vectorize.fast and vectorize.prune  # trigrams only where both bigrams are known
     features, words = vectorize(texts)
     assert_same(features, pipeline[0].transform(texts))
-    assert words.tolist() == [len(SentenceNgrams.words(text)) for text in texts]
+    assert words.tolist() == [len(SentenceNgrams().words(text)) for text in texts]
 
 
 def test_the_answers_to_every_test_review_are_the_pipelines(data):
@@ -94,6 +94,8 @@ def test_the_answers_to_every_test_review_are_the_pipelines(data):
         {"analyzer": SentenceNgrams((2, 3))},
         {"analyzer": SentenceNgrams((1, 1))},
         {"analyzer": SentenceNgrams((1, 4)), "binary": True, "min_df": 1},
+        # The seed preset's: function words skipped before n-grams are built.
+        {"analyzer": SentenceNgrams((1, 3), skip=function_words())},
         {"max_df": 0.5, "max_features": 2000},
     ],
     ids=str,
@@ -177,7 +179,7 @@ def test_n_grams_stop_at_unknown_words_breaks_and_the_end_of_a_review(data, prun
     vectorize = Vectorize(vectorizer)
     features, words = vectorize(texts)
     assert_same(features, vectorizer.transform(texts))
-    assert words.tolist() == [len(SentenceNgrams.words(text)) for text in texts]
+    assert words.tolist() == [len(SentenceNgrams().words(text)) for text in texts]
     has_trigram = features[:, vectorizer.vocabulary_[trigrams[0]]].toarray().ravel() > 0
     # Single characters are no tokens: they cut nothing.
     assert has_trigram[:10].tolist() == [False] * 7 + [True] * 3
@@ -189,7 +191,7 @@ def test_tiny_batches_give_scikit_learns_counts(data, texts):
     vectorize = Vectorize(pipeline[0])
     counts, words = vectorize.counts(texts)
     assert_same(counts, CountVectorizer.transform(pipeline[0], texts))
-    assert words.tolist() == [len(SentenceNgrams.words(text)) for text in texts]
+    assert words.tolist() == [len(SentenceNgrams().words(text)) for text in texts]
 
 
 def test_keys_too_long_for_64_bits_go_through_scikit_learn(data):
