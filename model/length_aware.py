@@ -4,8 +4,8 @@ A head fitted on whole reviews (about 230 words) reads a one-sentence text throu
 of its n-grams: the score is several times smaller than a review's, so the intercept and the
 film-only n-grams weigh more, and short texts lean positive. The sentence head is fitted on the
 sentences of the training reviews, each labelled as its review is, so it learns what a term
-says on its own. The calibration, fitted on validation rows only (the reviews and their
-sentences), weighs each head by an amount that moves linearly with the text's length, from a
+says on its own. The calibration, fitted on validation rows only (the reviews and their closing
+segments), weighs each head by an amount that moves linearly with the text's length, from a
 one-term text to a long review, plus a bias by length: ``confidence`` is then a probability
 whatever the length, and the sentence head leads where texts are short. The weights are held
 at zero or above: a head's evidence never counts against its own sign, however short or long
@@ -27,9 +27,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-# The calibration's inputs, in order (``inputs``): each head's score weighed towards short and
-# towards long texts, and the length.
-INPUTS = ("review_short", "review_long", "sentence_short", "sentence_long", "length")
 # Known terms at which a text counts as fully long (t = 1); longer ones stay at 1.
 LONG = 5000
 
@@ -62,7 +59,8 @@ class LengthAwareClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def inputs(self, X) -> np.ndarray:
-        """Per row, the calibration's inputs (``INPUTS``)."""
+        """Per row, the calibration's inputs: each head's score weighed towards short and towards
+        long texts (``1 - t``, ``t``), and the length ``t``."""
         review, sentence = self._scores(X)
         t = length(X)
         return np.column_stack([review * (1 - t), review * t, sentence * (1 - t), sentence * t, t])

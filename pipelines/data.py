@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -121,13 +122,19 @@ def rotten_tomatoes(half: str) -> pd.DataFrame:
     stratified, seed 42 whatever the run's seed, so that every run sees the same halves."""
     if half not in (CHOOSE, REPORT):
         raise ValueError(f"half must be {CHOOSE!r} or {REPORT!r}, not {half!r}")
+    return _rotten_tomatoes_halves()[half].copy()
+
+
+@cache
+def _rotten_tomatoes_halves() -> dict[str, pd.DataFrame]:
+    """Both halves, read once per process (a run asks for them three times)."""
     frame = pd.read_csv(packaged_csv())
     frame = frame[frame["source"] == "rotten_tomatoes"]
     frame = _normalise(frame["text"], frame["label"], SHORT).drop_duplicates("text")
     choose, report = train_test_split(
         frame, test_size=0.5, stratify=frame["label"], random_state=42
     )
-    return (choose if half == CHOOSE else report).reset_index(drop=True)
+    return {CHOOSE: choose.reset_index(drop=True), REPORT: report.reset_index(drop=True)}
 
 
 def _packaged() -> pd.DataFrame:

@@ -79,9 +79,12 @@ def load_probes() -> dict[str, pd.DataFrame]:
     return {name: pd.read_csv(PROBES / f"{name}.csv") for name in PROBE_SETS}
 
 
-def measure(pipeline, texts: list[str], labels, p_positive, split_rows: dict[str, int]) -> Evidence:
-    """Slice the test split by length, score the probe sets, count the confusion matrix and
-    pick the examples; ``p_positive`` is the test split's, already computed."""
+def measure(
+    model: SentimentModel, texts: list[str], labels, p_positive, split_rows: dict[str, int]
+) -> Evidence:
+    """Score the probe sets and the behavioural suite with the served ``model``, count the
+    confusion matrix and pick the examples; ``p_positive`` is the test split's, already
+    computed."""
     started = time.perf_counter()
     y_true = np.asarray(labels)
     p_positive = np.asarray(p_positive)
@@ -94,7 +97,6 @@ def measure(pipeline, texts: list[str], labels, p_positive, split_rows: dict[str
         "test_false_negative": int(np.sum((y_true == 1) & ~right)),
         "test_true_positive": int(np.sum((y_true == 1) & right)),
     }
-    model = SentimentModel(pipeline)
     examples = []
     for name, probe in load_probes().items():
         answers = model.predict(None, probe[["text"]])

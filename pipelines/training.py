@@ -206,10 +206,9 @@ def estimate(fitted: Fitted, data: Prepared) -> tuple[dict[str, float], model_ca
     p_positive = fitted.pipeline.predict_proba(data.cleaned["test"])[:, 1]
     evaluate.log_report("test", test["text"].tolist(), test["label"], p_positive)
     rows = {name: len(getattr(data.splits, name)) for name in SPLITS}
-    evidence = model_card.measure(
-        fitted.pipeline, test["text"].tolist(), test["label"], p_positive, rows
-    )
+    # One served model for the card and the slices: preparing it builds its term lookups.
     model = SentimentModel(fitted.pipeline)
+    evidence = model_card.measure(model, test["text"].tolist(), test["label"], p_positive, rows)
     measured = slices.measure(
         lambda texts: answered_positive(model.predict(None, pd.DataFrame({"text": texts}))),
         test["text"].tolist(),
