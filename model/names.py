@@ -11,3 +11,7 @@ MODEL_NAME = "SentimentClassifier"
 ALIAS = "production"
 # The alias of a version on trial (shadow, canary); a model retrained on feedback goes there.
 CHALLENGER = "challenger"
+# The experiments: training runs (and the batch scoring, and challengers retrained on feedback),
+# and the monitoring job's checks.
+TRAINING_EXPERIMENT = "Sentiment-Analysis"
+MONITORING_EXPERIMENT = "Sentiment-Monitoring"

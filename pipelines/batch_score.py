@@ -29,10 +29,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from model.names import ALIAS, MODEL_NAME
+from model.names import ALIAS, MODEL_NAME, TRAINING_EXPERIMENT
 from pipelines.errors import BatchError
 
-EXPERIMENT = "Sentiment-Analysis"
+EXPERIMENT = TRAINING_EXPERIMENT
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{ALIAS}"
 # Rows per Arrow batch handed to the model (spark.sql.execution.arrow.maxRecordsPerBatch).
 DEFAULT_BATCH_SIZE = 10_000

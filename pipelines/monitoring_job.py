@@ -51,14 +51,14 @@ import pandas as pd
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 
-from model.names import CHALLENGER, LABELS, MODEL_NAME
+from model.names import CHALLENGER, LABELS, MODEL_NAME, MONITORING_EXPERIMENT
 from model.preprocess import clean_text
 from monitoring import drift, reference
 from pipelines import drift_report, gateway_info, training
 from pipelines.errors import GatewayUnreadable, KeyRefused, MonitorError
 from pipelines.features import PRESETS
 
-EXPERIMENT = "Sentiment-Monitoring"
+EXPERIMENT = MONITORING_EXPERIMENT
 VERDICT, RUN_ID, CHECKED_AT = "monitoring.verdict", "monitoring.run_id", "monitoring.checked_at"
 RETRAIN = ("never", "if_needed")
 # Points of accuracy a version may lose against its test split before it is called degraded:

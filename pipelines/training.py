@@ -33,7 +33,7 @@ from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
 from sklearn.pipeline import Pipeline
 
-from model.names import ALIAS, MODEL_NAME
+from model.names import ALIAS, MODEL_NAME, TRAINING_EXPERIMENT
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
 from model.signature import INPUT_EXAMPLE, SIGNATURE
@@ -56,7 +56,7 @@ from pipelines.evaluate import answered_positive
 from pipelines.features import fit_pipeline, slim
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENT = "Sentiment-Analysis"
+EXPERIMENT = TRAINING_EXPERIMENT
 MODEL_CODE = ROOT / "model" / "sentiment_model.py"
 # The logged model's pip_requirements: the names in requirements/model.in, at the installed
 # versions (tests/unit/test_project_files.py checks both).

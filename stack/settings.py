@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
-from model.names import ALIAS, MODEL_NAME
+from model.names import ALIAS, MODEL_NAME, TRAINING_EXPERIMENT
 
 
 class StackSettings(BaseSettings):
@@ -22,7 +22,7 @@ class StackSettings(BaseSettings):
     mlflow_artifacts_destination: str = ""
     model_name: str = MODEL_NAME
     model_alias: str = ALIAS
-    experiment_name: str = "Sentiment-Analysis"
+    experiment_name: str = TRAINING_EXPERIMENT
     # Seconds to wait for each server to answer its health check.
     start_timeout: float = 120.0
     # Gateways behind one nginx on gateway_port (`make up GATEWAY_REPLICAS=3`); 1: the gateway
@@ -40,6 +40,10 @@ class StackSettings(BaseSettings):
     # MLflow's usage telemetry (sent to MLflow's servers): off in every process the stack
     # starts unless MLFLOW_DISABLE_TELEMETRY=false (docs/deployment.md#telemetry).
     mlflow_disable_telemetry: bool = True
+    # REGISTRY_AUTH=true: the registry's permissions, as in Compose and Kubernetes. The tracking
+    # server runs MLflow's basic-auth app: a login for the UI and the API, and an account per
+    # job (tracking_server/access.py), whose passwords are made once under passwords_dir.
+    registry_auth: bool = False
 
     @property
     def tracking_uri(self) -> str:
@@ -53,6 +57,10 @@ class StackSettings(BaseSettings):
     @property
     def artifacts_destination(self) -> str:
         return self.mlflow_artifacts_destination or str(self.state_dir.resolve() / "artifacts")
+
+    @property
+    def passwords_dir(self) -> Path:
+        return self.state_dir.resolve() / "secrets" / "registry"
 
     @property
     def telemetry_env(self) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The MLflow tracking server: registry, UI and proxied artifacts, on loopback.
 
 `make up`, the tests and the serving benchmark all start it the same way: `python -m
-stack.tracking` upgrades the store's schema (`mlflow db upgrade`), then becomes `mlflow server`.
+stack.tracking` prepares the store (its schema, and the registry's accounts when REGISTRY_AUTH
+is on), then becomes `mlflow server`.
 The stores (a SQLite file or a database server; a folder or an object store) reach it through
 the environment variables `mlflow server` reads, so a database password never appears on a
 command line; anywhere it is shown, it is shown without the password.
@@ -9,30 +10,60 @@ command line; anywhere it is shown, it is shown without the password.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from stack.processes import BIN, environment, free_port, start, stop, wait_until_up
+from tracking_server import access, prepare
 
 # Server-side jobs (GenAI scoring, trace archival) are unused here, and their runner
 # processes outlive the server.
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-# Seconds the schema upgrade waits for a database server that is still starting.
-CONNECT_TIMEOUT = 60.0
+# MLflow's basic-auth settings (its own basic_auth.ini, with the user store filled in): a
+# signed-in user may read everything, and write only what tracking_server/access.py grants.
+AUTH_CONFIG = """\
+[mlflow]
+default_permission = READ
+database_uri = {users}
+admin_username = {admin}
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
 
 
-def command(port: int) -> list[str]:
-    """The command line of a tracking server on ``port``: no store, no credentials in it."""
+def command(port: int, auth: bool = False) -> list[str]:
+    """The command line of a tracking server on ``port``: no store, no credentials in it.
+    With ``auth``, MLflow's basic-auth app (see auth_env)."""
     return [
         str(BIN / "python"), "-m", "stack.tracking",
         "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        *(["--app-name", "basic-auth"] if auth else []),
     ]  # fmt: skip
+
+
+def auth_env(state: Path, passwords: Path) -> dict[str, str]:
+    """What the basic-auth server reads: its user store (a SQLite file under ``state``, in a
+    config file written there) and the accounts' passwords (made once in ``passwords``)."""
+    access.generate(passwords)
+    config = state / "registry-auth.ini"
+    config.write_text(
+        AUTH_CONFIG.format(users=f"sqlite:///{state / 'registry-users.db'}", admin=access.ADMIN)
+    )
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "REGISTRY_PASSWORDS_DIR": str(passwords),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": (passwords / access.SERVER_KEY).read_text(),
+    }
+
+
+def credentials(passwords: Path, account: str) -> dict[str, str]:
+    """The variables an MLflow client signs in with as ``account``."""
+    return {
+        "MLFLOW_TRACKING_USERNAME": account,
+        "MLFLOW_TRACKING_PASSWORD": (passwords / account).read_text().strip(),
+    }
 
 
 def server_env(backend_store_uri: str, artifacts_destination: str) -> dict[str, str]:
@@ -48,20 +79,6 @@ def server_env(backend_store_uri: str, artifacts_destination: str) -> dict[str, 
 def local_stores(state: Path) -> tuple[str, str]:
     """The embedded default: a SQLite file and an artifact folder under ``state``."""
     return f"sqlite:///{state / 'mlflow.db'}", str(state / "artifacts")
-
-
-def shown(uri: str) -> str:
-    """``uri`` as it may be printed: any password replaced by ***."""
-    parts = urlsplit(uri)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if parts.password is None and not any("password" in key.lower() for key, _ in query):
-        return uri
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    query = [(key, "***" if "password" in key.lower() else value) for key, value in query]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 def start_server(
@@ -101,39 +118,10 @@ def tracking_server(
         stop(proc)
 
 
-def upgrade_schema(uri: str) -> None:
-    """`mlflow db upgrade` (creating the tables of an empty database), once the database
-    answers. A SQLite file that does not exist yet is left to the server to create."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return
-    from mlflow.db import upgrade
-    from mlflow.store.db.utils import create_sqlalchemy_engine
-
-    deadline = time.monotonic() + CONNECT_TIMEOUT
-    engine = create_sqlalchemy_engine(uri)
-    while True:
-        try:
-            with engine.connect():
-                break
-        except Exception as error:
-            if time.monotonic() > deadline:
-                # The driver's message names the host, port and user, never the password.
-                cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise SystemExit(
-                    f"The backend store {shown(uri)} did not answer within "
-                    f"{CONNECT_TIMEOUT:.0f}s: {type(error).__name__}: {cause}"
-                ) from None
-            time.sleep(1)
-        finally:
-            engine.dispose()
-    print(f"Upgrading the schema of {shown(uri)} (mlflow db upgrade)", flush=True)
-    upgrade.main(args=[uri], prog_name="mlflow db upgrade", standalone_mode=False)
-
-
 def main(args: list[str]) -> None:
-    """Upgrade the schema of the store in MLFLOW_BACKEND_STORE_URI, then run `mlflow server`
-    with ``args`` in this process (MLflow is imported once; stopping it stops both)."""
-    upgrade_schema(os.environ["MLFLOW_BACKEND_STORE_URI"])
+    """Prepare the store (tracking_server/prepare.py), then run `mlflow server` with ``args``
+    in this process (MLflow is imported once; stopping it stops both)."""
+    prepare.main()
     from mlflow.cli import cli
 
     cli.main(args=["server", *args], prog_name="mlflow")

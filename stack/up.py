@@ -11,6 +11,7 @@ again, after a back-off that doubles while it keeps failing.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from stack import processes, tracking
 from stack.balancer import Balancer, find_nginx
 from stack.processes import BIN
 from stack.settings import StackSettings
+from tracking_server import store
 
 
 @dataclass
@@ -99,14 +101,23 @@ class Stack:
         state.mkdir(parents=True, exist_ok=True)
         step(
             f"1/3 MLflow tracking server on {s.tracking_uri} "
-            f"(store: {tracking.shown(s.backend_store_uri)}; artifacts: {s.artifacts_destination})"
+            f"(store: {store.shown(s.backend_store_uri)}; artifacts: {s.artifacts_destination})"
         )
+        auth = tracking.auth_env(state, s.passwords_dir) if s.registry_auth else {}
         proc = self.start(
-            tracking.command(s.mlflow_port),
+            tracking.command(s.mlflow_port, auth=s.registry_auth),
             "mlflow.log",
             **tracking.server_env(s.backend_store_uri, s.artifacts_destination),
+            **auth,
         )
         self.wait_healthy("The tracking server", f"{s.tracking_uri}/health", proc)
+        # This process only reads the registry: it signs in as the gateways do.
+        os.environ.update(self.credentials("gateway"))
+
+    def credentials(self, account: str) -> dict[str, str]:
+        """How a child signs in to the registry as ``account`` (nothing without permissions)."""
+        s = self.settings
+        return tracking.credentials(s.passwords_dir, account) if s.registry_auth else {}
 
     def train_if_needed(self) -> None:
         s = self.settings
@@ -129,6 +140,7 @@ class Stack:
                 "--experiment-name",
                 s.experiment_name,
             ],
+            **self.credentials("trainer"),
         )
         status = proc.wait()
         self.procs.remove(proc)
@@ -150,6 +162,7 @@ class Stack:
             GATEWAY_MODEL_NAME=s.model_name,
             GATEWAY_MODEL_ALIAS=s.model_alias,
             GATEWAY_MONITOR_DIR=str(s.state_dir.resolve() / "monitoring"),
+            **self.credentials("gateway"),
         )
         self.wait_healthy("The gateway", f"{gateway}/ready", proc)
 
@@ -181,6 +194,7 @@ class Stack:
                 # One folder for all: each replica logs to predictions/<its name>/, and
                 # feedback for an answer of any replica goes to the one feedback.sqlite.
                 "GATEWAY_MONITOR_DIR": str(state / "monitoring"),
+                **self.credentials("gateway"),
             }
             replica = Replica(name, port, env, self.start_gateway(name, env))
             print(f"    {name} on {replica.url}, scoring servers from port {scoring or 'free'}")
@@ -316,7 +330,7 @@ The stack is up. Ctrl-C stops everything.
   Gateway         {gateway}{replicas}
   API docs        {gateway}/docs
   MLflow UI       {s.tracking_uri}
-  Tracking store  {tracking.shown(s.backend_store_uri)}
+  Tracking store  {store.shown(s.backend_store_uri)}{permissions(s)}
   Artifacts       {s.artifacts_destination} (proxied by the tracking server)
   Scoring server  http://127.0.0.1:{s.scoring_port}/invocations
   Logs            {s.state_dir.resolve() / "logs"}/{{mlflow,gateway}}.log
@@ -325,6 +339,15 @@ The stack is up. Ctrl-C stops everything.
        -d '{{"text": "This movie was absolutely amazing!"}}'
 """,
         flush=True,
+    )
+
+
+def permissions(s: StackSettings) -> str:
+    if not s.registry_auth:
+        return ""
+    return (
+        f"\n  Registry login  the accounts of tracking_server/access.py, passwords in "
+        f"{s.passwords_dir}\n                  (the UI: user promoter, or admin)"
     )
 
 

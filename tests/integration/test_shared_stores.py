@@ -16,14 +16,15 @@ from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 import pytest
 from mlflow.tracking import MlflowClient
 
 from model.names import ALIAS, MODEL_NAME
-from stack import tracking
 from tests.gateways import gateway
 from tests.servers import free_port, run_training, spawn, stop, wait_until_up
 from tests.stores import SharedStores
+from tracking_server import store
 
 
 def production(uri: str):
@@ -125,7 +126,7 @@ def test_make_up_runs_on_the_shared_stores(shared_stores, trained, tmp_path):
         assert answer.json()["model_version"] == f"v{trained.version}"
         out = _wait_for_text(log, "The stack is up", timeout=30)
         assert "no training needed" in out
-        shown = tracking.shown(shared_stores.postgres.uri)
+        shown = store.shown(shared_stores.postgres.uri)
         assert ":***@127.0.0.1:" in shown
         assert f"(store: {shown}; artifacts: {shared_stores.artifacts})" in out
         assert f"Tracking store  {shown}" in out
@@ -148,15 +149,15 @@ def test_make_up_runs_on_the_shared_stores(shared_stores, trained, tmp_path):
 def test_a_store_that_does_not_answer_stops_the_start_with_its_uri_hidden(
     shared_stores, monkeypatch
 ):
-    monkeypatch.setattr(tracking, "CONNECT_TIMEOUT", 0.0)
+    monkeypatch.setattr(store, "CONNECT_TIMEOUT", 0.0)
     database = shared_stores.postgres
     wrong = database.uri.replace(f":{database.password}@", ":not-the-password@")
     closed = database.uri.replace(f":{database.port}/", f":{free_port()}/")
     for uri, password in ((wrong, "not-the-password"), (closed, database.password)):
         with pytest.raises(SystemExit) as stopped:
-            tracking.upgrade_schema(uri)
+            store.upgrade_schema(uri)
         message = str(stopped.value)
-        assert message.startswith(f"The backend store {tracking.shown(uri)} did not answer")
+        assert message.startswith(f"The backend store {store.shown(uri)} did not answer")
         assert password not in message and "OperationalError" in message
 
 
@@ -197,3 +198,14 @@ def test_the_shared_stores_hold_a_password_to_hide(shared_stores):
     assert len(shared_stores.postgres.password) >= 16
     assert shared_stores.postgres.password in shared_stores.postgres.uri
     assert os.environ.get("MLFLOW_BACKEND_STORE_URI") is None
+
+
+def test_the_registry_user_store_gets_its_database_on_the_same_server_once(shared_stores):
+    """The basic-auth app keeps its users next to the tracking store: the first start creates
+    that database, later starts find it."""
+    database = shared_stores.postgres
+    users = database.uri.rsplit("/", 1)[0] + "/registry_users"
+    for _ in range(2):
+        store.create_database(users)
+        with psycopg.connect(users.replace("postgresql+psycopg://", "postgresql://")) as db:
+            assert db.execute("SELECT current_database()").fetchone() == ("registry_users",)

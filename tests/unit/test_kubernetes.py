@@ -526,12 +526,63 @@ def tracking_problems(docs: Docs) -> list[str]:
     if not {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"} <= reads:
         problems.append("`mlflow server` no longer reads its stores from the environment")
     init = pod_spec(workload).get("initContainers", [])
-    if not any("upgrade" in " ".join(i.get("command", [])) for i in init):
+    if not any("tracking_server.prepare" in " ".join(i.get("command", [])) for i in init):
         problems.append("no schema upgrade before the server starts")
     for probe_name in ("startupProbe", "readinessProbe", "livenessProbe"):
         probe = c.get(probe_name, {}).get("httpGet", {})
         if probe.get("path") != "/health" or port_number(c, probe.get("port")) != port:
             problems.append(f"{probe_name} is not GET /health on {port}")
+    return problems
+
+
+# Who signs in to the registry as whom (tracking_server/access.py); batch scoring logs its runs
+# in the training experiment, as the trainer.
+LOGINS = {GATEWAY: "gateway", MONITOR: "monitor", "train": "trainer", "batch-score": "trainer"}
+
+
+def registry_problems(docs: Docs) -> list[str]:
+    """The tracking server runs MLflow's basic-auth app, its accounts made by `prepare` from a
+    Secret, and each workload signs in with its own account, its password from that Secret."""
+    problems = []
+    tracking = find(docs, "Deployment", TRACKING)
+    server = container(tracking, TRACKING)
+    if options(server.get("command", []), "--app-name") != ["basic-auth"]:
+        problems.append("the tracking server runs without the basic-auth app")
+    volumes = {v["name"]: v for v in pod_spec(tracking).get("volumes", [])}
+
+    def from_secret(c: dict, path: str, secret: str) -> bool:
+        return any(
+            path.startswith(m["mountPath"].rstrip("/") + "/")
+            and volumes.get(m["name"], {}).get("secret", {}).get("secretName") == secret
+            for m in c.get("volumeMounts", [])
+        )
+
+    settings = env(server).get("MLFLOW_AUTH_CONFIG_PATH", {}).get("value", "")
+    if not from_secret(server, settings, "registry-auth"):
+        problems.append("the server's basic_auth.ini is not the Secret registry-auth")
+    if "secretKeyRef" not in env(server).get("MLFLOW_FLASK_SERVER_SECRET_KEY", {}).get(
+        "valueFrom", {}
+    ):
+        problems.append("the session key does not come from a Secret")
+    init = [i for i in pod_spec(tracking).get("initContainers", [])
+            if "tracking_server.prepare" in " ".join(i.get("command", []))]  # fmt: skip
+    for i in init:
+        values = env(i)
+        if values.get("MLFLOW_AUTH_CONFIG_PATH", {}).get("value") != settings:
+            problems.append("prepare reads another basic_auth.ini than the server")
+        folder = values.get("REGISTRY_PASSWORDS_DIR", {}).get("value", "")
+        if not from_secret(i, f"{folder}/admin", "registry-passwords"):
+            problems.append("prepare's passwords are not the Secret registry-passwords")
+    if not init:
+        problems.append("nothing makes the registry's accounts before the server starts")
+    for name, account in LOGINS.items():
+        workload = find(docs, "Deployment" if name == GATEWAY else "CronJob", name)
+        variables = env(container(workload, name))
+        if variables.get("MLFLOW_TRACKING_USERNAME", {}).get("value") != account:
+            problems.append(f"{name} does not sign in as {account}")
+        password = variables.get("MLFLOW_TRACKING_PASSWORD", {}).get("valueFrom", {})
+        if password.get("secretKeyRef") != {"name": "registry-passwords", "key": account}:
+            problems.append(f"{name}'s password is not the key {account} of registry-passwords")
     return problems
 
 
@@ -917,6 +968,7 @@ CHECKS: dict[str, Callable[[Docs], list[str]]] = {
     "monitor": monitor_problems,
     "tracking": tracking_problems,
     "telemetry": telemetry_problems,
+    "registry": registry_problems,
     "on demand": on_demand_problems,
     "spark": spark_problems,
     "service accounts": service_account_problems,
@@ -974,7 +1026,7 @@ def test_validation_uses_the_newest_bundled_kubernetes_and_the_kubectl_pinned():
     versions = kubernetes_validate.utils.all_versions()
     assert kubernetes_validate.latest_version() == versions[-1]
     pinned = dict(
-        line.split("==")
+        line.split()[0].split("==")
         for line in (ROOT / "requirements/dev.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     )
@@ -1048,6 +1100,42 @@ def _config_map(docs: Docs, prefix: str) -> dict:
 
 
 BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
+    "tracking server without basic-auth": (
+        "registry",
+        lambda d: container(find(d, "Deployment", TRACKING), TRACKING)["command"].remove(
+            "basic-auth"
+        ),
+    ),
+    "accounts never made": (
+        "registry",
+        lambda d: pod_spec(find(d, "Deployment", TRACKING))["initContainers"][0].update(
+            command=["mlflow", "db", "upgrade"]
+        ),
+    ),
+    "basic_auth.ini from the image": (
+        "registry",
+        lambda d: env(container(find(d, "Deployment", TRACKING), TRACKING))[
+            "MLFLOW_AUTH_CONFIG_PATH"
+        ].update(value="/app/basic_auth.ini"),
+    ),
+    "passwords from another Secret": (
+        "registry",
+        lambda d: pod_spec(find(d, "Deployment", TRACKING))["volumes"][-1]["secret"].update(
+            secretName="tracking-store"
+        ),
+    ),
+    "the gateway signs in as the trainer": (
+        "registry",
+        lambda d: env(container(find(d, "Deployment", GATEWAY), GATEWAY))[
+            "MLFLOW_TRACKING_USERNAME"
+        ].update(value="trainer"),
+    ),
+    "the monitor's password as a literal": (
+        "registry",
+        lambda d: env(container(find(d, "CronJob", MONITOR), MONITOR))[
+            "MLFLOW_TRACKING_PASSWORD"
+        ].update(value="secret", valueFrom={}),
+    ),
     "unknown field": ("schema", lambda d: _gateway(d).update(readinessprobe={})),
     "wrong type": ("schema", lambda d: _gateway(d)["ports"][0].update(containerPort="8000")),
     "root user": (

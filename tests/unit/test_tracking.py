@@ -1,11 +1,14 @@
 """How `make up` hands its stores to the tracking server: by environment, shown without the
 password (the real servers are in tests/integration/test_shared_stores.py)."""
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from stack import tracking, up
 from stack.settings import StackSettings
+from tracking_server import access, store
 
 SECRET = "s3cr3t-Pa55"
 URI = f"postgresql://mlflow:{SECRET}@db.example:5432/mlflow"
@@ -23,7 +26,7 @@ URI = f"postgresql://mlflow:{SECRET}@db.example:5432/mlflow"
     ],
 )  # fmt: skip
 def test_a_store_uri_is_shown_without_its_password(uri, expected):
-    assert tracking.shown(uri) == expected
+    assert store.shown(uri) == expected
 
 
 def test_the_stores_default_to_a_sqlite_file_and_a_folder_under_the_state(monkeypatch, tmp_path):
@@ -62,7 +65,7 @@ def test_make_up_passes_the_stores_by_environment_to_the_tracking_server_alone(
 
 
 def test_a_sqlite_store_that_does_not_exist_yet_is_left_to_the_server(tmp_path):
-    tracking.upgrade_schema(f"sqlite:///{tmp_path / 'new.db'}")
+    store.upgrade_schema(f"sqlite:///{tmp_path / 'new.db'}")
     assert not (tmp_path / "new.db").exists()
 
 
@@ -158,3 +161,31 @@ def test_telemetry_is_off_unless_turned_on_and_a_wrong_value_stops_the_stack(mon
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "maybe")
     with pytest.raises(ValidationError, match="mlflow_disable_telemetry"):
         StackSettings()
+
+
+def test_registry_auth_makes_the_passwords_once_for_their_owner_alone(tmp_path):
+    passwords = tmp_path / "secrets" / "registry"
+    env = tracking.auth_env(tmp_path, passwords)
+    made = {path.name: path.read_text() for path in passwords.iterdir()}
+    assert set(made) == {*access.NAMES, access.SERVER_KEY}
+    assert len(set(made.values())) == len(made), "every account has a password of its own"
+    assert all(len(value) >= 24 for value in made.values())
+    assert all(path.stat().st_mode & 0o077 == 0 for path in [passwords, *passwords.iterdir()])
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == made[access.SERVER_KEY]
+    config = Path(env["MLFLOW_AUTH_CONFIG_PATH"]).read_text()
+    assert f"database_uri = sqlite:///{tmp_path / 'registry-users.db'}" in config
+    assert "default_permission = READ" in config
+    tracking.auth_env(tmp_path, passwords)
+    assert {path.name: path.read_text() for path in passwords.iterdir()} == made
+    assert tracking.credentials(passwords, "gateway") == {
+        "MLFLOW_TRACKING_USERNAME": "gateway",
+        "MLFLOW_TRACKING_PASSWORD": made["gateway"],
+    }
+    assert "--app-name" not in tracking.command(5000)
+    assert tracking.command(5000, auth=True)[-2:] == ["--app-name", "basic-auth"]
+
+
+def test_missing_passwords_stop_the_start_naming_the_files(tmp_path):
+    (tmp_path / "admin").write_text("x" * 24)
+    with pytest.raises(SystemExit, match="missing from .*: trainer, monitor, gateway, promoter"):
+        access.read_passwords(tmp_path)
