@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON = "3.11.7"
+# The newest 3.11 patch release with an official python:3.11.N-slim-bookworm image: the images'
+# default base names the same release (Dockerfile, docker-compose.yml; a unit test checks).
+PYTHON = "3.11.17"
 HEADER = """\
 # The environment for `mlflow run .`, every entry point: the locked pins of
 # requirements/batch.txt (training.in and Spark, with every indirect dependency), written by

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import packages_distributions
 from importlib.metadata import version as installed
 from pathlib import Path
@@ -16,7 +17,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements"
-LOCAL = {"model", "gateway", "pipelines", "stack", "tests", "benchmarks", "monitoring"}
+LOCAL = {
+    "model",
+    "gateway",
+    "pipelines",
+    "stack",
+    "tests",
+    "benchmarks",
+    "monitoring",
+    "tracking_server",
+}
 # Which direct pins cover the third-party imports of each top-level package.
 COVERS = {
     "model": "requirements/model.in",
@@ -24,6 +34,8 @@ COVERS = {
     "monitoring": "requirements/model.in",
     "pipelines": "requirements/batch.in",
     "gateway": "requirements/gateway.in",
+    # What the tracking image runs before the server (its store, the registry's accounts).
+    "tracking_server": "requirements/tracking.in",
     "stack": "requirements/dev.in",
     "tests": "requirements/dev.in",
     "benchmarks": "requirements/dev.in",
@@ -43,10 +55,22 @@ def normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()
 
 
+def entries(path: Path) -> list[tuple[str, list[str]]]:
+    """A requirements file's requirements (and ``-r`` lines), each with its ``--hash`` values:
+    continued lines joined, comments dropped (pip-compile's ``# via`` notes too)."""
+    found = []
+    for line in path.read_text().replace("\\\n", " ").splitlines():
+        words = line.split(" #")[0].split()
+        if not words or words[0].startswith("#"):
+            continue
+        hashes = [word.removeprefix("--hash=") for word in words if word.startswith("--hash=")]
+        found.append((" ".join(w for w in words if not w.startswith("--hash=")), hashes))
+    return found
+
+
 def lines(path: Path) -> list[str]:
-    """A requirements file's lines without comments (pip-compile's ``# via`` notes too)."""
-    stripped = (line.split(" #")[0].strip() for line in path.read_text().splitlines())
-    return [line for line in stripped if line and not line.startswith("#")]
+    """A requirements file's requirements (and ``-r`` lines), without their hashes."""
+    return [requirement for requirement, _ in entries(path)]
 
 
 def pins(path: Path) -> dict[str, str]:
@@ -86,6 +110,17 @@ def test_every_requirement_is_pinned(path):
             assert "[" not in line or path.suffix == ".in", "locks have no extras"
     names = [normal(line.split("==")[0]) for line in lines(path) if "==" in line]
     assert len(names) == len(set(names)), "each package is pinned once per file"
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_every_locked_package_carries_the_hashes_of_its_files(name):
+    """pip installs the locks in hash-checking mode (`make install`, the images'
+    --require-hashes): a file whose hash the lock lacks is refused, so each pin needs them."""
+    for requirement, hashes in entries(REQUIREMENTS / f"{name}.txt"):
+        assert hashes, f"{requirement}: no --hash; run `make lock`"
+        assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), requirement
+    for path in [ROOT / "requirements.txt", REQUIREMENTS / f"{name}.in"]:
+        assert not any(hashes for _, hashes in entries(path)), "hashes belong in the locks"
 
 
 def test_each_direct_pin_is_set_in_one_in_file_only():
@@ -157,10 +192,23 @@ def test_the_development_environment_has_the_pinned_versions():
     assert not wrong, f"pinned vs installed: {wrong}; run `make install`"
 
 
-def test_conda_yaml_pins_python_and_agrees_with_the_training_requirements():
+def test_conda_yaml_and_the_images_default_base_name_one_python_release():
+    """`mlflow run .`'s environment and the images' default base (Dockerfile, compose): the
+    same patch release, on the Debian release the images are tested on (bookworm)."""
+    python = re.search(
+        r'^PYTHON = "(3\.11\.\d+)"$', (REQUIREMENTS / "conda_env.py").read_text(), re.M
+    )
+    assert python, "requirements/conda_env.py pins a Python 3.11 release"
+    deps = yaml.safe_load((ROOT / "conda.yaml").read_text())["dependencies"]
+    assert f"python={python[1]}" in deps
+    image = f"python:{python[1]}-slim-bookworm"
+    assert f"\nARG PYTHON_IMAGE={image}\n" in (ROOT / "Dockerfile").read_text()
+    assert f"PYTHON_IMAGE: ${{PYTHON_IMAGE:-{image}}}" in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_conda_yaml_agrees_with_the_training_requirements():
     conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
     deps = conda["dependencies"]
-    assert "python=3.11.7" in deps
     (pip,) = [d["pip"] for d in deps if isinstance(d, dict)]
     # Every package of the batch image, locked: `make lock` writes it from batch.txt.
     assert {normal(p.split("==")[0]): p.split("==")[1] for p in pip} == pins(
@@ -182,7 +230,10 @@ def test_the_served_model_needs_no_web_framework_and_the_images_no_test_tools():
     # Direct pins: MLflow brings its own scoring server's web stack (in model.txt).
     assert not WEB & set(pins(REQUIREMENTS / "model.in"))
     dockerfile = (ROOT / "Dockerfile").read_text()
-    installs = re.findall(r"pip install -r /tmp/requirements/(\S+)", dockerfile)
+    commands = re.findall(r"pip install ([^\n]*?)-r /tmp/requirements/(\S+)", dockerfile)
+    # Hash-checking mode: only the files the lock names, and nothing it does not pin.
+    assert commands and all("--require-hashes --no-deps" in flags for flags, _ in commands)
+    installs = [name for _, name in commands]
     image = {}
     for name in installs:
         assert f"COPY requirements/{name} /tmp/requirements/" in dockerfile, name
@@ -193,6 +244,22 @@ def test_the_served_model_needs_no_web_framework_and_the_images_no_test_tools():
     assert not TEST_TOOLS & set(image)
     images = {name.removesuffix(".txt") for name in installs}
     assert not DEVELOPMENT_ONLY & {n for name in images for n in pins(REQUIREMENTS / f"{name}.in")}
+
+
+def test_every_image_is_labelled_with_its_source_revision_and_version():
+    """Each image names the repository and commit it was built from (build arguments, at the
+    end of its stage so that a new commit rebuilds no layer), and the project's version."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"\nARG VERSION={version}\n" in dockerfile
+    images = [s for s in re.split(r"^FROM ", dockerfile, flags=re.M) if s.startswith("runtime AS")]
+    assert len(images) == 4
+    for stage in images:
+        for name, arg in [("source", "SOURCE"), ("revision", "REVISION"), ("version", "VERSION")]:
+            assert f'org.opencontainers.image.{name}="${arg}"' in stage, stage.split()[2]
+        lines = [line.strip() for line in stage.splitlines() if line.strip()]
+        instructions = [line for line in lines if not line.startswith("#")]
+        assert instructions[-1] == 'org.opencontainers.image.version="$VERSION"', stage.split()[2]
 
 
 def test_the_image_carries_the_page():
