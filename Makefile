@@ -23,7 +23,9 @@ help: ## List the targets
 
 $(VENV)/.installed: requirements.txt $(wildcard requirements/*.txt)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@# Every package is locked with its hashes: nothing to resolve (and the venv's pip 23.2
+	@# refuses an extra's dependencies in hash-checking mode).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv and install everything for development (pinned)
@@ -33,13 +35,14 @@ install: $(VENV)/.installed ## Create .venv and install everything for developme
 	@test -x /usr/bin/chromium || echo "The page tests need Debian's chromium: apt-get install chromium" >&2
 
 # Each requirements/NAME.in (direct pins) becomes the locked requirements/NAME.txt (every
-# package pinned) for Python 3.11 on Linux x86-64, the interpreter of .venv and of the images.
+# package pinned, with the hashes of its files: pip refuses any other file, in `make install`
+# and in the images) for Python 3.11 on Linux x86-64, the interpreter of .venv and of the images.
 # dev.txt first: the others are resolved within it (-c), so no two files pin a package at
 # different versions. Existing pins are kept unless an .in file asks for another version;
 # `make lock LOCK_ARGS=--upgrade` moves every indirect dependency to its newest release.
 LOCKS := model tracking gateway training batch
-LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
-	--no-emit-trusted-host $(LOCK_ARGS)
+LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --generate-hashes --no-emit-index-url \
+	--no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)
 
 lock: install ## Compile requirements/*.in into the locked requirements/*.txt, and conda.yaml
 	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile $(LOCK_FLAGS) \
@@ -79,10 +82,12 @@ test-servers: install ## Integration and reliability tests against real servers,
 test-unit: install ## Run the unit tests only (no servers; a worker per core, a file each)
 	$(BIN)/python -m pytest tests/unit -m unit -n auto --dist loadfile
 
-test-compose: install compose-images ## `docker compose up --build` end to end on a real Docker engine (4 min with the images built, ~8 without)
+# The images' org.opencontainers.image.revision label: the commit they are built from.
+test-compose: export REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+test-compose: install compose-images ## `docker compose up --build` end to end on a real Docker engine with Compose v2 (8 min with the images built)
 	$(BIN)/python -m pytest tests/compose -m compose
 
-compose-images: install ## Start Docker if needed; build stand-ins for images no registry serves here
+compose-images: install ## Install Docker and Compose v2 and start Docker if needed; build stand-ins for images no registry serves here
 	$(BIN)/python -m tests.compose.engine
 	$(BIN)/python -m tests.compose.standins
 

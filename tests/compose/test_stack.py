@@ -1,15 +1,20 @@
 """`docker compose up --build` end to end on a real engine (`make test-compose`).
 
 The tests run in this file's order on one stack: first training, a promotion and faults under
-load, Prometheus, then `down` and `up` with the volumes kept, and last `down -v`.
+load, Prometheus and where its alerts go, the monitor job, secrets and limits, then `down` and
+`up` with the volumes kept, and last `down -v`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +29,7 @@ from tests.compose.conftest import (
     PROMETHEUS,
     README_ENV,
     ROOT,
+    SERVICES,
     TRACKING,
     docker,
     predict,
@@ -33,6 +39,12 @@ from tests.compose.conftest import (
 from tests.load import Load
 
 MODEL = "SentimentClassifier"
+# The alert test's override and where its webhook recorder answers.
+ALERTING = ROOT / "tests" / "compose" / "alerting.yml"
+RECORDER = "http://127.0.0.1:9095"
+ALWAYS = "ComposeTestAlwaysFiring"  # tests/compose/alert-rules
+# The scheduled monitor job, as docs/deployment.md's crontab line runs it.
+SCHEDULED = ["docker", "compose", "run", "--rm", "monitor"]
 
 
 def registry() -> MlflowClient:
@@ -52,9 +64,12 @@ def failures(load: Load) -> list:
     return [a for a in load.answers if a.status != 200]
 
 
+@pytest.mark.parametrize("empty", [False, True], ids=["unset", "empty"])
 @pytest.mark.parametrize("variable", sorted(README_ENV))
-def test_a_missing_password_or_key_stops_compose_with_a_sentence_naming_it(variable):
+def test_a_missing_password_or_key_stops_compose_with_a_sentence_naming_it(variable, empty):
     env = {k: v for k, v in stack_env().items() if k != variable}
+    if empty:
+        env[variable] = ""
     result = subprocess.run(
         [*engine.compose(), "--project-name", f"{PROJECT}-refused", "up", "--no-start"],
         cwd=ROOT,
@@ -155,6 +170,164 @@ def test_prometheus_scrapes_every_gateway_with_the_sentiment_gauges(stack):
         return len(result) == 2 and result
 
     wait_for(gauges, 90, "sentiment_* series from both gateways", every=2)
+
+
+def test_what_fires_goes_through_alertmanager_to_the_webhook_the_variable_names(stack):
+    """The service's rules fire only after minutes of bad figures: the override puts one that
+    always fires in their place and starts the recorder that ALERT_WEBHOOK_URL names."""
+
+    def alertmanagers():
+        found = httpx.get(f"{PROMETHEUS}/api/v1/alertmanagers").json()["data"]
+        return [a["url"] for a in found["activeAlertmanagers"]]
+
+    urls = wait_for(alertmanagers, 60, "Prometheus finding Alertmanager")
+    assert urls == ["http://alertmanager:9093/api/v2/alerts"]
+    overridden = ["-f", "docker-compose.yml", "-f", str(ALERTING)]
+    started = time.monotonic()
+    try:
+        stack.compose(*overridden, "up", "-d", "--no-deps", "prometheus", "alert-webhook")
+
+        def delivered():
+            posts = httpx.get(RECORDER, timeout=5).json()
+            return [p for p in posts if p["body"]["groupLabels"] == {"alertname": ALWAYS}]
+
+        post, *_ = wait_for(delivered, 240, "the alert posted to ALERT_WEBHOOK_URL", every=2)
+        stack.timings["alert_delivered_seconds"] = time.monotonic() - started
+    finally:
+        # Back to the service's own rules, without the recorder.
+        stack.compose("up", "-d", "--no-deps", "--remove-orphans", "prometheus")
+    assert post["path"] == "/alerts", "the variable's address, path included"
+    assert post["body"]["receiver"] == "webhook" and post["body"]["status"] == "firing"
+    (alert,) = post["body"]["alerts"]
+    assert alert["labels"] == {"alertname": ALWAYS, "severity": "none"}
+    assert stack.containers("alert-webhook") == []
+
+    def groups():
+        found = httpx.get(f"{PROMETHEUS}/api/v1/rules").json()["data"]["groups"]
+        return sorted(g["name"] for g in found)
+
+    wait_for(lambda: groups() == ["gateway", "model"], 60, "the service's rules loaded again")
+
+
+def monitor_run(stack) -> str:
+    """The scheduled command, run as cron would from the project folder; the run's id."""
+    result = subprocess.run(
+        SCHEDULED, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_id,) = re.findall(r"^Monitoring completed: \w+ \(run (\w+)\)$", result.stdout, re.M)
+    return run_id
+
+
+def test_the_scheduled_monitor_job_counts_the_predictions_sent_since_its_last_run(stack):
+    """`docker compose run --rm monitor` as the documented crontab line runs it: each run
+    checks the gateways' shared prediction log since the previous run, against the tracking
+    server, and records the count of predictions of the served version."""
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    crontab = re.findall(r"^(?:[\d*/,-]+ ){5}(.+)$", deployment, re.M)
+    assert len(crontab) == 1 and f" {' '.join(SCHEDULED)} " in crontab[0], crontab
+    client = registry()
+    previous = client.get_run(monitor_run(stack))
+    sent = 30
+    for i in range(sent):
+        assert predict(f"Review {i} for the monitor: a fine film.").status_code == 200
+    time.sleep(2)  # the prediction log's writer gathers answers for 0.25 s per transaction
+    started = time.monotonic()
+    run = client.get_run(monitor_run(stack))
+    stack.timings["monitor_seconds"] = time.monotonic() - started
+    served = client.get_model_version_by_alias(MODEL, "production").version
+    assert client.get_experiment(run.info.experiment_id).name == "Sentiment-Monitoring"
+    assert run.data.params["period_start"] == previous.data.params["period_end"]
+    assert run.data.metrics["rows"] == sent
+    assert run.data.tags["monitoring.model_version"] == served
+    assert run.data.tags["monitoring.verdict"] in {"ok", "drift", "degraded"}
+
+
+def test_no_container_holds_a_password_or_key_in_its_environment(stack):
+    """The secrets reach the services as files: `docker inspect`, and every process started
+    with a container's environment (`docker exec`, health checks), shows none of them."""
+    label = f"label=com.docker.compose.project={PROJECT}"
+    ids = docker("ps", "--all", "--quiet", "--filter", label).split()
+    found = json.loads(docker("inspect", *ids))
+    services = {c["Config"]["Labels"]["com.docker.compose.service"] for c in found}
+    assert set(SERVICES) | {"minio-bucket", "mlflow-db-upgrade"} <= services
+    leaks = [
+        (c["Name"], variable)
+        for c in found
+        for variable in c["Config"]["Env"]
+        for secret in README_ENV.values()
+        if secret in variable
+    ]
+    assert leaks == []
+
+
+def entrypoint(image: str, files: dict[str, Path], *env: str) -> subprocess.CompletedProcess:
+    mounts = [f"--volume={path}:/run/secrets/{name}:ro" for name, path in files.items()]
+    show = 'printf "%s|%s|%s|%s" "$A" "$KEYS" "$SSL_CERT_FILE" "${A_FILE-unset}"'
+    return subprocess.run(
+        ["docker", "run", "--rm", *mounts, *(f"--env={e}" for e in env), image, "sh", "-c", show],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_each_images_entrypoint_turns_secret_files_into_variables(stack):
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"a": Path(tmp, "a"), "b": Path(tmp, "b")}
+        files["a"].write_text("first\n")
+        files["b"].write_text("k1,k2")
+        for path in files.values():
+            path.chmod(0o644)
+        given = ["A_FILE=/run/secrets/a", "KEYS_FILE=/run/secrets/a,/run/secrets/b",
+                 "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]  # fmt: skip
+        for image in IMAGES:
+            shown = entrypoint(image, files, *given)
+            assert shown.returncode == 0, (image, shown.stderr)
+            # A path outside /run/secrets is a setting of its own, left as it is.
+            assert shown.stdout == "first|first,k1,k2|/etc/ssl/certs/ca-certificates.crt|unset"
+        both = entrypoint(IMAGES[0], files, "A_FILE=/run/secrets/a", "A=other")
+        assert both.returncode != 0 and "both A and A_FILE" in both.stderr
+        missing = entrypoint(IMAGES[0], files, "A_FILE=/run/secrets/missing")
+        assert missing.returncode != 0 and "/run/secrets/missing" in missing.stderr
+
+
+def mebibytes(size: str) -> float:
+    """`docker stats` sizes (12.5MiB, 1.02GiB, 800kB, ...) in MiB."""
+    number, unit = re.fullmatch(r"([\d.]+)\s*([A-Za-z]+)", size.strip()).groups()
+    scale = {"B": 2**-20, "KiB": 2**-10, "kB": 1e3 / 2**20, "MiB": 1, "MB": 1e6 / 2**20,
+             "GiB": 2**10, "GB": 1e9 / 2**20}  # fmt: skip
+    return float(number) * scale[unit]
+
+
+def test_every_container_runs_under_its_memory_limit_with_its_log_rotated(stack):
+    """After the load of the tests above: no container was killed for memory (a one-shot
+    trainer included), each keeps a fifth of its limit free, and each log rotates."""
+    label = f"label=com.docker.compose.project={PROJECT}"
+    found = json.loads(
+        docker("inspect", *docker("ps", "--all", "--quiet", "--filter", label).split())
+    )
+    limits = {}
+    for container in found:
+        name, host = container["Name"].lstrip("/"), container["HostConfig"]
+        assert host["Memory"] > 0, name
+        assert not container["State"]["OOMKilled"], name
+        assert host["LogConfig"] == {
+            "Type": "json-file",
+            "Config": {"max-file": "3", "max-size": "10m"},
+        }, name
+        limits[name] = host["Memory"] / 2**20
+    gateways = [
+        c for c in found if c["Config"]["Labels"]["com.docker.compose.service"] == "gateway"
+    ]
+    assert gateways and all(c["Config"]["StopTimeout"] == 60 for c in gateways)
+    used: dict[str, float] = {}
+    for line in docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}").splitlines():
+        name, usage = line.split(" ", 1)
+        if name in limits:
+            service = re.sub(rf"^{PROJECT}-(.+)-\d+$", r"\1", name)
+            used[service] = max(used.get(service, 0.0), mebibytes(usage.split("/")[0]))
+            assert mebibytes(usage.split("/")[0]) < 0.8 * limits[name], (name, usage)
+    assert set(SERVICES) - {"trainer"} <= set(used)
+    stack.timings["memory_mib"] = {service: round(mib) for service, mib in sorted(used.items())}
 
 
 def test_runs_models_and_the_prediction_log_survive_down_and_up(stack):

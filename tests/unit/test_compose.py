@@ -21,7 +21,7 @@ INTERPOLATED = re.compile(r"\$\{[A-Z_]+(?::?[-?][^}]*)?\}")
 
 
 # The services built from this repository; the others run official images.
-OWN = {"minio-bucket", "mlflow-db-upgrade", "mlflow", "trainer", "gateway"}
+OWN = {"minio-bucket", "mlflow-db-upgrade", "mlflow", "trainer", "monitor", "gateway"}
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 # The images that run (the other stages build their virtual environments).
 IMAGES = ("tracking", "gateway", "trainer", "batch")
@@ -34,6 +34,21 @@ def default(value: str) -> str:
     match = re.fullmatch(r"\$\{[A-Z_]+:-([^}]+)\}", value)
     assert match, f"{value} is not a variable with a default"
     return match.group(1)
+
+
+def secret_file(service: str, variable: str) -> str:
+    """The top-level secret ``variable`` (NAME_FILE) names, after checking that the service
+    mounts it; returns the environment variable the secret is read from."""
+    path = SERVICES[service]["environment"][variable]
+    name = path.removeprefix("/run/secrets/")
+    assert path.startswith("/run/secrets/") and name in SERVICES[service]["secrets"], path
+    return COMPOSE["secrets"][name]["environment"]
+
+
+def required(variable: str) -> bool:
+    """Compose stops with a sentence naming ``variable`` when it is unset or empty."""
+    pattern = re.compile(r"\$\{" + variable + r":\?set " + variable + r"\b[^}]*\}")
+    return any(pattern.fullmatch(line) for line in COMPOSE["x-required"])
 
 
 def stage(target: str) -> str:
@@ -103,16 +118,18 @@ def test_tracking_server_runs_on_postgres_and_minio_and_serves_artifacts():
     assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION"} <= {
         p.envvar for p in server.params
     }
-    assert re.fullmatch(
-        r"postgresql://mlflow:\$\{POSTGRES_PASSWORD:\?[^}]+\}@postgres:5432/mlflow",
-        env["MLFLOW_BACKEND_STORE_URI"],
-    )
+    # No password in the URI: libpq reads PGPASSWORD, which the entrypoint takes from the file.
+    assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://mlflow@postgres:5432/mlflow"
+    assert secret_file("mlflow", "PGPASSWORD_FILE") == "POSTGRES_PASSWORD"
+    assert secret_file("postgres", "POSTGRES_PASSWORD_FILE") == "POSTGRES_PASSWORD"
     assert SERVICES["postgres"]["environment"]["POSTGRES_USER"] == "mlflow"
     assert SERVICES["postgres"]["environment"]["POSTGRES_DB"] == "mlflow"
     (bucket,) = re.findall(r"Bucket='([^']+)'", SERVICES["minio-bucket"]["command"][-1])
     assert env["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://{bucket}/artifacts"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert env["AWS_SECRET_ACCESS_KEY"] == SERVICES["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+    assert secret_file("mlflow", "AWS_SECRET_ACCESS_KEY_FILE") == "MINIO_ROOT_PASSWORD"
+    assert secret_file("minio", "MINIO_ROOT_PASSWORD_FILE") == "MINIO_ROOT_PASSWORD"
+    assert secret_file("minio-bucket", "AWS_SECRET_ACCESS_KEY_FILE") == "MINIO_ROOT_PASSWORD"
     assert env["AWS_ACCESS_KEY_ID"] == SERVICES["minio"]["environment"]["MINIO_ROOT_USER"]
     assert "volumes" not in mlflow, "its state lives in the stores"
     hosts = args[args.index("--allowed-hosts") + 1].split(",")
@@ -130,10 +147,9 @@ def test_the_tracking_server_starts_after_the_schema_upgrade_and_the_bucket():
     assert bucket["depends_on"] == {"minio": {"condition": "service_healthy"}}
     assert upgrade["restart"] == bucket["restart"] == "no"
     env = upgrade["environment"]
-    assert (
-        env["MLFLOW_BACKEND_STORE_URI"]
-        == SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
-    )
+    for name in ("MLFLOW_BACKEND_STORE_URI", "PGPASSWORD_FILE"):
+        assert env[name] == SERVICES["mlflow"]["environment"][name]
+    assert secret_file("mlflow-db-upgrade", "PGPASSWORD_FILE") == "POSTGRES_PASSWORD"
     assert bucket["command"][:2] == ["python", "-c"] and "create_bucket" in bucket["command"][2]
     assert bucket["environment"]["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
 
@@ -179,11 +195,15 @@ def test_compose_refuses_to_start_without_the_store_passwords_and_shows_them_now
     for name in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"):
         uses = re.findall(rf"\$\{{{name}[^}}]*\}}", text)
         assert uses and all(re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", use) for use in uses), uses
+        assert required(name)
+    secret = re.compile(r"PASSWORD|SECRET|API_KEY|TOKEN|WEBHOOK")
     for name, service in SERVICES.items():
         for key in ("command", "entrypoint"):
             words = service.get(key, [])
             line = words if isinstance(words, str) else " ".join(words)
-            assert "${" not in line and "://" not in line, (name, key, line)
+            # Addresses without credentials only, and no secret's variable.
+            assert not re.search(r"://[^/\s]*@", line), (name, key, line)
+            assert not [v for v in re.findall(r"\$\{([A-Z_]+)", line) if secret.search(v)]
         healthcheck = " ".join(service.get("healthcheck", {}).get("test", []))
         assert "PASSWORD" not in healthcheck, name
 
@@ -214,7 +234,16 @@ def test_gateway_environment_names_are_settings(monkeypatch):
     gateway = SERVICES["gateway"]
     assert 'CMD ["python", "-m", "gateway"]' in stage("gateway") and "command" not in gateway
     assert (ROOT / "gateway" / "__main__.py").exists()
-    env = gateway["environment"]
+    # NAME_FILE becomes NAME, from the secrets' files, comma-joined (the images' entrypoint).
+    env = {}
+    for name, value in gateway["environment"].items():
+        if name.endswith("_FILE"):
+            paths = [path.removeprefix("/run/secrets/") for path in value.split(",")]
+            assert set(paths) <= set(gateway["secrets"]), value
+            sources = [COMPOSE["secrets"][path]["environment"] for path in paths]
+            env[name.removesuffix("_FILE")] = ",".join(f"${{{v}:?}}" for v in sources)
+        else:
+            env[name] = value
     # DO_NOT_TRACK: read by MLflow itself, beside MLFLOW_DISABLE_TELEMETRY.
     read = settings_variables() | {"DO_NOT_TRACK"}
     assert set(env) <= read, set(env) - read
@@ -240,6 +269,7 @@ def test_only_the_balancer_the_uis_and_prometheus_are_published_and_on_loopback(
         "mlflow": ["5000"],
         "nginx": [gateway_port],
         "prometheus": ["9090"],
+        "alertmanager": ["9093"],
         "grafana": ["3000"],
     }
     for service in SERVICES.values():
@@ -251,13 +281,16 @@ def test_only_the_balancer_the_uis_and_prometheus_are_published_and_on_loopback(
 
 
 def test_compose_refuses_to_start_without_an_api_key():
-    """The operator's keys, and Prometheus's key for /metrics added to them."""
-    keys = SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS"].split(",")
-    assert all(INTERPOLATED.fullmatch(key) for key in keys), keys
-    assert re.fullmatch(r"\$\{GATEWAY_API_KEYS:\?[^}]+\}", keys[0]), (
-        "no default: unset or empty fails"
-    )
-    assert re.fullmatch(r"\$\{METRICS_API_KEY:\?[^}]+\}", keys[1]), keys
+    """The operator's keys, and Prometheus's key for /metrics added to them: two secret files
+    that the entrypoint joins with a comma."""
+    files = SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS_FILE"].split(",")
+    names = [path.removeprefix("/run/secrets/") for path in files]
+    assert [COMPOSE["secrets"][name]["environment"] for name in names] == [
+        "GATEWAY_API_KEYS",
+        "METRICS_API_KEY",
+    ]
+    assert set(names) <= set(SERVICES["gateway"]["secrets"])
+    assert required("GATEWAY_API_KEYS") and required("METRICS_API_KEY")
 
 
 @pytest.mark.parametrize("keys", ["change-me", "a-real-key-of-mine, change-me", " CHANGEME "])
@@ -420,7 +453,13 @@ def test_no_secret_has_a_default():
         environment = service.get("environment", {})
         for key, value in environment.items() if isinstance(environment, dict) else ():
             if secret.search(key):
-                assert all(INTERPOLATED.fullmatch(v) for v in str(value).split(",")), (name, key)
+                # A file of a secret of the compose file, which the service mounts.
+                assert re.search(r"_FILE$", key), (name, key)
+                for path in str(value).split(","):
+                    assert path.removeprefix("/run/secrets/") in service["secrets"], (name, path)
+    # Each secret comes from a variable Compose requires.
+    for secret_name, source in COMPOSE["secrets"].items():
+        assert required(source["environment"]), secret_name
 
 
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -442,20 +481,22 @@ def test_prometheus_scrapes_every_gateway_replica_with_the_metrics_key():
     assert job["metrics_path"] == "/metrics"
     authorization = job["authorization"]
     assert authorization["type"] == "Bearer"
-    # The entrypoint writes the key where the scrape config reads it, then runs Prometheus.
-    shell, flag, script, _ = prometheus["entrypoint"]
-    assert (shell, flag) == ("/bin/sh", "-c")
-    assert f'"$$METRICS_API_KEY" >{authorization["credentials_file"]} ' in script
-    assert script.endswith('exec /bin/prometheus "$$@"') and script.startswith("umask 077")
-    assert "${METRICS_API_KEY:?" in prometheus["environment"]["METRICS_API_KEY"]
-    assert "${METRICS_API_KEY:?" in SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS"]
+    # The key's file is the secret from METRICS_API_KEY, one of the gateways' key files.
+    key = authorization["credentials_file"].removeprefix("/run/secrets/")
+    assert key in prometheus["secrets"] and "entrypoint" not in prometheus
+    assert COMPOSE["secrets"][key]["environment"] == "METRICS_API_KEY"
+    assert f"/run/secrets/{key}" in SERVICES["gateway"]["environment"]["GATEWAY_API_KEYS_FILE"]
+    # What fires goes to the stack's Alertmanager.
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    (target,) = alertmanagers["static_configs"][0]["targets"]
+    assert target == "alertmanager:9093" and "9093" in SERVICES["alertmanager"]["ports"][0]
     assert prometheus["volumes"][1].split(":") == ["prometheus-data", flags["storage.tsdb.path"]]
 
 
 def test_grafana_is_provisioned_with_prometheus_and_the_dashboard():
     grafana = SERVICES["grafana"]
     env = grafana["environment"]
-    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert secret_file("grafana", "GF_SECURITY_ADMIN_PASSWORD__FILE") == "GRAFANA_ADMIN_PASSWORD"
     assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "${GRAFANA_ANONYMOUS:-false}"
     provisioning = mounted("grafana", "/etc/grafana/provisioning")
@@ -484,3 +525,56 @@ def test_every_gateway_replica_logs_to_one_shared_monitoring_folder():
     assert name in COMPOSE["volumes"] and folder.is_relative_to(mount)
     assert "mkdir -p /data && chown app /data" in DOCKERFILE
     assert mount == "/data"
+
+
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+
+
+def test_alertmanager_posts_every_alert_to_the_webhook_the_secret_names():
+    alertmanager = SERVICES["alertmanager"]
+    flags = dict(f.removeprefix("--").split("=", 1) for f in alertmanager["command"])
+    assert mounted("alertmanager", flags["config.file"]) == ALERTMANAGER
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    (receiver,) = config["receivers"]
+    assert config["route"]["receiver"] == receiver["name"]
+    (webhook,) = receiver["webhook_configs"]
+    secret = webhook["url_file"].removeprefix("/run/secrets/")
+    assert secret in alertmanager["secrets"] and "url" not in webhook
+    assert COMPOSE["secrets"][secret]["environment"] == "ALERT_WEBHOOK_URL"
+    assert flags["cluster.listen-address"] == "", "one instance: no gossip port"
+
+
+def test_every_service_has_a_memory_limit_and_a_rotated_log():
+    for name, service in SERVICES.items():
+        assert re.fullmatch(r"\d+[mg]", service["mem_limit"]), name
+        assert service["logging"] == COMPOSE["x-logging"], name
+    assert COMPOSE["x-logging"]["driver"] == "json-file"
+    assert set(COMPOSE["x-logging"]["options"]) == {"max-size", "max-file"}
+
+
+def test_a_gateway_has_longer_to_stop_than_its_drain_and_its_scoring_servers_stop():
+    """Docker's SIGKILL must not cut the drain short: the drain, then the scoring servers'
+    SIGTERM (10 s) and SIGKILL (5 s) grace (gateway/serving/scoring_server.py)."""
+    grace = int(SERVICES["gateway"]["stop_grace_period"].removesuffix("s"))
+    assert grace > Settings(_env_file=None).drain_timeout + 10 + 5
+
+
+def test_the_monitor_job_runs_the_mlproject_entry_point_only_when_asked():
+    """`docker compose run --rm monitor`: in a profile (`up` leaves it), on the trainer image,
+    on the gateways' shared folder, with parameters the entry point has."""
+    monitor = SERVICES["monitor"]
+    assert monitor["profiles"] and monitor["image"] == SERVICES["trainer"]["image"]
+    command = monitor["command"]
+    assert command[:5] == ["mlflow", "run", ".", "-e", "monitor"]
+    entry = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["monitor"]
+    given = dict(command[i + 1].split("=", 1) for i, w in enumerate(command) if w == "-P")
+    assert set(given) <= set(entry["parameters"])
+    (volume,) = monitor["volumes"]
+    assert volume == SERVICES["gateway"]["volumes"][0]
+    folder = Path(SERVICES["gateway"]["environment"]["GATEWAY_MONITOR_DIR"])
+    assert folder == Path(given["state_dir"]) / "monitoring", "the job reads <state_dir>/monitoring"
+    assert (
+        given["gateway_url"] == f"http://nginx:{SERVICES['gateway']['environment']['GATEWAY_PORT']}"
+    )
+    assert secret_file("monitor", "GATEWAY_API_KEY_FILE") == "METRICS_API_KEY"
+    assert monitor["depends_on"]["mlflow"]["condition"] == "service_healthy"

@@ -4,7 +4,8 @@ registry (test fixtures only: with a registry, compose pulls the official images
 Each is built from Debian's package of the same software (s3rver stands in for MinIO, which
 Debian lacks) on a Debian base made with mmdebstrap, which also stands in for the official
 Python image our Dockerfile starts from. `make compose-images` builds them; the variables in
-IMAGES point compose at them.
+IMAGES point compose at them. One more is the alert test's webhook recorder, which has no
+official image: the alerting override (tests/compose/alerting.yml) runs it.
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ IMAGES: dict[str, tuple[str, str | None]] = {
     "MINIO_IMAGE": ("sentiment-standin/s3:3.7.1", "s3"),
     "NGINX_IMAGE": ("sentiment-standin/nginx:1.30", "nginx"),
     "PROMETHEUS_IMAGE": ("sentiment-standin/prometheus:2.42", "prometheus"),
+    "ALERTMANAGER_IMAGE": ("sentiment-standin/alertmanager:0.28", "alertmanager"),
+    "WEBHOOK_RECORDER_IMAGE": ("sentiment-standin/webhook-recorder:1", "webhook"),
 }
 # Stand-ins whose package is newer in another Debian suite: their own base, with the package
 # installed by mmdebstrap (folder -> suite, packages). deploy/nginx.conf re-resolves the
 # gateways' addresses (`server ... resolve`), which open-source nginx has since 1.27.3;
-# bookworm's is 1.22.
-OWN_BASES = {"nginx": ("sid", "nginx")}
+# bookworm's is 1.22. The webhook's url_file (deploy/alertmanager) is in Alertmanager 0.26 and
+# later; bookworm's is 0.25.
+OWN_BASES = {
+    "nginx": ("sid", "nginx"),
+    "alertmanager": ("trixie", "prometheus-alertmanager,wget"),
+}
 # Debian 12 with Python 3.11, its venv module, TLS roots (pip) and useradd.
 BASE_PACKAGES = "python3.11,python3.11-venv,ca-certificates,passwd"
 # This machine's own certificate authorities. Where the network inspects TLS, builds reach

@@ -1,8 +1,17 @@
 #!/bin/sh
 # Initialises an empty data folder as the official image does (UTF-8, a password for TCP),
-# then runs the server.
+# then runs the server. As there, the password may come from a file (POSTGRES_PASSWORD_FILE,
+# a secret), which is read instead of POSTGRES_PASSWORD; setting both is an error.
 set -eu
-: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}"
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    if [ -n "${POSTGRES_PASSWORD:-}" ]; then
+        echo "both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set (but are exclusive)" >&2
+        exit 1
+    fi
+    POSTGRES_PASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"
+    unset POSTGRES_PASSWORD_FILE
+fi
+: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE is required}"
 user="${POSTGRES_USER:-postgres}"
 db="${POSTGRES_DB:-$user}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -19,4 +28,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     fi
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 fi
+unset POSTGRES_PASSWORD
 exec postgres -D "$PGDATA" -c listen_addresses='*'
