@@ -15,15 +15,13 @@ import httpx
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from playwright.sync_api import sync_playwright
 
 from model.names import ALIAS, CHALLENGER, MODEL_NAME
 from stack import tracking
 from tests.load import Load
+from tests.registry_ui import promote_in_the_ui
 from tests.servers import free_port, spawn, stop, wait_until_up
 from tracking_server import access
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @dataclass
@@ -136,41 +134,19 @@ def test_a_ui_promotion_by_the_promoter_is_followed_with_no_failed_request(auth_
     new = trainer.copy_model_version(f"models:/{MODEL_NAME}/{current.version}", MODEL_NAME)
     with Load(auth_stack.gateway_url, concurrency=4, pause=0.05) as load:
         load.wait(2)
-        promote_in_the_ui(auth_stack, new.version)
-        promoted = time.monotonic()
-        deadline = promoted + 180
-        while not any(a.version == f"v{new.version}" for a in load.between(promoted)):
+        reader = auth_stack.client("gateway", monkeypatch)
+
+        def promoted() -> bool:
+            return reader.get_model_version_by_alias(MODEL_NAME, ALIAS).version == new.version
+
+        login = auth_stack.login("promoter")
+        promote_in_the_ui(auth_stack.tracking_uri, login, new.version, promoted, auth_stack.state)
+        since = time.monotonic()
+        deadline = since + 180
+        while not any(a.version == f"v{new.version}" for a in load.between(since)):
             assert time.monotonic() < deadline, "the gateway never served the promoted version"
             load.wait(0.5)
         load.wait(2)
     assert [a for a in load.answers if a.status != 200] == []
     assert {f"v{current.version}", f"v{new.version}"} <= load.versions()
-    reader = auth_stack.client("gateway", monkeypatch)
-    assert reader.get_model_version_by_alias(MODEL_NAME, ALIAS).version == new.version
-
-
-def promote_in_the_ui(auth_stack: AuthStack, version: str) -> None:
-    """What a person does: sign in as promoter, open the version, give it the alias, save."""
-    username, password = auth_stack.login("promoter")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            context = browser.new_context(
-                http_credentials={"username": username, "password": password}
-            )
-            context.set_default_timeout(120_000)
-            page = context.new_page()
-            try:
-                page.goto(f"{auth_stack.tracking_uri}/#/models/{MODEL_NAME}/versions/{version}")
-                page.get_by_title("Add aliases").or_(page.get_by_title("Edit aliases")).click()
-                alias = page.get_by_role("dialog").get_by_role("combobox")
-                alias.fill(ALIAS)
-                alias.press("Enter")
-                save = '[data-component-id="mlflow.edit-aliases-modal.save-button"]'
-                page.locator(save).click()
-                page.get_by_role("dialog").wait_for(state="hidden")
-            except Exception:
-                page.screenshot(path=str(auth_stack.state / "ui-promotion.png"))
-                raise
-        finally:
-            browser.close()
+    assert promoted()
