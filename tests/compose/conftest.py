@@ -34,6 +34,12 @@ README_ENV = {
     "METRICS_API_KEY": "metrics-7f3a9c",
     "GRAFANA_ADMIN_PASSWORD": "grafana7f3a9c",
     "ALERT_WEBHOOK_URL": "http://alert-webhook:8080/alerts",
+    "REGISTRY_ADMIN_PASSWORD": "admin-7f3a9c-registry",
+    "REGISTRY_PROMOTER_PASSWORD": "promoter-7f3a9c-registry",
+    "REGISTRY_TRAINER_PASSWORD": "trainer-7f3a9c-registry",
+    "REGISTRY_MONITOR_PASSWORD": "monitor-7f3a9c-registry",
+    "REGISTRY_GATEWAY_PASSWORD": "gateway-7f3a9c-registry",
+    "REGISTRY_SESSION_KEY": "session-7f3a9c-registry-key",
 }
 GATEWAY = "http://127.0.0.1:8000"
 TRACKING = "http://127.0.0.1:5000"

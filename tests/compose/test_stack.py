@@ -37,6 +37,7 @@ from tests.compose.conftest import (
     wait_for,
 )
 from tests.load import Load
+from tests.registry_ui import promote_in_the_ui
 
 MODEL = "SentimentClassifier"
 # The alert test's override and where its webhook recorder answers.
@@ -47,7 +48,11 @@ ALWAYS = "ComposeTestAlwaysFiring"  # tests/compose/alert-rules
 SCHEDULED = ["docker", "compose", "run", "--rm", "monitor"]
 
 
-def registry() -> MlflowClient:
+def registry(account: str = "admin") -> MlflowClient:
+    """A client of the tracking server signed in as ``account`` (MLflow reads the login from
+    the environment at each request: the last call here decides)."""
+    os.environ["MLFLOW_TRACKING_USERNAME"] = account
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = README_ENV[f"REGISTRY_{account.upper()}_PASSWORD"]
     return MlflowClient(tracking_uri=TRACKING, registry_uri=TRACKING)
 
 
@@ -95,13 +100,30 @@ def test_first_training_promotes_a_version_answered_by_two_gateways_through_ngin
     assert refused.status_code == 401, "compose always sets API keys"
 
 
-def test_a_promotion_through_the_tracking_server_is_followed_with_no_failed_request(stack):
-    client = registry()
-    current = client.get_model_version_by_alias(MODEL, "production")
-    new = client.copy_model_version(f"models:/{MODEL}/{current.version}", MODEL)
+def test_the_registry_wants_a_login_and_the_gateways_may_not_promote(stack):
+    path = f"{TRACKING}/api/2.0/mlflow/registered-models/alias"
+    body = {"name": MODEL, "alias": "production", "version": "1"}
+    assert httpx.post(path, json=body).status_code == 401
+    assert httpx.get(f"{TRACKING}/").status_code == 401, "the UI too"
+    gateway = ("gateway", README_ENV["REGISTRY_GATEWAY_PASSWORD"])
+    assert httpx.get(f"{path}?name={MODEL}&alias=production", auth=gateway).status_code == 200
+    assert httpx.post(path, json=body, auth=gateway).status_code == 403
+
+
+def test_a_promotion_in_the_ui_by_a_permitted_user_is_followed_with_no_failed_request(
+    stack, tmp_path
+):
+    current = registry("trainer").get_model_version_by_alias(MODEL, "production")
+    new = registry("trainer").copy_model_version(f"models:/{MODEL}/{current.version}", MODEL)
+    reader = registry("gateway")
+
+    def promoted_in_the_registry() -> bool:
+        return reader.get_model_version_by_alias(MODEL, "production").version == new.version
+
+    login = ("promoter", README_ENV["REGISTRY_PROMOTER_PASSWORD"])
     with Load(GATEWAY, headers=AUTH, concurrency=4, pause=0.05) as load:
         load.wait(3)
-        client.set_registered_model_alias(MODEL, "production", new.version)
+        promote_in_the_ui(TRACKING, login, new.version, promoted_in_the_registry, tmp_path)
         promoted = time.monotonic()
 
         def on_new_version() -> set[str | None]:
@@ -250,7 +272,7 @@ def test_no_container_holds_a_password_or_key_in_its_environment(stack):
     ids = docker("ps", "--all", "--quiet", "--filter", label).split()
     found = json.loads(docker("inspect", *ids))
     services = {c["Config"]["Labels"]["com.docker.compose.service"] for c in found}
-    assert set(SERVICES) | {"minio-bucket", "mlflow-db-upgrade"} <= services
+    assert set(SERVICES) | {"minio-bucket", "mlflow-prepare"} <= services
     leaks = [
         (c["Name"], variable)
         for c in found
@@ -259,6 +281,14 @@ def test_no_container_holds_a_password_or_key_in_its_environment(stack):
         if secret in variable
     ]
     assert leaks == []
+    # MLflow's usage telemetry: off in every container of our images (the official ones run
+    # no MLflow), the one-shots' included.
+    ours = [c for c in found if c["Config"]["Image"] in IMAGES]
+    assert {c["Config"]["Labels"]["com.docker.compose.service"] for c in ours} >= {
+        "mlflow-prepare", "minio-bucket", "mlflow", "trainer", "gateway"
+    }  # fmt: skip
+    for c in ours:
+        assert {"MLFLOW_DISABLE_TELEMETRY=true", "DO_NOT_TRACK=true"} <= set(c["Config"]["Env"])
 
 
 def entrypoint(image: str, files: dict[str, Path], *env: str) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ INTERPOLATED = re.compile(r"\$\{[A-Z_]+(?::?[-?][^}]*)?\}")
 
 
 # The services built from this repository; the others run official images.
-OWN = {"minio-bucket", "mlflow-db-upgrade", "mlflow", "trainer", "monitor", "gateway"}
+OWN = {"minio-bucket", "mlflow-prepare", "mlflow", "trainer", "monitor", "gateway"}
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 # The images that run (the other stages build their virtual environments).
 IMAGES = ("tracking", "gateway", "trainer", "batch")
@@ -131,7 +131,11 @@ def test_tracking_server_runs_on_postgres_and_minio_and_serves_artifacts():
     assert secret_file("minio", "MINIO_ROOT_PASSWORD_FILE") == "MINIO_ROOT_PASSWORD"
     assert secret_file("minio-bucket", "AWS_SECRET_ACCESS_KEY_FILE") == "MINIO_ROOT_PASSWORD"
     assert env["AWS_ACCESS_KEY_ID"] == SERVICES["minio"]["environment"]["MINIO_ROOT_USER"]
-    assert "volumes" not in mlflow, "its state lives in the stores"
+    # Its state lives in the stores: its one mount is its basic-auth settings, read-only.
+    assert mlflow["volumes"] == ["./deploy/mlflow:/etc/mlflow-auth:ro"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/etc/mlflow-auth/basic_auth.ini"
+    words = mlflow["command"].split()
+    assert words[words.index("--app-name") + 1] == "basic-auth"
     hosts = args[args.index("--allowed-hosts") + 1].split(",")
     assert "mlflow:5000" in hosts, "other services reach it as mlflow:5000"
 
@@ -139,17 +143,17 @@ def test_tracking_server_runs_on_postgres_and_minio_and_serves_artifacts():
 def test_the_tracking_server_starts_after_the_schema_upgrade_and_the_bucket():
     conditions = {k: v["condition"] for k, v in SERVICES["mlflow"]["depends_on"].items()}
     assert conditions == {
-        "mlflow-db-upgrade": "service_completed_successfully",
+        "mlflow-prepare": "service_completed_successfully",
         "minio-bucket": "service_completed_successfully",
     }
-    upgrade, bucket = SERVICES["mlflow-db-upgrade"], SERVICES["minio-bucket"]
+    upgrade, bucket = SERVICES["mlflow-prepare"], SERVICES["minio-bucket"]
     assert upgrade["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert bucket["depends_on"] == {"minio": {"condition": "service_healthy"}}
     assert upgrade["restart"] == bucket["restart"] == "no"
     env = upgrade["environment"]
     for name in ("MLFLOW_BACKEND_STORE_URI", "PGPASSWORD_FILE"):
         assert env[name] == SERVICES["mlflow"]["environment"][name]
-    assert secret_file("mlflow-db-upgrade", "PGPASSWORD_FILE") == "POSTGRES_PASSWORD"
+    assert secret_file("mlflow-prepare", "PGPASSWORD_FILE") == "POSTGRES_PASSWORD"
     assert bucket["command"][:2] == ["python", "-c"] and "create_bucket" in bucket["command"][2]
     assert bucket["environment"]["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
 
@@ -162,11 +166,13 @@ def test_the_schema_upgrade_command_creates_the_tables(tmp_path):
     import sys
 
     database = tmp_path / "mlflow.db"
-    command = SERVICES["mlflow-db-upgrade"]["command"]
-    assert command[:2] == ["python", "-c"]
+    command = SERVICES["mlflow-prepare"]["command"]
+    assert command == ["python", "-m", "tracking_server.prepare"]
     uri = f"sqlite:///{database}"
+    database.touch()  # the server creates a missing SQLite file itself; PostgreSQL's exists
     result = subprocess.run(
         [sys.executable, *command[1:]],
+        cwd=ROOT,
         env={"MLFLOW_BACKEND_STORE_URI": uri, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -244,8 +250,10 @@ def test_gateway_environment_names_are_settings(monkeypatch):
             env[name.removesuffix("_FILE")] = ",".join(f"${{{v}:?}}" for v in sources)
         else:
             env[name] = value
-    # DO_NOT_TRACK: read by MLflow itself, beside MLFLOW_DISABLE_TELEMETRY.
-    read = settings_variables() | {"DO_NOT_TRACK"}
+    # Read by MLflow itself: DO_NOT_TRACK beside MLFLOW_DISABLE_TELEMETRY, and the registry's
+    # login.
+    mlflow_reads = {"DO_NOT_TRACK", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    read = settings_variables() | mlflow_reads
     assert set(env) <= read, set(env) - read
     for name in read:
         monkeypatch.delenv(name, raising=False)
@@ -452,7 +460,12 @@ def test_no_secret_has_a_default():
     for name, service in SERVICES.items():
         environment = service.get("environment", {})
         for key, value in environment.items() if isinstance(environment, dict) else ():
-            if secret.search(key):
+            if key == "REGISTRY_PASSWORDS_DIR":
+                # A folder of secret files: the accounts' passwords, each mounted into it.
+                targets = [f"/run/secrets/{s['target']}" for s in service["secrets"]
+                           if isinstance(s, dict)]  # fmt: skip
+                assert targets and all(t.startswith(f"{value}/") for t in targets), targets
+            elif secret.search(key):
                 # A file of a secret of the compose file, which the service mounts.
                 assert re.search(r"_FILE$", key), (name, key)
                 for path in str(value).split(","):
