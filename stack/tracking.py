@@ -10,27 +10,23 @@ command line; anywhere it is shown, it is shown without the password.
 
 from __future__ import annotations
 
+import configparser
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stack.processes import BIN, environment, free_port, start, stop, wait_until_up
+from stack.processes import BIN, ROOT, environment, free_port, start, stop, wait_until_up
 from tracking_server import access, prepare
 
 # Server-side jobs (GenAI scoring, trace archival) are unused here, and their runner
 # processes outlive the server.
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-# MLflow's basic-auth settings (its own basic_auth.ini, with the user store filled in): a
-# signed-in user may read everything, and write only what tracking_server/access.py grants.
-AUTH_CONFIG = """\
-[mlflow]
-default_permission = READ
-database_uri = {users}
-admin_username = {admin}
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-"""
+# MLflow's basic-auth settings, as Compose has them (a signed-in user may read everything,
+# and write only what tracking_server/access.py grants); `make up` keeps its users in a
+# SQLite file of its state instead.
+AUTH_CONFIG = ROOT / "deploy" / "mlflow" / "basic_auth.ini"
 
 
 def command(port: int, auth: bool = False) -> list[str]:
@@ -47,10 +43,12 @@ def auth_env(state: Path, passwords: Path) -> dict[str, str]:
     """What the basic-auth server reads: its user store (a SQLite file under ``state``, in a
     config file written there) and the accounts' passwords (made once in ``passwords``)."""
     access.generate(passwords)
+    settings = configparser.ConfigParser()
+    settings.read(AUTH_CONFIG)
+    settings["mlflow"]["database_uri"] = f"sqlite:///{state / 'registry-users.db'}"
     config = state / "registry-auth.ini"
-    config.write_text(
-        AUTH_CONFIG.format(users=f"sqlite:///{state / 'registry-users.db'}", admin=access.ADMIN)
-    )
+    with config.open("w") as file:
+        settings.write(file)
     return {
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
         "REGISTRY_PASSWORDS_DIR": str(passwords),

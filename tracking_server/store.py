@@ -32,25 +32,16 @@ def shown(uri: str) -> str:
 def wait_for(uri: str) -> None:
     """Return once the database at ``uri`` accepts a connection; SystemExit, naming it without
     its password, if it does not within CONNECT_TIMEOUT."""
-    from mlflow.store.db.utils import create_sqlalchemy_engine
-
     deadline = time.monotonic() + CONNECT_TIMEOUT
-    engine = create_sqlalchemy_engine(uri)
-    while True:
-        try:
-            with engine.connect():
-                return
-        except Exception as error:
-            if time.monotonic() > deadline:
-                # The driver's message names the host, port and user, never the password.
-                cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise SystemExit(
-                    f"The backend store {shown(uri)} did not answer within "
-                    f"{CONNECT_TIMEOUT:.0f}s: {type(error).__name__}: {cause}"
-                ) from None
-            time.sleep(1)
-        finally:
-            engine.dispose()
+    while (error := _connect_error(uri)) is not None:
+        if time.monotonic() > deadline:
+            # The driver's message names the host, port and user, never the password.
+            cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise SystemExit(
+                f"The backend store {shown(uri)} did not answer within "
+                f"{CONNECT_TIMEOUT:.0f}s: {type(error).__name__}: {cause}"
+            )
+        time.sleep(1)
 
 
 def create_database(uri: str) -> None:
@@ -60,7 +51,7 @@ def create_database(uri: str) -> None:
     name = parts.path.lstrip("/")
     if parts.scheme.split("+")[0] not in ("postgresql", "postgres") or not name:
         return
-    if _connects(uri):
+    if _connect_error(uri) is None:
         return
     import psycopg
     from psycopg import sql
@@ -78,15 +69,16 @@ def create_database(uri: str) -> None:
         raise SystemExit(f"Could not create the database {shown(uri)}: {error}") from None
 
 
-def _connects(uri: str) -> bool:
+def _connect_error(uri: str) -> Exception | None:
+    """None when the database at ``uri`` accepts a connection now; else why it did not."""
     from mlflow.store.db.utils import create_sqlalchemy_engine
 
     engine = create_sqlalchemy_engine(uri)
     try:
         with engine.connect():
-            return True
-    except Exception:
-        return False
+            return None
+    except Exception as error:
+        return error
     finally:
         engine.dispose()
 
