@@ -40,7 +40,7 @@ install: $(VENV)/.installed ## Create .venv and install everything for developme
 # dev.txt first: the others are resolved within it (-c), so no two files pin a package at
 # different versions. Existing pins are kept unless an .in file asks for another version;
 # `make lock LOCK_ARGS=--upgrade` moves every indirect dependency to its newest release.
-LOCKS := model tracking gateway training batch
+LOCKS := model stores tracking gateway training batch
 LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --generate-hashes --no-emit-index-url \
 	--no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)
 

@@ -108,8 +108,14 @@ class Settings(BaseSettings):
     canary_timeout: float = Field(2.0, gt=0)
     canary_backoff: float = Field(60.0, ge=0)
 
-    # Monitoring: the prediction log (predictions/<replica>/*.sqlite) and feedback.sqlite.
+    # Monitoring: the prediction log and the feedback labels (monitoring/log_store). By default
+    # SQLite files in monitor_dir (predictions/<replica>/*.sqlite and feedback.sqlite), for
+    # gateways on one host; with a postgresql:// URI (the password may come from PGPASSWORD)
+    # one database that gateways on many hosts share.
     monitor_dir: Path = Path(gettempdir()) / "sentiment-gateway" / "monitoring"
+    prediction_log_uri: SecretStr | None = None
+    # Off: no answer is recorded anywhere (nor can be labelled); the live gauges still work.
+    prediction_log: bool = True
     # Predictions per model version in the live window the sentiment_* gauges describe.
     monitor_window: int = Field(1000, ge=1)
     # Review text in the prediction log: off, so that no file the gateway writes holds any.
@@ -121,6 +127,9 @@ class Settings(BaseSettings):
     monitor_log_retention_days: float = Field(30.0, gt=0)
     # Answers waiting to be logged; past it they are dropped (and counted), never waited for.
     monitor_queue: int = Field(10_000, ge=1)
+    # Answers held in memory while the store refuses writes (a database restart); past it the
+    # oldest are dropped (and counted).
+    monitor_log_buffer: int = Field(100_000, ge=1)
 
     # MLflow's usage telemetry (sent to MLflow's servers), in the gateway and its scoring
     # servers: off unless MLFLOW_DISABLE_TELEMETRY=false, MLflow's own variable.
@@ -179,7 +188,8 @@ class Settings(BaseSettings):
         """The scoring server's environment: ours, with this interpreter's bin first on PATH.
 
         Its per-request access log is off: the gateway logs every request already. MLflow's
-        usage telemetry is off there as here (`telemetry_env`). The API keys stay here.
+        usage telemetry is off there as here (`telemetry_env`). The API keys and the log
+        store's login stay here.
         """
         env = dict(
             os.environ,
@@ -187,7 +197,8 @@ class Settings(BaseSettings):
             UVICORN_ACCESS_LOG="false",
             **self.telemetry_env,
         )
-        env.pop("GATEWAY_API_KEYS", None)  # the scoring server has no use for them
+        for secret in ("GATEWAY_API_KEYS", "GATEWAY_PREDICTION_LOG_URI", "PGPASSWORD"):
+            env.pop(secret, None)  # the scoring server has no use for them
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 

@@ -1,8 +1,9 @@
 """Entry point `monitor`: how the served version did over a period, as an MLflow run.
 
-It reads what the gateways wrote under ``<state_dir>/monitoring`` (``make up``'s layout): the
-prediction log (``predictions/<replica>/<start>.sqlite``) and the labels sent to /feedback
-(``feedback.sqlite``), for the period since the last monitoring run (or ``--since``). The
+It reads what the gateways wrote to the log store (monitoring/log_store): the prediction log
+and the labels sent to /feedback, for the period since the last monitoring run (or
+``--since``), from the PostgreSQL database of PREDICTION_LOG_URI or else the files under
+``<state_dir>/monitoring`` (``make up``'s layout). The
 served version is the one the gateway's /info names when it answers, else the version of the
 period's last logged prediction. Its reference (logged inside the model by training) gives
 the comparison: PSI drift per feature (``monitoring.drift``), Evidently's report (HTML
@@ -38,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import sqlite3
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -54,6 +54,7 @@ from mlflow.tracking import MlflowClient
 from model.names import CHALLENGER, LABELS, MODEL_NAME, MONITORING_EXPERIMENT
 from model.preprocess import clean_text
 from monitoring import drift, reference
+from monitoring.log_store.store import LogStore, open_store
 from pipelines import drift_report, gateway_info, training
 from pipelines.errors import GatewayUnreadable, KeyRefused, MonitorError
 from pipelines.features import PRESETS
@@ -67,6 +68,9 @@ TOLERANCE = 0.05
 # Fewer labels than this measure nothing (the standard error at 50 is about 5 points).
 MIN_LABELS = 50
 PRESET = "best"
+# The log store's database, if the gateways log to PostgreSQL (an environment variable, not a
+# parameter: `mlflow run` would log a parameter, and the URI may hold a password).
+LOG_URI = "PREDICTION_LOG_URI"
 
 
 def verdict(
@@ -83,41 +87,19 @@ def verdict(
     return "drift" if drift_detected else "ok"
 
 
-def read_predictions(monitor_dir: Path) -> pd.DataFrame:
-    """Every logged prediction of every replica, without text."""
-    columns = (
-        "time, request_id, item, route, replica, model_version, sentiment, confidence, "
-        "text_length, known_term_ratio"
-    )
-    frames = [
-        _query(path, f"SELECT {columns} FROM predictions")
-        for path in sorted((monitor_dir / "predictions").glob("*/*.sqlite"))
-    ]
-    frames = [f for f in frames if f is not None and len(f)]
-    if not frames:
-        return pd.DataFrame(columns=[c.strip() for c in columns.split(",")] + ["at"])
-    return _with_time(pd.concat(frames, ignore_index=True))
+def log_store(state_dir: Path) -> LogStore:
+    """Where the gateways log: the PostgreSQL database of PREDICTION_LOG_URI (the password may
+    come from PGPASSWORD), else the files under ``<state_dir>/monitoring``."""
+    return open_store(os.environ.get(LOG_URI) or None, Path(state_dir) / "monitoring")
 
 
-def read_feedback(monitor_dir: Path) -> pd.DataFrame:
-    found = _query(monitor_dir / "feedback.sqlite", "SELECT * FROM feedback")
-    if found is None:
-        found = pd.DataFrame(
-            columns=["request_id", "item", "label", "text", "time", "model_version",
-                     "sentiment", "confidence", "replica"]
-        )  # fmt: skip
-    return _with_time(found)
+def read_predictions(store: LogStore, since: datetime | None, until: datetime) -> pd.DataFrame:
+    """The period's logged predictions, every replica's, without text."""
+    return _with_time(store.read_predictions(since, until))
 
 
-def _query(path: Path, sql: str) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5) as db:
-            return pd.read_sql_query(sql, db)
-    except (sqlite3.Error, pd.errors.DatabaseError) as error:
-        print(f"  skipping {path}: {error}", file=sys.stderr)
-        return None
+def read_feedback(store: LogStore, since: datetime | None, until: datetime) -> pd.DataFrame:
+    return _with_time(store.read_feedback(since, until))
 
 
 def _with_time(frame: pd.DataFrame) -> pd.DataFrame:
@@ -190,7 +172,6 @@ class Outcome:
 def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outcome:
     """Runs inside the active MLflow run (``mlflow run`` made it, or ``main`` did)."""
     client = MlflowClient()
-    monitor_dir = Path(state_dir) / "monitoring"
     until = datetime.now(UTC)
     active = mlflow.active_run()
     if active is None:
@@ -205,9 +186,11 @@ def monitor(state_dir: Path, gateway_url: str, since: str, retrain: str) -> Outc
         {"period_start": start.isoformat() if start else "", "period_end": until.isoformat()}
     )
     period = f"{start.isoformat() if start else 'the beginning'} to {until.isoformat()}"
-    print(f"[read] {monitor_dir}, {period}")
-    predictions = in_period(read_predictions(monitor_dir), start, until)
-    feedback = read_feedback(monitor_dir)
+    store = log_store(state_dir)
+    print(f"[read] {store!r}, {period}")
+    predictions = in_period(read_predictions(store, start, until), start, until)
+    feedback = read_feedback(store, start, until)
+    store.close()
     version = served_version(gateway_url, predictions)
     rows = predictions[predictions["model_version"] == f"v{version}"]
     if rows.empty:
@@ -303,7 +286,9 @@ def retrain_with_feedback(
     with mlflow.start_run(run_name="train-best-feedback", tags={RUN_ID: monitor_run}):
         data = training.prepare(data_path or None, max_rows, seed)
         held_out = set(data.cleaned["val"]) | set(data.cleaned["test"])
-        labels = in_period(read_feedback(Path(state_dir) / "monitoring"), start, until)
+        store = log_store(state_dir)
+        labels = in_period(read_feedback(store, start, until), start, until)
+        store.close()
         added = feedback_reviews(labels, held_out)
         digest = hashlib.sha256("\n".join(added["text"]).encode()).hexdigest()[:16]
         print(f"  + {len(added)} feedback reviews in the training split only (digest {digest})")

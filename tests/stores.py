@@ -1,144 +1,48 @@
 """Real shared stores for tests: a PostgreSQL server and an S3-compatible server, on loopback.
 
-PostgreSQL is the machine's own server binaries (Debian's package; `.ci/run` installs it),
-initialised into a temporary folder and listening on a free loopback port, with password
-authentication. The object store is moto's S3 server (`moto_server`, from PyPI): MinIO,
-which the compose file runs, has no package here. Both speak the real protocols to the
-real clients (psycopg, boto3, MLflow).
+PostgreSQL is the machine's own server binaries (stack/postgres.py; `.ci/run` installs
+them); a test that needs it is skipped where they are missing. The object store is moto's S3
+server (`moto_server`, from PyPI): MinIO, which the compose file runs, has no package here.
+Both speak the real protocols to the real clients (psycopg, boto3, MLflow).
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import secrets
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import psycopg
 import pytest
 
+from stack import postgres
+from stack.postgres import LogDatabase, Postgres
 from stack.tracking import tracking_server
 from tests.servers import BIN, env, free_port, spawn, stop, wait_until_up
 
-# The server binaries refuse to run as root: as root, they run as this user.
-SERVER_USER = "postgres"
+__all__ = ["LogDatabase", "Postgres", "log_database", "postgres_server", "s3_server"]
 
 
-def postgres_bin() -> Path | None:
-    """The folder of initdb and pg_ctl: Debian's newest version, else whatever is on PATH."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_major)
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _major(path: str) -> int:
-    return int(Path(path).parts[-3])
-
-
-@dataclass
-class Postgres:
-    """A PostgreSQL server of our own: one database, one user with a password."""
-
-    bin: Path
-    data: Path
-    port: int
-    user: str = "mlflow"
-    password: str = ""
-    database: str = "mlflow"
-
-    @property
-    def uri(self) -> str:
-        """The store URI MLflow takes (password included: keep it out of argv and logs)."""
-        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
-
-    def connect(self) -> psycopg.Connection:
-        return psycopg.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            dbname=self.database,
-            autocommit=True,
-        )
-
-    def pg_ctl(self, *args: str) -> None:
-        """Run `pg_ctl` on this server (as the server user when we are root) and wait for it."""
-        options = f"-p {self.port} -h 127.0.0.1 -k {self.data.parent}"
-        command = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", *args]
-        if args[0] in ("start", "restart"):
-            command += ["-o", options, "-l", str(self.data.parent / "postgres.log")]
-        _run(command)
-
-    def start(self) -> None:
-        self.pg_ctl("start")
-
-    def stop(self) -> None:
-        self.pg_ctl("stop", "-m", "fast")
-
-    def restart(self) -> None:
-        self.pg_ctl("restart", "-m", "fast")
-
-
-def _as_server_user(command: list[str]) -> list[str]:
-    return ["runuser", "-u", SERVER_USER, "--", *command] if os.geteuid() == 0 else command
-
-
-def _run(command: list[str]) -> None:
-    result = subprocess.run(
-        _as_server_user(command), capture_output=True, text=True, timeout=120, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{command[0]} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+def _installed() -> None:
+    if postgres.postgres_bin() is None:
+        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs postgresql)")
 
 
 @contextmanager
 def postgres_server() -> Iterator[Postgres]:
-    """initdb into a temporary folder, start on a free loopback port, create the database;
-    stopped and removed on the way out."""
-    binaries = postgres_bin()
-    if binaries is None:
-        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs postgresql)")
-    # Not under pytest's tmp_path: the server user must be able to reach the folder.
-    home = Path(tempfile.mkdtemp(prefix="mlflow-postgres-"))
-    server = Postgres(binaries, home / "data", free_port(), password=secrets.token_hex(12))
-    secret = home / "password"
-    secret.write_text(server.password)
-    if os.geteuid() == 0:
-        shutil.chown(home, SERVER_USER)
-        shutil.chown(secret, SERVER_USER)
-    os.chmod(secret, 0o600)
-    try:
-        _run(
-            [
-                str(binaries / "initdb"), "-D", str(server.data), "-U", server.user,
-                f"--pwfile={secret}", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync",
-            ]
-        )  # fmt: skip
-        secret.unlink()
-        server.start()
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=server.port,
-            user=server.user,
-            password=server.password,
-            dbname="postgres",
-            autocommit=True,
-        ) as admin:
-            admin.execute(f'CREATE DATABASE "{server.database}"')
+    """stack.postgres's server; the test is skipped where PostgreSQL is not installed."""
+    _installed()
+    with postgres.postgres_server() as server:
         yield server
-    finally:
-        if (server.data / "postmaster.pid").exists():
-            server.pg_ctl("stop", "-m", "immediate")
-        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def log_database() -> Iterator[LogDatabase]:
+    """A server of its own with the log store's database, tables and logins."""
+    _installed()
+    with postgres.log_database() as database:
+        yield database
 
 
 @dataclass

@@ -7,7 +7,13 @@ from fastapi import APIRouter, Request
 from gateway.api.schemas import Error, FeedbackRequest, FeedbackResponse
 from gateway.api.services import services
 from gateway.errors import ApiError
-from gateway.observability.feedback import AlreadyLabelled, Busy, NotInLog, NotTheAnsweredText
+from gateway.observability.feedback import (
+    AlreadyLabelled,
+    Busy,
+    NotInLog,
+    NotTheAnsweredText,
+    StoreUnavailable,
+)
 
 # Behind the API keys, when they are on (the app adds them as it includes this router).
 router = APIRouter()
@@ -23,7 +29,7 @@ async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
     """Record the true label of an answer still in the prediction log (`X-Request-ID`;
     `item` is the row of a batch). One label per answer."""
     try:
-        # SQLite files, and a short wait for this gateway's log to write what it holds.
+        # The log store, and a short wait for this gateway's log to write what it holds.
         record = await services(request).feedback.label(
             body.request_id, body.item, body.label, body.text
         )
@@ -32,6 +38,13 @@ async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
             503,
             "Too many labels are being stored at once. Please try again shortly.",
             headers={"Retry-After": "1"},
+        ) from None
+    except StoreUnavailable:
+        raise ApiError(
+            503,
+            "The feedback store cannot be reached right now; the label was not stored. "
+            "Please try again shortly.",
+            headers={"Retry-After": "5"},
         ) from None
     except NotInLog:
         raise ApiError(

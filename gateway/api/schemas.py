@@ -127,6 +127,9 @@ class Monitoring(BaseModel):
     feedback_total: int
     feedback_accuracy: float | None = Field(description="Measured from POST /feedback.")
     prediction_log_dropped: int
+    prediction_log_buffered: int = Field(
+        description="Answers held in memory while the log store refuses writes."
+    )
     verdict: str | None = Field(
         description="The monitor job's last verdict on this version: ok, drift or degraded "
         "(its model version tag `monitoring.verdict`)."

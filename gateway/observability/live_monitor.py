@@ -26,9 +26,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.observability.feedback import FeedbackStore
 from gateway.observability.prediction_log import PredictionLog
-from gateway.observability.prediction_store import Prediction
 from gateway.settings import Settings
 from monitoring import drift
+from monitoring.log_store.store import Discard, LogStore, open_store
+from monitoring.log_store.tables import Prediction
 
 log = logging.getLogger("gateway.monitor")
 
@@ -125,25 +126,37 @@ class LiveMonitor:
 
     def __init__(self, settings: Settings, rollout: Any):
         self.window = Window(settings.monitor_window)
+        uri = settings.prediction_log_uri
+        self.store: LogStore = (
+            open_store(
+                uri.get_secret_value() if uri else None,
+                settings.monitor_dir,
+                settings.replica,
+                max_bytes=settings.monitor_log_max_bytes,
+                max_age=settings.monitor_log_max_age,
+            )
+            if settings.prediction_log
+            else Discard()
+        )
         self.log = PredictionLog(
-            settings.monitor_dir,
+            self.store,
             settings.replica,
             keep_texts=settings.log_texts,
-            max_bytes=settings.monitor_log_max_bytes,
-            max_age=settings.monitor_log_max_age,
             retention=settings.monitor_log_retention_days * 86_400.0,
             queue_size=settings.monitor_queue,
+            buffer=settings.monitor_log_buffer,
             listeners=[self.window.add],
         )
-        self.feedback = FeedbackStore(settings.monitor_dir, self.log)
-        self.log.expiring.append(self.feedback.expire)
+        self.feedback = FeedbackStore(self.store, self.log)
         self.references = References(rollout)
 
     def start(self) -> None:
+        log.info("prediction log and feedback: %r", self.store)
         self.log.start()
         self.feedback.start()
 
     def close(self) -> None:
+        self.feedback.close()
         self.log.close()
 
     def figures(self, version: str, measured: dict[str, tuple[int, int]] | None = None) -> Figures:
@@ -177,6 +190,7 @@ class LiveMonitor:
         answer: dict[str, Any] = dict(figures.__dict__)
         answer["window_limit"] = self.window.size
         answer["prediction_log_dropped"] = self.log.dropped
+        answer["prediction_log_buffered"] = self.log.buffered
         answer["verdict"] = tags.get("monitoring.verdict")
         answer["checked_at"] = tags.get("monitoring.checked_at")
         if not figures.reference:
@@ -187,11 +201,7 @@ class LiveMonitor:
         return answer
 
     def _measured(self) -> dict[str, tuple[int, int]]:
-        try:
-            return self.feedback.accuracy()
-        except Exception as error:  # noqa: BLE001 - a scrape must answer all the same
-            log.warning("feedback store unreadable: %s", error)
-            return {}
+        return self.feedback.accuracy()
 
     def collect(self):
         """Prometheus collector: the gauges, computed now."""
@@ -221,6 +231,11 @@ class LiveMonitor:
         yield CounterMetricFamily(
             "sentiment_prediction_log_dropped",
             "Answers whose predictions were not written to the prediction log "
-            "(its queue was full, or a write failed).",
+            "(its queue was full, or the store refused writes for longer than its buffer).",
             value=self.log.dropped,
+        )
+        yield GaugeMetricFamily(
+            "sentiment_prediction_log_buffered",
+            "Answers held in memory because the store refused a write; written once it answers.",
+            value=self.log.buffered,
         )

@@ -1,11 +1,13 @@
-"""The prediction log: every prediction the gateway answers, in SQLite files the monitoring job
-reads (gateway/observability/prediction_store.py).
+"""The prediction log: every prediction the gateway answers, in the log store the monitoring job
+reads (monitoring/log_store: SQLite files, or PostgreSQL for gateways on many hosts).
 
 Recording must never slow or fail an answer, so a request only puts what it already holds on
-a bounded queue (no parsing, no disk); one background thread parses, writes whole batches in
-one transaction each, and has the files rotated and expired. A full queue drops the answer
-and counts it; so does a write that fails, after which the writer backs off. Review text is
-kept only when asked for (GATEWAY_LOG_TEXTS).
+a bounded queue (no parsing, no database); one background thread parses, writes whole batches
+in one transaction each, and expires what is past the retention. A full queue drops the
+answer and counts it. A write that fails (the database restarts, the disk is full) loses
+nothing: its rows wait in memory, up to a bound, and are written with the next batch once
+the store answers again; only past the bound are the oldest dropped and counted. Review text
+is kept only when asked for (GATEWAY_LOG_TEXTS).
 """
 
 from __future__ import annotations
@@ -15,22 +17,25 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from gateway.logs import REQUEST_ID
 from gateway.observability.mlflow_formats import answer_rows, request_texts
-from gateway.observability.prediction_store import Prediction, PredictionFiles, digest, storable
+from monitoring.log_store.store import LogStore
+from monitoring.log_store.tables import Prediction, digest, iso, storable
 
 log = logging.getLogger("gateway.prediction_log")
 
 # How many queued answers the writer takes into one transaction at most.
 BATCH = 512
-# A failed write waits this long before the next, doubling up to the maximum (seconds).
-BACKOFF, BACKOFF_MAX = 1.0, 30.0
+# A failed write waits this long before the next, doubling up to the maximum (seconds): a
+# database restart (a few seconds) is written out within about a second of its return.
+BACKOFF, BACKOFF_MAX = 0.5, 4.0
+# How often (seconds) what is past the retention is expired.
+EXPIRE_EVERY = 60.0
 # How long the writer waits for more answers after the first, so that a slow stream of
 # requests is written a few transactions a second rather than one per request (each costs
 # the gateway's CPU and the event loop the GIL). A flush or close cuts the wait short.
@@ -57,28 +62,21 @@ class PredictionLog:
 
     def __init__(
         self,
-        folder: Path,
+        store: LogStore,
         replica: str,
         *,
         keep_texts: bool = False,
-        max_bytes: int = 50_000_000,
-        max_age: float = 86_400.0,
         retention: float = 30 * 86_400.0,
         queue_size: int = 10_000,
+        buffer: int = 100_000,
         linger: float = LINGER,
         listeners: Iterable[Callable[[list[Prediction]], None]] = (),
-        expiring: Iterable[Callable[[float], None]] = (),
     ):
-        self.store = PredictionFiles(
-            folder,
-            replica,
-            max_bytes=max_bytes,
-            max_age=max_age,
-            retention=retention,
-            expiring=expiring,
-        )
+        self.store = store
         self.replica = replica
         self.keep_texts = keep_texts
+        self.retention = retention
+        self.buffer = buffer
         self.listeners = list(listeners)
         self.linger = linger
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -86,33 +84,25 @@ class PredictionLog:
         self._count = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
-        # After a failed write (a full disk), the next try waits, doubling up to BACKOFF_MAX;
-        # answers meanwhile are dropped and counted.
+        # Parsed answers not written yet (a failed write), oldest first: (answers, rows).
+        self._pending: deque[tuple[int, list[Prediction]]] = deque()
+        self._pending_answers = 0
+        # After a failed write, the next try waits, doubling up to BACKOFF_MAX.
         self._retry_at, self._backoff = 0.0, 0.0
-
-    @property
-    def folder(self) -> Path:
-        """This replica's folder."""
-        return self.store.folder
-
-    @property
-    def path(self) -> Path | None:
-        """The file being written."""
-        return self.store.path
-
-    @property
-    def expiring(self) -> list[Callable[[float], None]]:
-        """Told the retention's cutoff whenever files expire (the feedback store's texts)."""
-        return self.store.expiring
+        self._next_expiry = 0.0
 
     @property
     def dropped(self) -> int:
-        """Answers whose predictions were not logged (a full queue, or a failed write)."""
+        """Answers whose predictions were not logged (a full queue, or past the buffer)."""
         return self._dropped
 
+    @property
+    def buffered(self) -> int:
+        """Answers waiting for the store to take them again (after a failed write)."""
+        return self._pending_answers
+
     def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.store.expire(time.time())
+        self._expire(time.time())
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -147,7 +137,8 @@ class PredictionLog:
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything recorded so far is written (False if not within timeout)."""
+        """Wait until the writer has taken everything recorded so far: written, or held after
+        a failed write (False if not within timeout)."""
         if self._thread is None:
             return False
         done = threading.Event()
@@ -171,7 +162,14 @@ class PredictionLog:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch = [self._queue.get()]
+            try:
+                # With rows held after a failed write, wake for the next try even if no
+                # answer comes.
+                wait = max(self._retry_at - time.monotonic(), 0.05) if self._pending else None
+                batch = [self._queue.get(timeout=wait)]
+            except queue.Empty:
+                self._write([])
+                continue
             if isinstance(batch[0], _Answer):
                 self._wake.wait(self.linger)
             self._wake.clear()
@@ -182,48 +180,80 @@ class PredictionLog:
                     break
             answers = [entry for entry in batch if isinstance(entry, _Answer)]
             stopping = _STOP in batch
-            if answers:
-                self._write(answers)
+            if answers or self._pending:
+                self._write(answers, final=stopping)
             for entry in batch:
                 if isinstance(entry, threading.Event):
                     entry.set()
+        if self._pending_answers:
+            log.error("prediction log: %d answers not written at stop", self._pending_answers)
+            self._drop(self._pending_answers)
+            self._pending.clear()  # counted as dropped now, no longer held
+            self._pending_answers = 0
         self.store.close()
 
-    def _write(self, answers: list[_Answer]) -> None:
+    def _write(self, answers: list[_Answer], final: bool = False) -> None:
         predictions: list[Prediction] = []
         for answer in answers:
             try:
                 predictions.extend(self._parse(answer))
             except Exception:  # noqa: BLE001 - one odd answer must not stop the log
                 log.warning("prediction log: could not read an answer", exc_info=True)
-        now = time.time()
-        self.store.expire(now)  # also while writes fail: expiring is what frees the disk
-        if time.monotonic() < self._retry_at:
-            self._drop(len(answers))
-        else:
-            try:
-                self.store.write(predictions)
-                self._backoff = 0.0
-            except Exception as error:  # noqa: BLE001 - the writer must outlive any failure
-                self._backoff = min(max(2 * self._backoff, BACKOFF), BACKOFF_MAX)
-                self._retry_at = time.monotonic() + self._backoff
-                log.error(
-                    "prediction log: %d answers not written (next try in %g s): %s",
-                    len(answers),
-                    self._backoff,
-                    error,
-                )
-                self._drop(len(answers))
-                self.store.close()
-        # The live gauges describe the traffic even while the disk refuses the log.
+        if answers:
+            self._hold(len(answers), predictions)
+        self._expire(time.time())  # also while writes fail: expiring is what frees the disk
+        if final or time.monotonic() >= self._retry_at:
+            self._write_pending()
+        # The live gauges describe the traffic even while the store refuses the log.
         for listener in self.listeners:
             try:
                 listener(predictions)
             except Exception:  # noqa: BLE001
                 log.exception("prediction log: a listener failed")
 
+    def _hold(self, answers: int, predictions: list[Prediction]) -> None:
+        """Queue rows to write; past the buffer, the oldest are dropped and counted."""
+        self._pending.append((answers, predictions))
+        self._pending_answers += answers
+        while self._pending_answers > self.buffer and len(self._pending) > 1:
+            lost, _ = self._pending.popleft()
+            self._pending_answers -= lost
+            self._drop(lost)
+
+    def _write_pending(self) -> None:
+        rows = [row for _, chunk in self._pending for row in chunk]
+        try:
+            if rows:
+                self.store.write(rows)
+        except Exception as error:  # noqa: BLE001 - the writer must outlive any failure
+            self._backoff = min(max(2 * self._backoff, BACKOFF), BACKOFF_MAX)
+            self._retry_at = time.monotonic() + self._backoff
+            log.error(
+                "prediction log: %d answers held in memory (next try in %g s): %s",
+                self._pending_answers,
+                self._backoff,
+                error,
+            )
+            self.store.close()
+            return
+        if self._backoff:
+            log.info("prediction log: %d held answers written", self._pending_answers)
+        self._pending.clear()
+        self._pending_answers, self._backoff = 0, 0.0
+
+    def _expire(self, now: float) -> None:
+        """At most once a minute: forget what is past the retention (predictions, and the
+        texts of labels)."""
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + EXPIRE_EVERY
+        try:
+            self.store.expire(now - self.retention)
+        except Exception as error:  # noqa: BLE001 - the log goes on; the next minute retries
+            log.warning("prediction log: expiring failed: %s", error)
+
     def _parse(self, answer: _Answer) -> list[Prediction]:
-        at = datetime.fromtimestamp(answer.at, UTC).isoformat(timespec="milliseconds")
+        at = iso(answer.at)
         if answer.rows is not None:
             rows, texts = list(answer.rows), list(answer.texts or [])
         else:

@@ -40,6 +40,8 @@ README_ENV = {
     "REGISTRY_MONITOR_PASSWORD": "monitor-7f3a9c-registry",
     "REGISTRY_GATEWAY_PASSWORD": "gateway-7f3a9c-registry",
     "REGISTRY_SESSION_KEY": "session-7f3a9c-registry-key",
+    "PREDICTION_LOG_WRITER_PASSWORD": "log-writer-7f3a9c",
+    "PREDICTION_LOG_READER_PASSWORD": "log-reader-7f3a9c",
 }
 GATEWAY = "http://127.0.0.1:8000"
 TRACKING = "http://127.0.0.1:5000"

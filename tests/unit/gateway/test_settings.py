@@ -89,3 +89,14 @@ def test_mlflows_variable_decides_and_a_wrong_value_stops_the_gateway(
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "maybe")
     with pytest.raises(ValidationError):
         Settings(_env_file=None)
+
+
+def test_the_scoring_servers_get_neither_the_keys_nor_the_log_stores_login(monkeypatch):
+    monkeypatch.setenv("GATEWAY_API_KEYS", "a-key-of-our-own-1234")
+    monkeypatch.setenv("GATEWAY_PREDICTION_LOG_URI", "postgresql://w:inline-secret@db/x")
+    monkeypatch.setenv("PGPASSWORD", "the-writers-password")
+    settings = Settings(_env_file=None)
+    assert settings.prediction_log_uri is not None
+    assert "inline-secret" not in repr(settings)  # a SecretStr: never in a log line
+    child = settings.child_env()
+    assert not {"GATEWAY_API_KEYS", "GATEWAY_PREDICTION_LOG_URI", "PGPASSWORD"} & set(child)

@@ -4,6 +4,7 @@ a model copy on disk (a stand-in for the rollout's model cache: only `known()` i
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.logs import REQUEST_ID
 from gateway.observability.live_monitor import LiveMonitor, Window
-from gateway.observability.prediction_store import Prediction
 from gateway.settings import Settings
 from monitoring import drift
+from monitoring.log_store.files import SQLiteFiles
+from monitoring.log_store.tables import Prediction
 
 RNG = np.random.default_rng(3)
 
@@ -144,8 +146,38 @@ def test_feedback_and_the_verdict_show(monitor):
     assert seen["sentiment_feedback_total", "v3"] == 4
     assert seen["sentiment_feedback_accuracy", "v3"] == 0.75
     assert seen["sentiment_prediction_log_dropped_total", ""] == 0
+    assert seen["sentiment_prediction_log_buffered", ""] == 0
     info = monitor.info("v3", {"monitoring.verdict": "drift", "monitoring.checked_at": "t"})
     assert (info["verdict"], info["feedback_total"], info["window_size"]) == ("drift", 4, 4)
+    assert (info["prediction_log_dropped"], info["prediction_log_buffered"]) == (0, 0)
+
+
+def test_the_log_store_and_its_files_are_where_the_settings_say(monitor, tmp_path):
+    assert isinstance(monitor.store, SQLiteFiles)
+    assert monitor.feedback.store is monitor.store and monitor.log.store is monitor.store
+    monitor.log.record("/predict", "v3", [{"sentiment": "positive", "confidence": 0.9}], ["t"])
+    assert monitor.log.flush()
+    assert monitor.store.path.is_relative_to(tmp_path / "monitoring" / "predictions")
+
+
+def test_answers_held_while_the_store_refuses_writes_show_until_written(monitor, tmp_path):
+    """A database restart or a full disk: the answers wait in memory, and the gauge and /info
+    say how many, so that an operator sees the store is down before anything is dropped."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    folder, monitor.store.folder = monitor.store.folder, blocker / "predictions"
+    for _ in range(3):
+        monitor.log.record("/predict", "v3", [{"sentiment": "positive", "confidence": 0.9}], ["t"])
+    assert monitor.log.flush()
+    assert samples(monitor)["sentiment_prediction_log_buffered", ""] == 3
+    assert monitor.info("v3", {})["prediction_log_buffered"] == 3
+    assert samples(monitor)["sentiment_prediction_log_dropped_total", ""] == 0
+    monitor.store.folder = folder  # the store answers again: the writer retries on its own
+    deadline = time.monotonic() + 10
+    while monitor.log.buffered and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert samples(monitor)["sentiment_prediction_log_buffered", ""] == 0
+    assert len(list(folder.glob("*.sqlite"))) == 1
 
 
 def test_a_missing_model_copy_is_looked_for_again(monitor, tmp_path):

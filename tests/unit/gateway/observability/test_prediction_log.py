@@ -1,9 +1,11 @@
-"""The prediction log on real SQLite files: what a row holds, rotation, restarts, drops."""
+"""The prediction log on real SQLite files (monitoring/log_store's SQLiteFiles): what a row holds,
+rotation, restarts, drops, and what happens while the store refuses writes."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -14,9 +16,16 @@ import pytest
 from gateway.logs import REQUEST_ID
 from gateway.observability import prediction_log
 from gateway.observability.prediction_log import PredictionLog
-from gateway.observability.prediction_store import find, replica_folder
+from monitoring.log_store.files import SQLiteFiles
+from monitoring.log_store.tables import Feedback, digest, iso
 
 ROW = {"sentiment": "positive", "confidence": 0.9, "known_terms": 3, "known_term_ratio": 0.75}
+LIMITS = {"max_bytes": 50_000_000, "max_age": 86_400.0}
+# What a trigger makes SQLite answer to every insert: the error a full disk gives, for real.
+FULL = (
+    "CREATE TRIGGER full BEFORE INSERT ON predictions "
+    "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+)
 
 
 @contextmanager
@@ -39,7 +48,48 @@ def rows(path: Path) -> list[dict]:
 
 
 def files(log: PredictionLog) -> list[Path]:
-    return sorted(log.folder.glob("*.sqlite"))
+    return sorted(log.store.folder.glob("*.sqlite"))
+
+
+def logged_ids(folder: Path) -> list[str]:
+    return [r["request_id"] for path in sorted(folder.glob("*.sqlite")) for r in rows(path)]
+
+
+def make_log(folder: Path, replica: str = "gw", **options) -> PredictionLog:
+    limits = {name: options.pop(name, value) for name, value in LIMITS.items()}
+    return PredictionLog(SQLiteFiles(folder, replica, **limits), replica, **options)
+
+
+def sql(path: Path, statement: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(statement)
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def failed_tries(caplog) -> list[float]:
+    """The back-off of each failed write, as the writer logged it."""
+    found = []
+    for record in caplog.records:
+        match = re.search(r"held in memory \(next try in ([0-9.]+) s\)", record.getMessage())
+        if match:
+            found.append(float(match.group(1)))
+    return found
+
+
+def block(log: PredictionLog, tmp_path: Path) -> Path:
+    """The disk refuses: no file can be made where the store would make its first one."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    folder, log.store.folder = log.store.folder, blocker / "predictions"
+    return folder
 
 
 @pytest.fixture
@@ -47,7 +97,7 @@ def started(tmp_path):
     logs = []
 
     def start(**options) -> PredictionLog:
-        log = PredictionLog(tmp_path, options.pop("replica", "host:8000"), **options)
+        log = make_log(tmp_path, options.pop("replica", "host:8000"), **options)
         log.start()
         logs.append(log)
         return log
@@ -62,9 +112,8 @@ def test_a_batch_is_logged_row_by_row_without_its_text(started, tmp_path):
     with request("req-1"):
         log.record("/predict/batch", "v3", [ROW, {**ROW, "sentiment": "negative"}], ["ab", "abcd"])
     assert log.flush()
-    assert log.folder == tmp_path / "predictions" / "host_8000"
+    assert log.store.folder == tmp_path / "predictions" / "host_8000"
     [path] = files(log)
-    assert len(path.stem) == len("20261127T180000Z") and path.stem.endswith("Z")
     logged = rows(path)
     assert [(r["request_id"], r["item"], r["sentiment"]) for r in logged] == [
         ("req-1", 0, "positive"),
@@ -76,6 +125,7 @@ def test_a_batch_is_logged_row_by_row_without_its_text(started, tmp_path):
     assert first["text_length"] == 2 and first["known_term_ratio"] == 0.75
     assert first["time"].endswith("+00:00")
     assert [r["text"] for r in logged] == [None, None]
+    assert [r["text_digest"] for r in logged] == [digest("ab"), digest("abcd")]
     assert b"abcd" not in path.read_bytes()
 
 
@@ -137,31 +187,21 @@ def test_the_file_rotates_by_size(started):
     assert sum(len(rows(p)) for p in files(log)) == 1200
 
 
-def test_the_file_rotates_by_age(started):
-    log = started(max_age=0.05)
-    log.record("/predict", "v1", [ROW], ["x"])
-    assert log.flush()
-    first = log.path
-    time.sleep(0.1)  # the age the rotation is about, not a wait for something to happen
-    log.record("/predict", "v1", [ROW], ["x"])
-    assert log.flush()
-    assert log.path != first and len(files(log)) == 2
-
-
 def test_a_restart_writes_a_new_file_and_keeps_the_old_one(tmp_path):
-    before = PredictionLog(tmp_path, "gw")
+    before = make_log(tmp_path, "gw")
     before.start()
     with request("old"):
         before.record("/predict", "v1", [ROW], ["x"])
     before.close()
-    after = PredictionLog(tmp_path, "gw")
+    after = make_log(tmp_path, "gw")
     after.start()
     with request("new"):
         after.record("/predict", "v1", [ROW], ["x"])
     assert after.flush()
     after.close()
     assert len(files(after)) == 2
-    assert find(tmp_path, "old") is not None and find(tmp_path, "new") is not None
+    reader = SQLiteFiles(tmp_path, None, **LIMITS)
+    assert reader.find("old", 0) is not None and reader.find("new", 0) is not None
 
 
 def test_replicas_write_side_by_side(started, tmp_path):
@@ -171,14 +211,15 @@ def test_replicas_write_side_by_side(started, tmp_path):
     with request("b"):
         two.record("/predict", "v1", [ROW], ["x"])
     assert one.flush() and two.flush()
-    assert one.folder != two.folder
-    assert find(tmp_path, "a").replica == "gateway-1"
-    assert find(tmp_path, "b").replica == "gateway-2"
-    assert find(tmp_path, "c") is None and find(tmp_path, "a", item=1) is None
+    assert one.store.folder != two.store.folder
+    reader = SQLiteFiles(tmp_path, None, **LIMITS)
+    assert reader.find("a", 0).replica == "gateway-1"
+    assert reader.find("b", 0).replica == "gateway-2"
+    assert reader.find("c", 0) is None and reader.find("a", 1) is None
 
 
 def test_a_full_queue_drops_and_counts_without_waiting(tmp_path):
-    log = PredictionLog(tmp_path, "gw", queue_size=2)  # not started: nothing drains the queue
+    log = make_log(tmp_path, "gw", queue_size=2)  # not started: nothing drains the queue
     for _ in range(5):
         log.record("/predict", "v1", [ROW], ["x"])  # returns at once: no thread to wait for
     assert log.dropped == 3
@@ -188,14 +229,14 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path):
     assert len(rows(files(log)[0])) == 2
 
 
-def test_files_past_the_retention_are_deleted(tmp_path):
+def test_files_past_the_retention_are_deleted_at_start(tmp_path):
     folder = tmp_path / "predictions" / "gw"
     folder.mkdir(parents=True)
     old, recent = folder / "20200101T000000Z.sqlite", folder / "20990101T000000Z.sqlite"
     for path in (old, recent):
         sqlite3.connect(path).close()
     os.utime(old, (time.time() - 3 * 86_400,) * 2)
-    log = PredictionLog(tmp_path, "gw", retention=2 * 86_400)
+    log = make_log(tmp_path, "gw", retention=2 * 86_400)
     log.start()
     log.close()
     assert not old.exists() and recent.exists()
@@ -209,31 +250,93 @@ def test_listeners_see_what_was_written(started):
     assert [(p.model_version, p.text_length) for p in seen] == [("v4", 1)]
 
 
-def test_replica_folder_names():
-    assert replica_folder("host:8000") == "host_8000"
-    assert replica_folder("gateway-1") == "gateway-1"
-    assert replica_folder("a/b@c") == "a_b_c"
-
-
-def test_a_text_sqlite_cannot_encode_is_kept_with_a_replacement(started):
-    # A lone surrogate is valid JSON; SQLite's UTF-8 refuses it, and the batch must not be lost.
+def test_a_text_the_stores_cannot_take_is_kept_with_a_replacement(started):
+    """A lone surrogate is valid JSON that UTF-8 refuses, and PostgreSQL refuses NUL: the
+    batch must not be lost, and the digest is of the text as kept."""
     log = started(keep_texts=True)
-    log.record("/predict/batch", "v1", [ROW, ROW], ["bad \ud800 text", "fine"])
+    texts = ["bad \ud800 text", "nul \x00 here", "fine"]
+    log.record("/predict/batch", "v1", [ROW, ROW, ROW], texts)
     assert log.flush()
-    assert [r["text"] for r in rows(files(log)[0])] == ["bad ? text", "fine"]
+    logged = rows(files(log)[0])
+    assert [r["text"] for r in logged] == ["bad ? text", "nul ? here", "fine"]
+    assert [r["text_digest"] for r in logged] == [digest(t) for t in texts]
+    assert log.dropped == 0 and log.buffered == 0
+
+
+def test_a_failed_write_is_held_and_written_once_the_store_works_again(started, tmp_path):
+    """A database restart or a full disk loses nothing: the rows wait in memory, the writer
+    tries again on its own (no new answer needed), and the live window sees the answer at
+    once."""
+    seen = []
+    log = started(listeners=[seen.extend])
+    folder = block(log, tmp_path)
+    with request("held"):
+        log.record("/predict", "v1", [ROW], ["x"])
+    assert log.flush()
+    assert (log.buffered, log.dropped) == (1, 0)
+    assert [p.model_version for p in seen] == ["v1"]
+    assert not folder.exists()
+    log.store.folder = folder  # the disk has room again
+    assert wait_for(lambda: log.buffered == 0), "the writer did not try again by itself"
+    assert logged_ids(folder) == ["held"]
     assert log.dropped == 0
 
 
-def test_a_failed_write_is_counted_and_the_live_window_still_sees_the_answer(started, tmp_path):
-    seen = []
-    log = started(listeners=[seen.extend])
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("")
-    log.store.folder = blocker / "predictions"  # the disk refuses: no file can be made there
+def test_past_the_buffer_the_oldest_held_answers_are_dropped_and_counted(
+    started, tmp_path, monkeypatch
+):
+    # No retry before the close: longer than the test takes on the slowest machine.
+    monkeypatch.setattr(prediction_log, "BACKOFF", 60.0)
+    monkeypatch.setattr(prediction_log, "BACKOFF_MAX", 60.0)
+    log = started(buffer=2)
+    folder = block(log, tmp_path)
+    for index in range(5):
+        with request(f"r{index}"):
+            log.record("/predict", "v1", [ROW], ["x"])
+        assert log.flush()
+    assert (log.buffered, log.dropped) == (2, 3)
+    log.store.folder = folder
+    log.close()  # the last try does not wait for the back-off
+    assert logged_ids(folder) == ["r3", "r4"]
+    assert (log.buffered, log.dropped) == (0, 3)
+
+
+def test_what_the_last_try_at_close_cannot_write_is_counted_as_dropped(
+    started, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(prediction_log, "BACKOFF", 60.0)
+    monkeypatch.setattr(prediction_log, "BACKOFF_MAX", 60.0)
+    log = started()
+    block(log, tmp_path)
+    log.record("/predict", "v1", [ROW, ROW], ["x", "y"])
+    log.record("/predict", "v1", [ROW], ["z"])
+    assert log.flush()
+    assert (log.buffered, log.dropped) == (2, 0)
+    log.close()
+    assert (log.buffered, log.dropped) == (0, 2)
+
+
+def test_failed_writes_back_off_doubling_to_the_maximum_and_start_again_after_a_success(
+    started, monkeypatch, caplog
+):
+    monkeypatch.setattr(prediction_log, "BACKOFF", 0.01)
+    monkeypatch.setattr(prediction_log, "BACKOFF_MAX", 0.04)
+    log = started()
     log.record("/predict", "v1", [ROW], ["x"])
     assert log.flush()
-    assert log.dropped == 1
-    assert [p.model_version for p in seen] == ["v1"]
+    [path] = files(log)
+    sql(path, FULL)
+    log.record("/predict", "v1", [ROW], ["x"])
+    assert wait_for(lambda: len(failed_tries(caplog)) >= 5)
+    assert failed_tries(caplog)[:5] == [0.01, 0.02, 0.04, 0.04, 0.04]
+    sql(path, "DROP TRIGGER full")
+    assert wait_for(lambda: log.buffered == 0)
+    caplog.clear()
+    sql(path, FULL)
+    log.record("/predict", "v1", [ROW], ["x"])
+    assert wait_for(lambda: len(failed_tries(caplog)) >= 1)
+    assert failed_tries(caplog)[0] == 0.01
+    assert files(log) == [path]
 
 
 def test_a_slow_stream_of_answers_is_written_in_few_transactions(started):
@@ -253,37 +356,50 @@ def test_a_slow_stream_of_answers_is_written_in_few_transactions(started):
 
 
 def test_a_full_disk_adds_no_file_per_try_backs_off_and_still_expires(
-    started, tmp_path, monkeypatch
+    started, tmp_path, monkeypatch, caplog
 ):
     """Each failed write used to open a new, empty file (about four a second under load),
-    and nothing expired while the disk stayed full."""
+    and nothing expired while the disk stayed full; expiring is what frees the disk."""
     # Longer than the flushes below take on the slowest machine.
     monkeypatch.setattr(prediction_log, "BACKOFF", 60.0)
-    cutoffs = []
-    log = started(retention=2 * 86_400, expiring=[cutoffs.append])
-    log.record("/predict", "v1", [ROW], ["x"])
-    assert log.flush()
-    attempts = []
-
-    def full(db, predictions):
-        attempts.append(len(predictions))
-        raise sqlite3.OperationalError("database or disk is full")
-
-    log.store._insert = full
-    for _ in range(5):
+    monkeypatch.setattr(prediction_log, "BACKOFF_MAX", 60.0)
+    monkeypatch.setattr(prediction_log, "EXPIRE_EVERY", 0.0)  # every write looks
+    now = time.time()
+    log = started(retention=2 * 86_400)
+    with request("before"):
         log.record("/predict", "v1", [ROW], ["x"])
+    assert log.flush()
+    [path] = files(log)
+    sql(path, FULL)
+    for index in range(5):
+        with request(f"during-{index}"):
+            log.record("/predict", "v1", [ROW], ["x"])
         assert log.flush()
-    assert len(files(log)) == 1, files(log)
-    assert log.dropped == 5
-    assert len(attempts) == 1, "the next try waits for the back-off"
-    # A replica that no longer runs left a file past the retention: it goes anyway.
+    assert files(log) == [path]
+    assert len(failed_tries(caplog)) == 1, "the next try waits for the back-off"
+    assert (log.buffered, log.dropped) == (5, 0)
+    # A replica that no longer runs left a file past the retention, and one within it; a
+    # label's text is past it too.
     gone = tmp_path / "predictions" / "gone-replica"
     gone.mkdir()
-    old = gone / "20200101T000000Z.sqlite"
-    sqlite3.connect(old).close()
-    os.utime(old, (time.time() - 3 * 86_400,) * 2)
-    log.store._next_expiry = 0.0  # the next minute's look
-    log.record("/predict", "v1", [ROW], ["x"])
+    old, recent = gone / "20200101T000000Z.sqlite", gone / "20200102T000000Z.sqlite"
+    for file, age in ((old, 3), (recent, 1)):
+        sqlite3.connect(file).close()
+        os.utime(file, (now - age * 86_400,) * 2)
+    labels = SQLiteFiles(tmp_path, None, **LIMITS)
+    old_label = iso(now - 3 * 86_400)
+    labels.add_label(
+        Feedback("before", 0, "positive", "old text", old_label, "v1", "positive", 0.9, "gw")
+    )
+    labels.close()
+    with request("during-5"):
+        log.record("/predict", "v1", [ROW], ["x"])
     assert log.flush()
-    assert not old.exists() and not gone.exists()
-    assert cutoffs and abs(cutoffs[-1] - (time.time() - 2 * 86_400)) < 60
+    assert not old.exists() and recent.exists()
+    with sqlite3.connect(labels.feedback_path) as db:
+        assert db.execute("SELECT text FROM feedback").fetchall() == [(None,)]
+    sql(path, "DROP TRIGGER full")  # room again: the last try writes all that was held
+    log.close()
+    assert files(log) == [path]
+    assert logged_ids(path.parent) == ["before"] + [f"during-{i}" for i in range(6)]
+    assert log.dropped == 0
