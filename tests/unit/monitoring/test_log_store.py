@@ -19,6 +19,7 @@ from monitoring.log_store import migrate
 from monitoring.log_store.files import SQLiteFiles, replica_folder
 from monitoring.log_store.store import AlreadyLabelled, open_store
 from monitoring.log_store.tables import Feedback, Prediction, digest, iso, storable
+from tests.unit.log_files import pre_digest_file
 
 T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
 LIMITS = {"max_bytes": 50_000_000, "max_age": 86_400.0}
@@ -126,19 +127,9 @@ def test_the_latest_answer_by_time_is_found_when_a_request_id_repeats(stores):
 def test_a_prediction_file_of_before_versions_is_read_as_it_is(stores, tmp_path):
     """Files written before the digest column are never written again; the store reads what
     they have (and no digest: a sent text cannot be checked against them)."""
-    old = tmp_path / "predictions" / "old" / "20260101T000000Z.sqlite"
-    old.parent.mkdir(parents=True)
-    with sqlite3.connect(old) as db:
-        db.execute(
-            "CREATE TABLE predictions (time TEXT NOT NULL, request_id TEXT NOT NULL, "
-            "item INTEGER NOT NULL, route TEXT NOT NULL, replica TEXT NOT NULL, "
-            "model_version TEXT NOT NULL, sentiment TEXT NOT NULL, confidence REAL NOT NULL, "
-            "text_length INTEGER, known_term_ratio REAL, text TEXT)"
-        )
-        db.execute(
-            "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (iso(T0), "old", 0, "/predict", "old", "v1", "negative", 0.7, 5, None, None),
-        )
+    old = pre_digest_file(
+        tmp_path, (iso(T0), "old", 0, "/predict", "old", "v1", "negative", 0.7, 5, None, None)
+    )
     found = stores(None).find("old", 0)
     assert (found.sentiment, found.text_digest) == ("negative", None)
     read = stores(None).read_predictions(None, T0)

@@ -27,6 +27,7 @@ from gateway.serving.registry import Registry
 from gateway.settings import Settings
 from monitoring.log_store.files import SQLiteFiles
 from monitoring.log_store.tables import iso
+from tests.unit.log_files import pre_digest_file, wait_for
 
 POSITIVE = {"sentiment": "positive", "confidence": 0.8}
 NEGATIVE = {"sentiment": "negative", "confidence": 0.7}
@@ -80,15 +81,6 @@ def feedback_stores():
 def labels(path: Path) -> dict[str, str | None]:
     with sqlite3.connect(path) as db:
         return dict(db.execute("SELECT request_id || ':' || item, text FROM feedback"))
-
-
-def wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_label_is_stored_with_what_the_model_answered(logged, feedback_stores):
@@ -163,19 +155,8 @@ def test_a_label_with_any_other_text_than_the_answered_one_is_refused(
 
 
 def test_text_cannot_be_checked_against_a_log_written_before_digests(tmp_path, feedback_stores):
-    old = tmp_path / "predictions" / "old" / "20260101T000000Z.sqlite"
-    old.parent.mkdir(parents=True)
-    with sqlite3.connect(old) as db:  # as the log's files were before the digest column
-        db.execute(
-            "CREATE TABLE predictions (time TEXT NOT NULL, request_id TEXT NOT NULL, "
-            "item INTEGER NOT NULL, route TEXT NOT NULL, replica TEXT NOT NULL, "
-            "model_version TEXT NOT NULL, sentiment TEXT NOT NULL, confidence REAL NOT NULL, "
-            "text_length INTEGER, known_term_ratio REAL, text TEXT)"
-        )
-        db.execute(
-            "INSERT INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (iso(time.time()), "r1", 0, "/predict", "old", "v1", "positive", 0.8, 8, None, None),
-        )
+    row = (iso(time.time()), "r1", 0, "/predict", "old", "v1", "positive", 0.8, 8, None, None)
+    pre_digest_file(tmp_path, row)
     store = feedback_stores(None, SQLiteFiles(tmp_path, None, **LIMITS))
     with pytest.raises(NotTheAnsweredText):
         store.submit("r1", 0, "positive", "a review")

@@ -18,6 +18,7 @@ from gateway.observability import prediction_log
 from gateway.observability.prediction_log import PredictionLog
 from monitoring.log_store.files import SQLiteFiles
 from monitoring.log_store.tables import Feedback, digest, iso
+from tests.unit.log_files import wait_for
 
 ROW = {"sentiment": "positive", "confidence": 0.9, "known_terms": 3, "known_term_ratio": 0.75}
 LIMITS = {"max_bytes": 50_000_000, "max_age": 86_400.0}
@@ -63,15 +64,6 @@ def make_log(folder: Path, replica: str = "gw", **options) -> PredictionLog:
 def sql(path: Path, statement: str) -> None:
     with sqlite3.connect(path) as db:
         db.execute(statement)
-
-
-def wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def failed_tries(caplog) -> list[float]:
