@@ -17,8 +17,9 @@ from sqlalchemy.engine import make_url
 from monitoring.log_store import statements
 from monitoring.log_store.tables import Feedback, Prediction, iso, predictions
 
-# Seconds to reach the server, and the longest one statement may run.
-CONNECT_TIMEOUT, STATEMENT_TIMEOUT = 5, 30
+# Seconds to reach the server, the longest one statement may run, and how long sent data may
+# go unacknowledged before the connection counts as lost.
+CONNECT_TIMEOUT, STATEMENT_TIMEOUT, TCP_TIMEOUT = 5, 30, 10
 
 
 def engine_for(uri: str, *, pool_size: int = 2) -> Engine:
@@ -34,6 +35,14 @@ def engine_for(uri: str, *, pool_size: int = 2) -> Engine:
         max_overflow=2,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT,
+            # A server that went away without a word (a container restarted at a new address)
+            # fails a connection within seconds instead of blocking its thread for minutes:
+            # unacknowledged data times out, and an idle connection is probed.
+            "tcp_user_timeout": TCP_TIMEOUT * 1000,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
             "options": f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
             "application_name": "sentiment-log-store",
         },

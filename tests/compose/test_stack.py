@@ -186,7 +186,11 @@ def test_a_restarted_database_fails_no_request_and_loses_no_logged_prediction(st
         )
         return {route: int(count) for route, count in rows}
 
-    wait_for(lambda: logged() == dict(sent), 60, f"every answer logged ({dict(sent)})")
+    try:
+        wait_for(lambda: logged() == dict(sent), 60, "every answer logged")
+    finally:
+        print(f"sent {dict(sent)}, logged {logged()}")
+    assert logged() == dict(sent)
     assert (
         log_rows(
             stack,
