@@ -112,7 +112,7 @@ bench: bench-model bench-training bench-serving bench-batch ## Every benchmark (
 bench-training: install ## Train each preset on the packaged data; accuracy, time, size
 	$(BIN)/python -m benchmarks.training
 
-bench-serving: install ## Latency and throughput: gateway vs direct scoring server vs in-process
+bench-serving: install ## Gateway vs direct vs in-process, then what moved since the committed results
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 		|| { echo "wrk is needed: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m benchmarks.serving

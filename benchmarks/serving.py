@@ -14,8 +14,9 @@ posts the same real IMDB reviews to each target:
 
 Latency at concurrency 1, throughput and latency at concurrency 32, and reviews/s for
 batches of 1,000 (gateway /predict/batch against direct /invocations). Results go to
-benchmarks/results/serving.{json,md,png}; everything started here is stopped on exit,
-Ctrl-C included.
+benchmarks/results/serving.{json,md,png}, each watched figure with its value in every round;
+before they are written, the figures are judged against the committed ones
+(benchmarks/serving_guard.py). Everything started here is stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import signal
 import statistics
@@ -40,6 +42,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from benchmarks import serving_guard
+from benchmarks.serving_guard import HOP
 from model.names import ALIAS, MODEL_NAME
 from stack.processes import (
     ROOT,
@@ -60,7 +64,6 @@ SCRIPT = HERE / "wrk" / "post_bodies.lua"
 # promoted during the run) and authentication is off. GATEWAY_* variables of the calling
 # shell are not passed on, and it runs outside the repo so that no `.env` file applies.
 GATEWAY_ENV = {"GATEWAY_POLL_INTERVAL": "60", "GATEWAY_API_KEYS": ""}
-HOP = "pass-through hop"
 
 
 # --------------------------------------------------------------------------- processes
@@ -317,7 +320,7 @@ def pooled(runs: list[dict]) -> dict:
         "wrk_cpu_pct": round(100 * sum(r["wrk_cpu_s"] for r in runs) / seconds, 1),
         "rounds": [
             {
-                "rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
+                "rps": round(r["requests"] / (r["duration_us"] / 1e6), 2),
                 "p50_ms": r["p50_us"] / 1000,
                 "p99_ms": r["p99_us"] / 1000,
             }
@@ -444,8 +447,28 @@ def _bar(target: str, bar: str, measured: str, met: bool) -> dict:
 
 
 def markdown(report: dict) -> str:
-    meta, single, batch = report["meta"], report["single"], report["batch"]
     lines = [
+        *_header(report["meta"]),
+        "",
+        *_by_target_table(report["single"]),
+        "",
+        *_batch_table(report["batch"], report["meta"]["batch_size"]),
+        "",
+        *_ratios_table(report["ratios"]),
+        "",
+        *hop_table(report["single"]),
+        *_bars_table(report["bars"]),
+    ]
+    if "targets" in report:
+        lines += ["", *serving_guard.targets_table(report["targets"])]
+    if "guard" in report:
+        guard = report["guard"]
+        lines += ["", *serving_guard.guard_table(guard["rows"], guard["baseline"])]
+    return "\n".join(lines)
+
+
+def _header(meta: dict) -> list[str]:
+    return [
         f"Measured {meta['measured_at']} with `{meta['command']}` on {meta['machine']}.",
         f"Model {MODEL_NAME} v{meta['model_version']} (preset `{meta['preset']}`, "
         f"{meta['training_rows'] or 'all'} training rows). {meta['reviews']['count']} IMDB reviews "
@@ -455,7 +478,11 @@ def markdown(report: dict) -> str:
         f"{meta['batch_seconds']:g} s, each split into {meta['rounds']} rounds interleaved "
         f"across targets after a {meta['warmup_seconds']:g} s warm-up; percentiles over all "
         f"requests. Gateway defaults: {meta['gateway_defaults']}.",
-        "",
+    ]
+
+
+def _by_target_table(single: dict[str, dict]) -> list[str]:
+    lines = [
         "| target | c=1 p50 ms | c=1 p99 ms | c=32 req/s | c=32 p50 ms | c=32 p99 ms "
         "| server CPU ms/req at c=1 | server CPU ms/req at c=32 | errors |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -471,10 +498,12 @@ def markdown(report: dict) -> str:
             f"{c32['rps']:.0f} | {c32['p50_ms']:.1f} | {c32['p99_ms']:.1f} | {cpu1} | {cpu} | "
             f"{c1['errors'] + c32['errors']} |"
         )
-    lines += [
-        "",
-        f"| batch of {meta['batch_size']:,} reviews per call (c=1) | reviews/s | p50 ms per call "
-        "| errors |",
+    return lines
+
+
+def _batch_table(batch: dict[str, dict], size: int) -> list[str]:
+    lines = [
+        f"| batch of {size:,} reviews per call (c=1) | reviews/s | p50 ms per call | errors |",
         "|---|---|---|---|",
     ]
     for name, row in batch.items():
@@ -482,9 +511,11 @@ def markdown(report: dict) -> str:
             f"| {name} ({row['endpoint']}) | {row['reviews_per_s']:.0f} | {row['p50_ms']:.0f} | "
             f"{row['errors']} |"
         )
-    r = report["ratios"]
-    lines += [
-        "",
+    return lines
+
+
+def _ratios_table(r: dict) -> list[str]:
+    return [
         "| ratio | gateway / direct | gateway / in-process |",
         "|---|---|---|",
         f"| c=1 p50 | {r['gateway_minus_direct_c1_p50_ms']:+.2f} ms | "
@@ -492,15 +523,15 @@ def markdown(report: dict) -> str:
         f"| c=32 req/s | {r['gateway_over_direct_c32_rps']:.2f}× | "
         f"{r['gateway_over_inprocess_c32_rps']:.2f}× |",
         f"| batch reviews/s | {r['gateway_over_direct_batch']:.2f}× | – |",
-        "",
-        *hop_table(single),
-        "| bar | target | measured | met |",
-        "|---|---|---|---|",
     ]
-    for bar in report["bars"]:
+
+
+def _bars_table(bars: list[dict]) -> list[str]:
+    lines = ["| bar | target | measured | met |", "|---|---|---|---|"]
+    for bar in bars:
         met = "yes" if bar["met"] else "**no**"
         lines.append(f"| {bar['bar']} | {bar['target']} | {bar['measured']} | {met} |")
-    return "\n".join(lines)
+    return lines
 
 
 def hop_table(single: dict[str, dict]) -> list[str]:
@@ -579,159 +610,204 @@ def chart(report: dict, path: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 
+@dataclass
+class Stack:
+    """What one run started, and where each part answers."""
+
+    procs: Processes
+    version: str
+    gateway: subprocess.Popen
+    gateway_url: str
+    gateway_off: subprocess.Popen
+    gateway_off_url: str
+    inprocess: subprocess.Popen
+    inprocess_url: str
+    hop: subprocess.Popen
+    hop_url: str
+    direct_url: str
+
+
+def start_stack(stack: ExitStack, tmp: Path, args) -> Stack:
+    """Tracking server, one promoted model, both gateways, the baseline and the hop, all up."""
+    logs = tmp / "logs"
+    logs.mkdir()
+    print("Starting a throwaway tracking server...", flush=True)
+    tracking_uri = stack.enter_context(tracking_server(tmp / "mlflow"))
+    procs = Processes(logs)
+    stack.callback(procs.stop_all)  # runs first on the way out: before the tracking server
+    print("Training and promoting one model on the packaged data...", flush=True)
+    version = train(procs, tracking_uri, args.max_rows, args.preset, args.train_timeout)
+
+    print(
+        "Starting the gateways (and their scoring servers) and the in-process baseline...",
+        flush=True,
+    )
+    gw_on, gw_on_url = start_gateway(procs, "gateway", tracking_uri, GATEWAY_BATCHING="true")
+    gw_off, gw_off_url = start_gateway(
+        procs, "gateway-nobatch", tracking_uri, GATEWAY_BATCHING="false"
+    )
+    inproc, inproc_url = start_inprocess(procs, tracking_uri, version)
+    for proc, url in ((gw_on, gw_on_url), (gw_off, gw_off_url), (inproc, inproc_url)):
+        wait_until_up(f"{url}/ready", timeout=args.start_timeout, proc=proc)
+    # Each gateway then starts a standby scoring server: let it finish before measuring.
+    for url in (gw_on_url, gw_off_url):
+        wait_for_standby(url, timeout=args.start_timeout)
+    procs.remember()
+    info = httpx.get(f"{gw_on_url}/info", timeout=10).json()
+    direct_url = info["scoring_server"].rstrip("/")
+    if info["model_version"].lstrip("v") != version:
+        raise RuntimeError(f"the gateway serves {info['model_version']}, not v{version}")
+    hop, hop_url = start_passthrough(procs, direct_url)
+    wait_until_up(f"{hop_url}/ready", timeout=args.start_timeout, proc=hop)
+    return Stack(
+        procs, version, gw_on, gw_on_url, gw_off, gw_off_url, inproc, inproc_url, hop, hop_url,
+        direct_url,
+    )  # fmt: skip
+
+
+def single_targets(s: Stack, bodies: dict[str, Path]) -> list[Target]:
+    """One review per request, to each of the five targets."""
+    scoring = descendants(s.gateway.pid)
+    return [
+        Target(
+            "direct",
+            "POST /invocations",
+            f"{s.direct_url}/invocations",
+            bodies["invocations"],
+            {"scoring": scoring},
+        ),
+        Target(
+            HOP,
+            "POST /invocations via a bare proxy",
+            f"{s.hop_url}/invocations",
+            bodies["invocations"],
+            {"hop": [psutil.Process(s.hop.pid)], "scoring": scoring},
+        ),
+        Target(
+            "gateway",
+            "POST /predict",
+            f"{s.gateway_url}/predict",
+            bodies["predict"],
+            components(s.gateway.pid, s.gateway.pid),
+        ),
+        Target(
+            "gateway, batching off",
+            "POST /predict",
+            f"{s.gateway_off_url}/predict",
+            bodies["predict"],
+            components(s.gateway_off.pid, s.gateway_off.pid),
+        ),
+        Target(
+            "in-process",
+            "POST /predict",
+            f"{s.inprocess_url}/predict",
+            bodies["predict"],
+            components(None, s.inprocess.pid),
+        ),
+    ]
+
+
+def batch_targets(s: Stack, bodies: dict[str, Path], singles: list[Target]) -> list[Target]:
+    """Batches to direct and the gateway; the hop is left out: its floor is the single one."""
+    by_name = {t.name: t for t in singles}
+    return [
+        Target(
+            "direct",
+            "POST /invocations",
+            f"{s.direct_url}/invocations",
+            bodies["invocations_batch"],
+            by_name["direct"].components,
+        ),
+        Target(
+            "gateway",
+            "POST /predict/batch",
+            f"{s.gateway_url}/predict/batch",
+            bodies["predict_batch"],
+            by_name["gateway"].components,
+        ),
+    ]
+
+
+def measure_single(targets: list[Target], args) -> dict[str, dict]:
+    single: dict[str, dict] = {t.name: {"endpoint": t.label} for t in targets}
+    for key, connections, seconds in (("c1", 1, args.c1_duration), ("c32", 32, args.duration)):
+        measured = measure(targets, connections, seconds, args.warmup, args.rounds)
+        for name, result in measured.items():
+            single[name][key] = result
+    return single
+
+
+def measure_batch(targets: list[Target], batch_size: int, args) -> dict[str, dict]:
+    batch: dict[str, dict] = {t.name: {"endpoint": t.label} for t in targets}
+    measured = measure(targets, 1, args.batch_duration, args.warmup, args.rounds)
+    for name, result in measured.items():
+        result["reviews_per_s"] = result["rps"] * batch_size
+        batch[name] |= result
+    return batch
+
+
 def run(args) -> dict:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk (or run `make bench-serving`)")
     started = time.monotonic()
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serving-")))
-        logs = tmp / "logs"
-        logs.mkdir()
-        print("Starting a throwaway tracking server...", flush=True)
-        tracking_uri = stack.enter_context(tracking_server(tmp / "mlflow"))
-        procs = Processes(logs)
-        stack.callback(procs.stop_all)  # runs first on the way out: before the tracking server
-        print("Training and promoting one model on the packaged data...", flush=True)
-        version = train(procs, tracking_uri, args.max_rows, args.preset, args.train_timeout)
-
-        print(
-            "Starting the gateways (and their scoring servers) and the in-process baseline...",
-            flush=True,
-        )
-        gw_on, gw_on_url = start_gateway(procs, "gateway", tracking_uri, GATEWAY_BATCHING="true")
-        gw_off, gw_off_url = start_gateway(
-            procs, "gateway-nobatch", tracking_uri, GATEWAY_BATCHING="false"
-        )
-        inproc, inproc_url = start_inprocess(procs, tracking_uri, version)
-        for proc, url in (
-            (gw_on, f"{gw_on_url}/ready"),
-            (gw_off, f"{gw_off_url}/ready"),
-            (inproc, f"{inproc_url}/ready"),
-        ):
-            wait_until_up(url, timeout=args.start_timeout, proc=proc)
-        # Each gateway then starts a standby scoring server: let it finish before measuring.
-        for url in (gw_on_url, gw_off_url):
-            wait_for_standby(url, timeout=args.start_timeout)
-        procs.remember()
-        info = httpx.get(f"{gw_on_url}/info", timeout=10).json()
-        direct_url = info["scoring_server"].rstrip("/")
-        if info["model_version"].lstrip("v") != version:
-            raise RuntimeError(f"the gateway serves {info['model_version']}, not v{version}")
-        hop, hop_url = start_passthrough(procs, direct_url)
-        wait_until_up(f"{hop_url}/ready", timeout=args.start_timeout, proc=hop)
-
+        s = start_stack(stack, tmp, args)
         singles, batch_texts = sample_reviews(
             args.reviews, args.batch_size, args.max_chars, args.seed
         )
         bodies = write_bodies(tmp, singles, batch_texts)
-        lengths = sorted(len(t) for t in singles)
-        targets = [
-            Target(
-                "direct",
-                "POST /invocations",
-                f"{direct_url}/invocations",
-                bodies["invocations"],
-                {"scoring": descendants(gw_on.pid)},
-            ),
-            Target(
-                HOP,
-                "POST /invocations via a bare proxy",
-                f"{hop_url}/invocations",
-                bodies["invocations"],
-                {"hop": [psutil.Process(hop.pid)], "scoring": descendants(gw_on.pid)},
-            ),
-            Target(
-                "gateway",
-                "POST /predict",
-                f"{gw_on_url}/predict",
-                bodies["predict"],
-                components(gw_on.pid, gw_on.pid),
-            ),
-            Target(
-                "gateway, batching off",
-                "POST /predict",
-                f"{gw_off_url}/predict",
-                bodies["predict"],
-                components(gw_off.pid, gw_off.pid),
-            ),
-            Target(
-                "in-process",
-                "POST /predict",
-                f"{inproc_url}/predict",
-                bodies["predict"],
-                components(None, inproc.pid),
-            ),
-        ]
-        for target in targets:
+        targets = single_targets(s, bodies)
+        batches = batch_targets(s, bodies, targets)
+        for target in targets + batches:
             check_target(target.url, target.bodies)
         print(f"Ready after {time.monotonic() - started:.0f}s. Measuring...", flush=True)
-
-        single: dict[str, dict] = {t.name: {"endpoint": t.label} for t in targets}
-        for key, connections, seconds in (("c1", 1, args.c1_duration), ("c32", 32, args.duration)):
-            for name, result in measure(
-                targets, connections, seconds, args.warmup, args.rounds
-            ).items():
-                single[name][key] = result
-
-        by_name = {t.name: t for t in targets}
-        batch_targets = [  # the hop is left out here: its floor is the single-review one
-            Target(
-                "direct",
-                "POST /invocations",
-                f"{direct_url}/invocations",
-                bodies["invocations_batch"],
-                by_name["direct"].components,
-            ),
-            Target(
-                "gateway",
-                "POST /predict/batch",
-                f"{gw_on_url}/predict/batch",
-                bodies["predict_batch"],
-                by_name["gateway"].components,
-            ),
-        ]
-        for target in batch_targets:
-            check_target(target.url, target.bodies)
-        batch: dict[str, dict] = {}
-        for target in batch_targets:
-            batch[target.name] = {"endpoint": target.label}
-        for name, result in measure(
-            batch_targets, 1, args.batch_duration, args.warmup, args.rounds
-        ).items():
-            result["reviews_per_s"] = result["rps"] * len(batch_texts)
-            batch[name] |= result
-
-    settings_defaults = _gateway_defaults()
-    report = {
-        "meta": {
-            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": "make bench-serving",
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}, load average at start {args.load_at_start}",
-            "wrk": _wrk_version(),
-            "model_version": version,
-            "preset": args.preset,
-            "training_rows": args.max_rows,
-            "reviews": {
-                "count": len(singles),
-                "min_chars": lengths[0],
-                "median_chars": int(statistics.median(lengths)),
-                "max_chars": lengths[-1],
-            },
-            "batch_size": len(batch_texts),
-            "c1_seconds": args.c1_duration,
-            "c32_seconds": args.duration,
-            "batch_seconds": args.batch_duration,
-            "warmup_seconds": args.warmup,
-            "rounds": args.rounds,
-            "gateway_defaults": settings_defaults,
-            "total_seconds": round(time.monotonic() - started),
-        },
+        single = measure_single(targets, args)
+        batch = measure_batch(batches, len(batch_texts), args)
+    figures = serving_guard.figures(single, batch)
+    report: dict = {
+        "meta": meta(args, s.version, singles, len(batch_texts), started),
         "single": single,
         "batch": batch,
     }
-    report |= summarise(single, batch, args)
-    return report
+    return (
+        report
+        | summarise(single, batch, args)
+        | {
+            "figures": figures,
+            "targets": serving_guard.targets(figures),
+        }
+    )
+
+
+def meta(args, version: str, singles: list[str], batch_size: int, started: float) -> dict:
+    """How, when and on what the run was made: the figures mean nothing without it."""
+    lengths = sorted(len(t) for t in singles)
+    return {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": args.command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, load average at start {args.load_at_start}, "
+        f"at the end {os.getloadavg()[0]:.1f}",
+        "wrk": _wrk_version(),
+        "model_version": version,
+        "preset": args.preset,
+        "training_rows": args.max_rows,
+        "reviews": {
+            "count": len(singles),
+            "min_chars": lengths[0],
+            "median_chars": int(statistics.median(lengths)),
+            "max_chars": lengths[-1],
+        },
+        "batch_size": batch_size,
+        "c1_seconds": args.c1_duration,
+        "c32_seconds": args.duration,
+        "batch_seconds": args.batch_duration,
+        "warmup_seconds": args.warmup,
+        "rounds": args.rounds,
+        "gateway_defaults": _gateway_defaults(),
+        "total_seconds": round(time.monotonic() - started),
+    }
 
 
 def _gateway_defaults() -> str:
@@ -748,12 +824,49 @@ def _wrk_version() -> str:
 
 
 def main() -> None:
+    args = arguments()
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    # Read before anything is written: --output may be where the committed results are.
+    before, before_meta = serving_guard.committed(args.baseline)
+    try:
+        report = run(args)
+    except KeyboardInterrupt:
+        print("\nInterrupted: everything started was stopped; no results written.", file=sys.stderr)
+        raise SystemExit(130) from None
+    report["guard"] = {
+        "baseline": {
+            "file": _shown(args.baseline),
+            "measured_at": before_meta.get("measured_at"),
+            "machine": before_meta.get("machine"),
+        },
+        "rows": serving_guard.compare(before, report["figures"]),
+    }
+    table = markdown(report)
+    print("\n" + table)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "serving.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    )
+    (args.output / "serving.md").write_text(table + "\n")
+    chart(report, args.output / "serving.png")
+    print(
+        f"\nWrote {args.output}/serving.json, serving.md and serving.png "
+        f"({report['meta']['total_seconds']}s in all)."
+    )
+    regressed = [r["label"] for r in report["guard"]["rows"] if r["verdict"] == "REGRESSED"]
+    print(f"\nREGRESSED: {'; '.join(regressed)}" if regressed else "\nNothing regressed.")
+
+
+def arguments() -> argparse.Namespace:
     cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_argument("--duration", type=float, default=15, help="seconds per c=32 run")
-    cli.add_argument("--c1-duration", type=float, default=10, help="seconds per c=1 run")
-    cli.add_argument("--batch-duration", type=float, default=18, help="seconds per batch run")
+    cli.add_argument("--duration", type=float, default=16, help="seconds per c=32 run")
+    cli.add_argument("--c1-duration", type=float, default=16, help="seconds per c=1 run")
+    cli.add_argument("--batch-duration", type=float, default=24, help="seconds per batch run")
     cli.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target")
-    cli.add_argument("--rounds", type=int, default=3, help="interleaved runs per target")
+    cli.add_argument(
+        "--rounds", type=int, default=8, help="interleaved runs per target: the guard's bands"
+    )
     cli.add_argument(
         "--reviews", type=int, default=200, help="distinct reviews for single requests"
     )
@@ -765,25 +878,27 @@ def main() -> None:
     cli.add_argument("--train-timeout", type=float, default=300)
     cli.add_argument("--start-timeout", type=float, default=180)
     cli.add_argument("--output", type=Path, default=RESULTS, help="where the results go")
+    cli.add_argument(
+        "--baseline",
+        type=Path,
+        default=RESULTS / "serving.json",
+        help="results to compare with (default: the committed ones)",
+    )
     args = cli.parse_args()
     args.load_at_start = f"{os.getloadavg()[0]:.1f}"
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
-    try:
-        report = run(args)
-    except KeyboardInterrupt:
-        print("\nInterrupted: everything started was stopped; no results written.", file=sys.stderr)
-        raise SystemExit(130) from None
-    table = markdown(report)
-    print("\n" + table)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "serving.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output / "serving.md").write_text(table + "\n")
-    chart(report, args.output / "serving.png")
-    print(
-        f"\nWrote {args.output}/serving.json, serving.md and serving.png "
-        f"({report['meta']['total_seconds']}s in all)."
+    given = sys.argv[1:]
+    args.command = (
+        f"python -m benchmarks.serving {shlex.join(given)}" if given else "make bench-serving"
     )
+    return args
+
+
+def _shown(path: Path) -> str:
+    """The path as the reader of the results would name it: from the repository if inside."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from benchmarks import serving
+from benchmarks import serving, serving_guard
 
 
 def test_wrk_is_asked_for_latency_and_a_30s_timeout(monkeypatch, tmp_path):
@@ -95,3 +95,21 @@ def test_a_report_without_the_hop_has_no_hop_rows():
     report |= serving.summarise(report["single"], report["batch"], args=None)
     assert "hop_minus_direct_c1_p50_ms" not in report["ratios"]
     assert "pass-through" not in serving.markdown(report)
+
+
+def test_the_markdown_carries_the_targets_and_the_comparison_when_the_report_has_them():
+    report = _report()
+    assert "Compared with" not in serving.markdown(report)  # a report of before the guard
+    now = serving_guard.figures(report["single"], report["batch"])
+    report |= {
+        "targets": serving_guard.targets(now),
+        "guard": {
+            "baseline": {"file": "x.json", "measured_at": None},
+            "rows": serving_guard.compare({}, now),
+        },
+    }
+    table = serving.markdown(report)
+    assert "| gateway's own share at c=1 (p50 over the bare hop) | ≤ 0.5 ms | 0.75 ms " in table
+    assert "| gateway c=32 p99 | < 25 ms | 40.00 ms | **not met** |" in table
+    assert "Compared with no earlier results" in table
+    assert "| no baseline |" in table
