@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks import serving_guard
+from benchmarks import log_backends, serving_guard
 from benchmarks.serving_guard import HOP
 from model.names import ALIAS, MODEL_NAME
 from stack.processes import (
@@ -459,6 +459,8 @@ def markdown(report: dict) -> str:
         *hop_table(report["single"]),
         *_bars_table(report["bars"]),
     ]
+    if "prediction_log" in report:
+        lines += ["", *log_backends.table(report["prediction_log"])]
     if "targets" in report:
         lines += ["", *serving_guard.targets_table(report["targets"])]
     if "guard" in report:
@@ -615,6 +617,7 @@ class Stack:
     """What one run started, and where each part answers."""
 
     procs: Processes
+    tracking_uri: str
     version: str
     gateway: subprocess.Popen
     gateway_url: str
@@ -660,8 +663,8 @@ def start_stack(stack: ExitStack, tmp: Path, args) -> Stack:
     hop, hop_url = start_passthrough(procs, direct_url)
     wait_until_up(f"{hop_url}/ready", timeout=args.start_timeout, proc=hop)
     return Stack(
-        procs, version, gw_on, gw_on_url, gw_off, gw_off_url, inproc, inproc_url, hop, hop_url,
-        direct_url,
+        procs, tracking_uri, version, gw_on, gw_on_url, gw_off, gw_off_url, inproc, inproc_url,
+        hop, hop_url, direct_url,
     )  # fmt: skip
 
 
@@ -761,15 +764,21 @@ def run(args) -> dict:
         batches = batch_targets(s, bodies, targets)
         for target in targets + batches:
             check_target(target.url, target.bodies)
+        this = sys.modules[__name__]
+        log_gateways = log_backends.start(stack, this, s, args) if args.logs else None
         print(f"Ready after {time.monotonic() - started:.0f}s. Measuring...", flush=True)
         single = measure_single(targets, args)
         batch = measure_batch(batches, len(batch_texts), args)
+        if log_gateways:
+            logs = log_backends.measure(this, log_gateways, bodies, args)
     figures = serving_guard.figures(single, batch)
     report: dict = {
         "meta": meta(args, s.version, singles, len(batch_texts), started),
         "single": single,
         "batch": batch,
     }
+    if log_gateways:
+        report["prediction_log"] = logs
     return (
         report
         | summarise(single, batch, args)
@@ -878,6 +887,12 @@ def arguments() -> argparse.Namespace:
     cli.add_argument("--train-timeout", type=float, default=300)
     cli.add_argument("--start-timeout", type=float, default=180)
     cli.add_argument("--output", type=Path, default=RESULTS, help="where the results go")
+    cli.add_argument(
+        "--no-logs",
+        dest="logs",
+        action="store_false",
+        help="skip the prediction log's comparison (files, PostgreSQL, off)",
+    )
     cli.add_argument(
         "--baseline",
         type=Path,
